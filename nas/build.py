@@ -1,0 +1,122 @@
+"""ArchSpec -> torch.nn.Module. Knows nothing of Optuna or training."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nas.spec import ArchSpec, Block, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual, SpecError
+
+Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) once flattened
+
+_ACTIVATIONS = {"none": nn.Identity, "relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, body: nn.Module, shortcut: nn.Module):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class Network(nn.Sequential):
+    """A plain Sequential, named so that `print(model)` says what built it."""
+
+
+def build(spec: ArchSpec, seed: int | None = 0, device: torch.device | str | None = None) -> Network:
+    """Builds the module (on the CPU unless `device` says otherwise). The same seed gives the same weights."""
+    if seed is None:
+        return _build(spec, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(spec, device)
+
+
+def _build(spec: ArchSpec, device) -> Network:
+    # The device goes to each layer's constructor: a `with torch.device(...)` mode would intercept every
+    # torch call and make meta-device budget checks several times slower.
+    modules, shape = _sequence(spec.blocks, tuple(spec.input_shape), "blocks", device)
+    if shape != (spec.num_classes,):
+        raise SpecError(f"the network ends with shape {shape}, expected ({spec.num_classes},) logits; "
+                        "end with a head such as gap+linear, flatten+linear or a 1x1 conv to the classes then gap")
+    return Network(*modules)
+
+
+def layer_shapes(spec: ArchSpec) -> list[tuple[str, Shape]]:
+    """(path, output shape) of every top-level block, for `describe`."""
+    shape = tuple(spec.input_shape)
+    rows = []
+    for i, block in enumerate(spec.blocks):
+        _, shape = _block(block, shape, f"blocks[{i}]", "meta")
+        rows.append((f"blocks[{i}]", shape))
+    return rows
+
+
+def _sequence(blocks: tuple[Block, ...], shape: Shape, where: str, device) -> tuple[list[nn.Module], Shape]:
+    modules = []
+    for i, block in enumerate(blocks):
+        module, shape = _block(block, shape, f"{where}[{i}]", device)
+        modules.append(module)
+    return modules, shape
+
+
+def _block(block: Block, shape: Shape, where: str, device) -> tuple[nn.Module, Shape]:
+    if isinstance(block, (Conv, Pool, GlobalAvgPool, Residual)) and len(shape) != 3:
+        raise SpecError(f"{where}: {type(block).__name__} needs a feature map but gets a flat vector {shape}")
+    if isinstance(block, Conv):
+        return _conv(block, shape, where, device)
+    if isinstance(block, Pool):
+        c, h, w = shape
+        if h < block.k or w < block.k:
+            raise SpecError(f"{where}: cannot pool a {h}x{w} map with a {block.k}x{block.k} window")
+        cls = nn.MaxPool2d if block.op == "max" else nn.AvgPool2d
+        size = (lambda n: math.ceil((n - block.k) / block.k) + 1) if block.ceil else (lambda n: (n - block.k) // block.k + 1)
+        return cls(block.k, ceil_mode=block.ceil), (c, size(h), size(w))
+    if isinstance(block, Residual):
+        body, body_shape = _sequence(block.body, shape, f"{where}.body", device)
+        short, short_shape = _sequence(block.shortcut, shape, f"{where}.shortcut", device)
+        if body_shape != short_shape:
+            raise SpecError(f"{where}: body gives {body_shape} but shortcut gives {short_shape}; they must match to add")
+        shortcut = nn.Sequential(*short) if short else nn.Identity()
+        return ResidualBlock(nn.Sequential(*body), shortcut), body_shape
+    if isinstance(block, GlobalAvgPool):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (shape[0],)
+    if isinstance(block, Flatten):
+        return nn.Flatten(), (math.prod(shape),)
+    if isinstance(block, Linear):
+        if len(shape) != 1:
+            raise SpecError(f"{where}: linear needs a flat vector; add a flatten or gap block first")
+        layers = [nn.Linear(shape[0], block.out, bias=block.bias, device=device)]
+        if block.act != "none":
+            layers.append(_ACTIVATIONS[block.act]())
+        return _seq(layers), (block.out,)
+    if isinstance(block, Dropout):
+        return nn.Dropout(block.p), shape
+    raise SpecError(f"{where}: unknown block {block!r}")
+
+
+def _conv(block: Conv, shape: Shape, where: str, device) -> tuple[nn.Module, Shape]:
+    c, h, w = shape
+    pad = block.k // 2 if block.padding is None else block.padding
+    groups = c if block.depthwise else 1
+    if block.depthwise and block.out % c:
+        raise SpecError(f"{where}: a depthwise conv needs out ({block.out}) to be a multiple of its input channels ({c})")
+    oh, ow = ((n + 2 * pad - block.k) // block.stride + 1 for n in (h, w))
+    if oh < 1 or ow < 1:
+        raise SpecError(f"{where}: a {block.k}x{block.k} conv with padding {pad} does not fit a {h}x{w} map")
+    layers: list[nn.Module] = [nn.Conv2d(c, block.out, block.k, block.stride, pad, groups=groups, bias=block.bias, device=device)]
+    if block.bn:
+        layers.append(nn.BatchNorm2d(block.out, device=device))
+    if block.act != "none":
+        layers.append(_ACTIVATIONS[block.act]())
+    if block.dropout:
+        layers.append(nn.Dropout(block.dropout))
+    return _seq(layers), (block.out, oh, ow)
+
+
+def _seq(layers: list[nn.Module]) -> nn.Module:
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)

@@ -1,0 +1,121 @@
+"""The command line: argparse only; the work is done in nas.search, nas.report, nas.export and nas.baselines."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe")
+SAMPLERS = ("tpe", "random")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class CliError(ValueError):
+    """A bad flag value, caught before any work starts."""
+
+
+def _positive_int(flag: str, minimum: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(flag: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text}")
+        return value
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, instead of usage noise
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nas.data import DATASETS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db); "
+                                          "postgresql://USER:PASS@HOST:PORT/DB for many machines")
+    common.add_argument("--results-dir", default="results", help="where studies' reports go (default: results)")
+    common.add_argument("--artifact-dir", help="where trial weights are stored (default: <results-dir>/<study>/artifacts)")
+    common.add_argument("--data-dir", help="data root holding MNIST/raw or FashionMNIST/raw (default: $NAS_DATA_DIR, else ./data)")
+    common.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    common.add_argument("--device", default="auto", choices=DEVICES)
+    common.add_argument("--threads", type=_positive_int("--threads"), help="CPU threads per worker (default: cores / jobs)")
+    common.add_argument("--train-subset", type=_positive_int("--train-subset"), metavar="N",
+                        help="train on only N images (smoke tests and CI)")
+    common.add_argument("--seed", type=_positive_int("--seed", 0), default=0)
+    common.add_argument("--quiet", action="store_true", help="no per-trial lines")
+
+    parser = _Parser(prog="search.py", description="Neural architecture search for small CNNs under a parameter budget.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    s = sub.add_parser("search", parents=[common], help="search, report and export (the default command)")
+    s.add_argument("--trials", type=_positive_int("--trials"), default=50, help="trained trials in the study (default 50)")
+    s.add_argument("--space", help="search space TOML (default: search_spaces/mnist.toml)")
+    s.add_argument("--max-params", type=_positive_int("--max-params"), default=25_000,
+                   help="budget: candidates with this many parameters or more are never trained (default 25000)")
+    s.add_argument("--study", help="study name (default: <space>-<max-params>)")
+    s.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="worker processes on this machine")
+    s.add_argument("--timeout", type=_positive_float("--timeout"), help="stop starting trials after this many seconds")
+    s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    s.add_argument("--warm-start", action="store_true", help="queue the reference models R1, R2, R4 as the first trials")
+    s.add_argument("--epochs", type=_positive_int("--epochs"), default=1, help="epochs per trial (default 1)")
+
+    r = sub.add_parser("report", parents=[common], help="regenerate results/<study>/ from the storage")
+    r.add_argument("--study", required=True)
+
+    e = sub.add_parser("export", parents=[common], help="export a trial's weights (default: the best)")
+    e.add_argument("--study", required=True)
+    e.add_argument("--trial", type=_positive_int("--trial", 0))
+    e.add_argument("--out", required=True, help="output .safetensors path (a .json spec is written beside it)")
+
+    v = sub.add_parser("evaluate", parents=[common], help="re-train on the full training set over several seeds")
+    group = v.add_mutually_exclusive_group(required=True)
+    group.add_argument("--study", help="evaluate this study's best trial (or --trial N)")
+    group.add_argument("--spec", help="evaluate a candidate JSON file or a reference name (R1, R2, R4)")
+    v.add_argument("--trial", type=_positive_int("--trial", 0))
+    v.add_argument("--seeds", type=_positive_int("--seeds"), default=3)
+
+    b = sub.add_parser("baselines", parents=[common], help="train the reference models with their own recipes")
+    b.add_argument("--only", help="comma-separated reference names (default: all)")
+
+    d = sub.add_parser("describe", help="print a spec's layers, output shapes and exact parameter count")
+    d.add_argument("path", help="a candidate or spec JSON file, or a weights file")
+    return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    argv = list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "search")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "trial", None) is not None and args.command == "evaluate" and not args.study:
+        raise CliError("--trial goes with --study")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nas import commands
+
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+        return commands.dispatch(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except commands.USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,183 @@
+"""What each `search.py` command does, given parsed arguments."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import optuna
+import torch
+
+from nas import data as data_mod
+from nas import export, references, study as study_mod
+from nas.budget import count_params
+from nas.build import Network, build, layer_shapes
+from nas.cli import CliError
+from nas.search import (SearchConfig, SearchError, config_from, load_data, prepare_model, resolve_device, run, to_device,
+                        write_all)
+from nas.space import SpaceError
+from nas.spec import Candidate, SpecError
+from nas.train import train
+
+USER_ERRORS = (CliError, SpaceError, SpecError, data_mod.DataError, study_mod.StudyError, SearchError,
+               export.WeightsError)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "describe":
+        return describe(args.path)
+    config = config_from(vars(args))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return {"search": cmd_search, "report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate,
+            "baselines": cmd_baselines}[args.command](config, args)
+
+
+def cmd_search(config: SearchConfig, args) -> int:
+    run(config)
+    return 0
+
+
+def _study(config: SearchConfig, name: str) -> optuna.Study:
+    if config.storage is None and not Path(config.results_dir, "nas.db").is_file():
+        raise study_mod.StudyError(f"no storage at {config.storage_url}; run a search first or pass --storage")
+    return study_mod.load_study(study_mod.open_storage(config.storage_url), name)
+
+
+def cmd_report(config: SearchConfig, args) -> int:
+    study = _study(config, args.study)
+    paths = write_all(study, config, config.out_dir(study.study_name))
+    for kind, path in paths.items():
+        print(f"{kind:>9}: {path}")
+    return 0
+
+
+def cmd_export(config: SearchConfig, args) -> int:
+    study = _study(config, args.study)
+    trial = _pick_trial(study, args.trial)
+    out = export.export_trial(trial, export.artifact_store(config.artifacts(study.study_name)), args.out)
+    print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, test {trial.user_attrs.get('test_acc'):.2%}) "
+          f"-> {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    if number is None:
+        best = study_mod.best_trial(study)
+        if best is None:
+            raise study_mod.StudyError(f"study {study.study_name!r} has no completed trial yet")
+        return best
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise study_mod.StudyError(f"--trial {number}: study {study.study_name!r} has trials 0 to {len(trials) - 1}")
+    return trials[number]
+
+
+def _candidate_from(ref: str) -> Candidate:
+    path = Path(ref)
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            return export.read_candidate(path)
+        try:
+            return Candidate.from_json(path.read_text(), str(path))
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not a text JSON file") from None
+    try:
+        return references.by_name(ref)
+    except KeyError:
+        raise SpecError(f"{ref}: no such file, and not a reference name ({', '.join(references.all_references())})") from None
+
+
+def cmd_evaluate(config: SearchConfig, args) -> int:
+    """Re-trains on the full training set (no hold-out) once per seed; reports test accuracy as mean ± std."""
+    if args.spec:
+        candidate, label = _candidate_from(args.spec), args.spec
+    else:
+        trial = _pick_trial(_study(config, args.study), args.trial)
+        candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
+    device = resolve_device(config.device)
+    splits = data_mod.load(config.dataset, config.data_dir, val_size=0, train_subset=config.train_subset)
+    splits = to_device(splits, device)
+    print(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} training images, "
+          f"{args.seeds} seed(s)")
+    accs = []
+    for seed in range(args.seeds):
+        model = prepare_model(candidate, seed, device)
+        result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=seed)
+        accs.append(result.test_acc)
+        print(f"  seed {seed}: test {result.test_acc:.2%}  ({result.train_seconds:.1f} s)", flush=True)
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    print(f"test accuracy: {statistics.mean(accs):.2%} ± {std:.2%} over {len(accs)} seed(s)")
+    return 0
+
+
+def cmd_baselines(config: SearchConfig, args) -> int:
+    """Trains the reference models with their published recipes through the same trainer, and stores them."""
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(references.all_references())
+    for n in names:
+        try:
+            references.by_name(n)
+        except KeyError as e:
+            raise CliError(f"--only: {e.args[0]}") from None
+    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
+    storage = study_mod.open_storage(config.storage_url)
+    study = optuna.create_study(study_name=references.baselines_study_name(config.dataset), storage=storage,
+                                direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
+    device = resolve_device(config.device)
+    splits = load_data(config, device)
+    store = export.artifact_store(config.artifacts(study.study_name))
+    print(f"{'model':<18} {'params':>8} {'val acc':>8} {'test acc':>9} {'seconds':>8}")
+    for name in names:
+        candidate = references.by_name(name)
+        trial = study.ask()
+        trial.set_user_attr("reference", name)
+        trial.set_user_attr("params", count_params(candidate.arch))
+        trial.set_user_attr("spec", candidate.to_json())
+        trial.set_user_attr("candidate_id", candidate.id)
+        trial.set_user_attr("train_size", len(splits.x_train))
+        model = prepare_model(candidate, config.seed, device)
+        try:
+            result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=config.seed)
+        except BaseException as e:
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        for key in ("val_acc", "test_acc"):
+            trial.set_user_attr(key, getattr(result, key))
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
+        trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store,
+                                                                      config.out_dir(study.study_name) / ".scratch"))
+        study.tell(trial, result.val_acc)
+        print(f"{candidate.name:<18} {trial.user_attrs['params']:>8,} {result.val_acc:>8.2%} {result.test_acc:>9.2%} "
+              f"{result.train_seconds:>8.1f}", flush=True)
+    print(f"stored in study {study.study_name!r}; `search.py report --study NAME` draws them on that study's frontier")
+    return 0
+
+
+def describe(path: str) -> int:
+    candidate = _candidate_from(path)
+    spec = candidate.arch
+    model: Network = build(spec, seed=None, device="meta")
+    rows = [("input", "", str(tuple(spec.input_shape)), 0)]
+    for (where, shape), (block, module) in zip(layer_shapes(spec), zip(spec.blocks, model.children())):
+        rows.append((where, _block_text(block), str(shape), sum(p.numel() for p in module.parameters())))
+    total = count_params(spec)
+    width = max(len(r[1]) for r in rows)
+    title = candidate.name or Path(path).name
+    print(f"{title}  (id {candidate.id})")
+    print(f"{'layer':<11} {'block':<{width}} {'output shape':<16} {'params':>8}")
+    for where, text, shape, params in rows:
+        print(f"{where:<11} {text:<{width}} {shape:<16} {params:>8,}")
+    print(f"total: {total:,} trainable parameters")
+    print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
+    return 0
+
+
+def _block_text(block) -> str:
+    d = {k: v for k, v in block.__dict__.items() if k not in ("body", "shortcut")}
+    kind = type(block).__name__.lower()
+    if kind == "residual":
+        return f"residual({len(block.body)} body, {len(block.shortcut) or 'identity'} shortcut)"
+    return kind + "(" + ", ".join(f"{k}={v}" for k, v in d.items()) + ")"
+

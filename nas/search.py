@@ -1,0 +1,330 @@
+"""One search: sample -> budget filter -> train one epoch -> score, over an Optuna study; then report and export."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from nas import data as data_mod
+from nas import export, references, report, study as study_mod
+from nas.budget import count_flops, count_params, within_budget
+from nas.build import build
+from nas.space import SearchSpace, load_space
+from nas.spec import Candidate
+from nas.train import TrainingDiverged, train
+
+MAX_CONSECUTIVE_REJECTIONS = 200
+
+
+class SearchError(RuntimeError):
+    """The search cannot go on; the message says why."""
+
+
+@dataclass
+class SearchConfig:
+    trials: int = 50
+    space: str | None = None
+    max_params: int = 25_000
+    study: str | None = None
+    storage: str | None = None
+    seed: int = 0
+    jobs: int = 1
+    timeout: float | None = None
+    device: str = "auto"
+    threads: int | None = None
+    data_dir: str | None = None
+    dataset: str = "mnist"
+    sampler: str = "tpe"
+    warm_start: bool = False
+    epochs: int = 1
+    train_subset: int | None = None
+    results_dir: str = "results"
+    artifact_dir: str | None = None
+    quiet: bool = False
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{Path(self.results_dir).as_posix()}/nas.db"
+
+    def study_name(self, space: SearchSpace) -> str:
+        name = self.study or f"{space.name}-{self.max_params}"
+        if self.study is None:
+            name += "" if self.dataset == "mnist" else f"-{self.dataset}"
+            name += "" if self.epochs == 1 else f"-e{self.epochs}"
+            name += "" if self.train_subset is None else f"-sub{self.train_subset}"
+        return name
+
+    def out_dir(self, study_name: str) -> Path:
+        return Path(self.results_dir) / study_name
+
+    def artifacts(self, study_name: str) -> Path:
+        return Path(self.artifact_dir) if self.artifact_dir else self.out_dir(study_name) / "artifacts"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def load_data(config: SearchConfig, device: torch.device) -> data_mod.Splits:
+    splits = data_mod.load(config.dataset, config.data_dir, train_subset=config.train_subset)
+    return to_device(splits, device)
+
+
+def to_device(splits: data_mod.Splits, device: torch.device) -> data_mod.Splits:
+    """On CUDA the data lives on the GPU; on the CPU channels_last makes convolutions markedly faster."""
+    splits = splits.to(device)
+    for name in ("x_train", "x_val", "x_test"):
+        setattr(splits, name, getattr(splits, name).contiguous(memory_format=torch.channels_last))
+    return splits
+
+
+def prepare_model(candidate: Candidate, seed: int, device: torch.device) -> torch.nn.Module:
+    return build(candidate.arch, seed=seed).to(device=device, memory_format=torch.channels_last)
+
+
+class Objective:
+    """Turns one Optuna trial into a candidate, filters it by budget, trains it and scores it."""
+
+    def __init__(self, config: SearchConfig, space: SearchSpace, splits, device, store, scratch: Path, tag: str = ""):
+        self.config, self.space, self.splits, self.device = config, space, splits, device
+        self.store, self.scratch, self.tag = store, scratch, tag
+        self.rejected_in_a_row = 0
+        self.log = Log(config.quiet, tag)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        reference = trial.user_attrs.get("reference")
+        candidate = references.by_name(reference) if reference else self.space.sample(trial, self.config.max_params)
+        params = count_params(candidate.arch)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("candidate_id", candidate.id)
+        trial.set_user_attr("spec", candidate.to_json())
+        if not within_budget(params, self.config.max_params):
+            trial.set_user_attr("rejected", study_mod.REJECTED)
+            self.rejected_in_a_row += 1
+            self.log.trial(trial.number, f"rejected: {params:,} params >= budget {self.config.max_params:,}, not trained")
+            raise optuna.TrialPruned("over budget")
+        self.rejected_in_a_row = 0
+        trial.set_user_attr("flops", count_flops(candidate.arch))
+        model = prepare_model(candidate, self.config.seed + trial.number, self.device)
+
+        def on_progress(percent: int, acc: float) -> None:
+            trial.report(acc, percent)
+            if trial.should_prune():
+                trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+                self.log.trial(trial.number, f"{params:>7,} params  pruned at {percent}% of the epoch (val {acc:.2%})")
+                raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
+
+        started = time.perf_counter()
+        try:
+            result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs,
+                           seed=self.config.seed + trial.number, on_progress=on_progress)
+        except (TrainingDiverged, RuntimeError, ValueError) as e:
+            reason = _reason(e)
+            trial.set_user_attr("fail_reason", reason)
+            self.log.trial(trial.number, f"{params:>7,} params  failed: {reason}")
+            raise
+        trial.set_user_attr("val_acc", result.val_acc)
+        trial.set_user_attr("test_acc", result.test_acc)
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
+        trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
+        trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, self.store, self.scratch))
+        name = f"  [{reference}]" if reference else ""
+        self.log.trial(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  test {result.test_acc:.2%}  "
+                                     f"{result.train_seconds:5.1f}s{name}")
+        return result.val_acc
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, RuntimeError) and "out of memory" in text.lower():
+        return f"out of memory: {text}"
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+class Log:
+    def __init__(self, quiet: bool, tag: str = ""):
+        self.quiet, self.tag = quiet, tag
+
+    def trial(self, number: int, text: str) -> None:
+        self.line(f"trial {number:>4}  {text}")
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(f"{self.tag}{text}", flush=True)
+
+
+class Stopper:
+    """Stops the worker when the study holds enough trained trials, or when the space cannot fit the budget."""
+
+    def __init__(self, target: int, objective: Objective):
+        self.target, self.objective = target, objective
+        self.space_cannot_fit = False
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        if self.objective.rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
+            self.space_cannot_fit = True
+            study.stop()
+        elif study_mod.is_trained(trial) and study_mod.trained_count(study) >= self.target:
+            study.stop()
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    text = json.dumps({"arch": space.arch, "recipe": space.recipe}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
+    """Creates the study, or resumes it after checking it was made for the same space, budget and data."""
+    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
+    storage = study_mod.open_storage(config.storage_url)
+    name = config.study_name(space)
+    identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "max_params": config.max_params,
+                "dataset": config.dataset, "epochs": config.epochs, "train_subset": config.train_subset}
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=study_mod.make_sampler(config.sampler, config.seed), pruner=study_mod.make_pruner())
+    existing = study.user_attrs
+    if not existing:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+    else:
+        for key, value in identity.items():
+            if existing.get(key) != value:
+                raise study_mod.StudyError(
+                    f"study {name!r} was made with {key}={existing.get(key)!r}, not {value!r}; "
+                    f"pass a new --study name rather than mixing incompatible trials")
+    return study
+
+
+def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None) -> dict:
+    """One worker process: pulls trials from the shared study until its total of trained trials is reached."""
+    if threads:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(config.space)
+    device = resolve_device(config.device)
+    splits = load_data(config, device)
+    storage = study_mod.open_storage(config.storage_url)
+    name = config.study_name(space)
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000),
+                              pruner=study_mod.make_pruner())
+    store = export.artifact_store(config.artifacts(name))
+    tag = f"[w{worker}] " if config.jobs > 1 else ""
+    objective = Objective(config, space, splits, device, store, config.out_dir(name) / ".scratch", tag)
+    stopper = Stopper(config.trials, objective)
+    if study_mod.trained_count(study) < config.trials:
+        study.optimize(objective, callbacks=[stopper], catch=(Exception,), timeout=config.timeout, gc_after_trial=False)
+    return {"space_cannot_fit": stopper.space_cannot_fit}
+
+
+def _worker_entry(config: SearchConfig, worker: int, threads: int) -> None:
+    try:
+        result = run_worker(config, worker, threads)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(3 if result["space_cannot_fit"] else 0)
+
+
+def run(config: SearchConfig) -> dict:
+    """The whole `search.py` job: search, then report, export and summarise."""
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(config.space)
+    smallest = space.smallest_params()
+    if smallest >= config.max_params:
+        raise SearchError(f"--max-params {config.max_params:,} is below the smallest network the space "
+                          f"{space.path} can build ({smallest:,} params)")
+    study = open_study(config, space)
+    log = Log(config.quiet)
+    if config.warm_start:
+        references.enqueue(study)
+    done_before = study_mod.trained_count(study)
+    log.line(f"study {study.study_name!r} in {study_mod.redact(config.storage_url)}: {done_before} trained trial(s) "
+             f"so far, target {config.trials}; budget < {config.max_params:,} params; "
+             f"{config.jobs} worker(s) on {resolve_device(config.device)}")
+    cores = os.cpu_count() or 1
+    threads = config.threads or max(1, cores // config.jobs)
+    if config.jobs == 1:
+        result = run_worker(config, 0, threads)
+        cannot_fit = result["space_cannot_fit"]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker_entry, args=(config, i, threads)) for i in range(config.jobs)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        cannot_fit = any(p.exitcode == 3 for p in procs)
+    summary = finish(config, study, space, time.perf_counter() - started)
+    if cannot_fit:
+        raise SearchError(f"{MAX_CONSECUTIVE_REJECTIONS} candidates in a row were over the budget of "
+                          f"{config.max_params:,}: the space {space.path} cannot fit it; raise --max-params or "
+                          f"narrow the widths/depth in the space file")
+    return summary
+
+
+def finish(config: SearchConfig, study: optuna.Study, space: SearchSpace, seconds: float) -> dict:
+    """Writes the reports, exports the best model and prints the summary."""
+    log = Log(config.quiet)
+    name = study.study_name
+    out_dir = config.out_dir(name)
+    paths = write_all(study, config, out_dir)
+    df = report.trials_frame(study)
+    counts = df["state"].value_counts().to_dict()
+    rejected = int((df["rejected"] == study_mod.REJECTED).sum())
+    log.line("")
+    log.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s), {rejected} rejected by the "
+             f"budget filter (never trained), {counts.get('FAIL', 0)} failed")
+    frontier = report.pareto_frontier(df)
+    if len(frontier):
+        log.line("Pareto frontier (params, val acc, test acc):")
+        for _, row in frontier.iterrows():
+            log.line(f"  trial {int(row['number']):>4}  {int(row['params']):>7,}  {row['val_acc']:.2%}  {row['test_acc']:.2%}")
+    best = study_mod.best_trial(study)
+    if best is not None:
+        log.line(f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.value:.2%}, "
+                 f"test {best.user_attrs['test_acc']:.2%} -> {paths.get('best')}")
+    else:
+        failed = df[df["fail_reason"].notna()]["fail_reason"].value_counts()
+        log.line("no trial completed." + ("" if failed.empty else " Failures: " + "; ".join(
+            f"{n}x {reason}" for reason, n in failed.items())))
+    log.line(f"results: {out_dir}/ (trials.csv, frontier.csv, frontier.html, best.safetensors, best.json)")
+    log.line(f"dashboard: {dashboard_command(config, name)}")
+    return {"study": name, "best": best.number if best else None, "paths": paths}
+
+
+def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[str, Path]:
+    baselines = references.baseline_frame(study._storage, config.dataset)
+    max_params = study.user_attrs.get("max_params", config.max_params)
+    paths = report.write_reports(study, out_dir, max_params, baselines)
+    best = study_mod.best_trial(study)
+    if best is not None and best.user_attrs.get("weights_artifact"):
+        store = export.artifact_store(config.artifacts(study.study_name))
+        paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors")
+    return paths
+
+
+def dashboard_command(config: SearchConfig, study_name: str) -> str:
+    return f"optuna-dashboard {config.storage_url} --artifact-dir {config.artifacts(study_name)}"
+
+
+def config_from(args: dict) -> SearchConfig:
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    return SearchConfig(**{k: v for k, v in args.items() if k in fields})
+
+

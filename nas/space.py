@@ -1,0 +1,310 @@
+"""Search spaces: a TOML declaration of ranges and choices -> `sample(trial) -> Candidate`.
+
+A declared value is fixed (a scalar), a choice (a list) or a range (a table with `low`, `high` and
+optionally `log`). Sampling only calls `trial.suggest_*`, so `optuna.trial.FixedTrial` replays any
+parameter dict.
+
+Widths are budget-aware: the trial picks the shape and a `budget_fill` fraction, and the generator
+takes the widest network of that shape whose exact parameter count is under that fraction of the
+budget. Most proposals therefore fit whatever the budget, and the space scales with it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.budget import count_params
+from nas.spec import (ACTIVATIONS, ArchSpec, Block, Candidate, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool,
+                      Residual, TrainRecipe)
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+DEFAULT_SPACE = SPACES_DIR / "mnist.toml"
+
+# key -> (type, allowed values or None)
+ARCH_KEYS: dict[str, tuple[type, tuple | None]] = {
+    "stem_convs": (int, None),
+    "stages": (int, None),
+    "convs_per_stage": (int, None),
+    "pools": (int, None),
+    "pool": (str, ("max", "avg")),
+    "block": (str, ("conv", "separable", "bottleneck")),
+    "kernel": (int, (1, 3, 5, 7)),
+    "bn": (bool, None),
+    "activation": (str, ACTIVATIONS[1:]),
+    "dropout": (float, None),
+    "residual": (str, ("none", "identity", "conv1x1")),
+    "head": (str, ("gap", "conv1x1_gap", "flatten_linear", "flatten_mlp")),
+    "head_hidden": (int, None),
+    "head_dropout": (float, None),
+    "width_growth": (float, None),
+    "budget_fill": (float, None),
+    "min_width": (int, None),
+    "max_width": (int, None),
+}
+RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
+    "optimizer": (str, ("sgd", "sgd_nesterov", "adam", "adamw")),
+    "sgd_lr": (float, None),
+    "adam_lr": (float, None),
+    "momentum": (float, None),
+    "schedule": (str, ("onecycle", "constant")),
+    "warmup": (float, None),
+    "batch_size": (int, None),
+    "weight_decay": (float, None),
+    "label_smoothing": (float, None),
+    "grad_clip": (float, None),
+    "ema": (float, None),
+}
+SECTIONS = {"arch": ARCH_KEYS, "recipe": RECIPE_KEYS}
+# bounds that no declaration may leave, whatever the file says
+_LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": (1, 4), "pools": (0, 4),
+           "dropout": (0, 0.9), "head_dropout": (0, 0.9), "head_hidden": (1, 4096), "width_growth": (0.5, 4),
+           "budget_fill": (0.01, 1), "min_width": (1, 4096), "max_width": (1, 4096), "momentum": (0, 0.999),
+           "warmup": (0.01, 0.99), "batch_size": (1, 65536), "sgd_lr": (1e-6, 10), "adam_lr": (1e-6, 10),
+           "weight_decay": (0, 1), "label_smoothing": (0, 0.5), "grad_clip": (0, 1e6), "ema": (0, 0.9999)}
+
+
+class SpaceError(ValueError):
+    """A malformed space file; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    path: Path
+    arch: dict[str, Any]
+    recipe: dict[str, Any]
+
+    def sample(self, trial, max_params: int) -> Candidate:
+        return Candidate(arch=self._arch(trial, max_params), recipe=self._recipe(trial))
+
+    # -- architecture ---------------------------------------------------------------------------
+    def _arch(self, trial, max_params: int) -> ArchSpec:
+        a = functools.partial(_suggest, trial, self.arch)
+        shape = dict(
+            stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
+            pool=a("pool"), block=a("block"), k=a("kernel"), bn=a("bn"), act=a("activation"), dropout=a("dropout"),
+            residual=a("residual"), head=a("head"), growth=a("width_growth"),
+        )
+        shape["head_dropout"] = a("head_dropout") if shape["head"].startswith("flatten") else 0.0
+        shape["head_hidden"] = a("head_hidden") if shape["head"] == "flatten_mlp" else 0
+        shape["max_width"] = self.arch["max_width"]
+        fill = a("budget_fill")
+        return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"])
+
+    # -- recipe ---------------------------------------------------------------------------------
+    def _recipe(self, trial) -> TrainRecipe:
+        r = functools.partial(_suggest, trial, self.recipe)
+        opt = r("optimizer")
+        schedule = r("schedule")
+        return TrainRecipe(
+            optimizer="sgd" if opt.startswith("sgd") else opt,
+            nesterov=opt == "sgd_nesterov",
+            lr=r("sgd_lr") if opt.startswith("sgd") else r("adam_lr"),
+            momentum=r("momentum") if opt.startswith("sgd") else 0.0,
+            schedule=schedule,
+            warmup=r("warmup") if schedule == "onecycle" else TrainRecipe.warmup,
+            batch_size=r("batch_size"),
+            weight_decay=r("weight_decay"),
+            label_smoothing=r("label_smoothing"),
+            grad_clip=r("grad_clip"),
+            ema=r("ema"),
+        )
+
+    def smallest_params(self) -> int:
+        """The parameter count of the smallest network this space can propose, for a budget sanity check."""
+        shape = dict(stem_convs=_low(self.arch["stem_convs"]), stages=_low(self.arch["stages"]),
+                     convs=_low(self.arch["convs_per_stage"]), pools=_high(self.arch["pools"]),
+                     pool="max", block="separable" if "separable" in _choices(self.arch["block"]) else _first(self.arch["block"]),
+                     k=_low(self.arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
+                     head="conv1x1_gap" if "conv1x1_gap" in _choices(self.arch["head"]) else _first(self.arch["head"]),
+                     growth=_low(self.arch["width_growth"]), head_dropout=0.0,
+                     head_hidden=_low(self.arch["head_hidden"]), max_width=self.arch["max_width"])
+        return count_params(arch_for_width(shape, self.arch["min_width"]))
+
+
+def widest_fit(shape: dict, target: int, min_width: int, max_width: int) -> ArchSpec:
+    """The widest stem width in [min_width, max_width] whose network has fewer than `target` params.
+
+    Parameter count grows with width, so a binary search over exact meta-device counts finds it. Where
+    even the narrowest network is too big, that one is returned and the budget filter rejects it.
+    """
+    lo, hi = min_width, max_width
+    if _params(shape, lo) >= target:
+        return arch_for_width(shape, lo)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _params(shape, mid) < target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return arch_for_width(shape, lo)
+
+
+def _params(shape: dict, width: int) -> int:
+    return count_params(arch_for_width(shape, width))
+
+
+def arch_for_width(shape: dict, width: int) -> ArchSpec:
+    """Lays out stem, stages, pools and head for a given stem width."""
+    units: list[list[Block]] = []
+    conv = functools.partial(Conv, k=shape["k"], bn=shape["bn"], act=shape["act"])
+    units.append([conv(width, dropout=shape["dropout"]) for _ in range(shape["stem_convs"])])
+    c_in = width
+    for s in range(shape["stages"]):
+        c_out = max(1, min(shape["max_width"], round(width * shape["growth"] ** (s + 1))))
+        body: list[Block] = []
+        for j in range(shape["convs"]):
+            body += _stage_block(shape, conv, c_in if j == 0 else c_out, c_out)
+        if shape["residual"] != "none":
+            same = shape["residual"] == "identity" and c_in == c_out
+            body = [Residual(body=tuple(body), shortcut=() if same else (Conv(c_out, k=1),))]
+        units.append(body)
+        c_in = c_out
+    pools = min(shape["pools"], len(units))
+    blocks: list[Block] = []
+    for i, unit in enumerate(units):
+        blocks += unit
+        if i >= len(units) - pools:
+            blocks.append(Pool(op=shape["pool"]))
+    blocks += _head(shape)
+    return ArchSpec(blocks=tuple(blocks))
+
+
+def _stage_block(shape: dict, conv, c_in: int, c_out: int) -> list[Block]:
+    drop = shape["dropout"]
+    if shape["block"] == "separable":
+        return [conv(c_in, depthwise=True), conv(c_out, k=1, dropout=drop)]
+    if shape["block"] == "bottleneck":
+        return [conv(max(1, c_out // 2), k=1), conv(c_out, dropout=drop)]
+    return [conv(c_out, dropout=drop)]
+
+
+def _head(shape: dict, classes: int = 10) -> list[Block]:
+    head = shape["head"]
+    if head == "gap":
+        return [GlobalAvgPool(), Linear(classes)]
+    if head == "conv1x1_gap":
+        return [Conv(classes, k=1), GlobalAvgPool()]
+    drop = [Dropout(shape["head_dropout"])] if shape["head_dropout"] else []
+    if head == "flatten_linear":
+        return [Flatten(), *drop, Linear(classes)]
+    return [Flatten(), *drop, Linear(shape["head_hidden"], act=shape["act"]), *drop, Linear(classes)]
+
+
+def _suggest(trial, section: dict[str, Any], key: str):
+    decl = section[key]
+    if isinstance(decl, Range):
+        if isinstance(decl.low, int) and isinstance(decl.high, int):
+            return trial.suggest_int(key, decl.low, decl.high, log=decl.log)
+        return trial.suggest_float(key, decl.low, decl.high, log=decl.log)
+    if isinstance(decl, list):
+        return decl[0] if len(decl) == 1 else trial.suggest_categorical(key, decl)
+    return decl
+
+
+def _choices(decl) -> list:
+    return decl if isinstance(decl, list) else [decl]
+
+
+def _first(decl):
+    return _choices(decl)[0] if not isinstance(decl, Range) else decl.low
+
+
+def _low(decl):
+    return decl.low if isinstance(decl, Range) else min(_choices(decl))
+
+
+def _high(decl):
+    return decl.high if isinstance(decl, Range) else max(_choices(decl))
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load_space(path: str | Path | None = None) -> SearchSpace:
+    path = Path(path) if path else DEFAULT_SPACE
+    if not path.is_file():
+        raise SpaceError(f"{path}: search space file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f"{path}: cannot be read ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{path}: not valid TOML ({e})") from None
+    return parse_space(raw, path)
+
+
+def parse_space(raw: dict, path: Path) -> SearchSpace:
+    unknown = sorted(set(raw) - {"name", *SECTIONS})
+    if unknown:
+        raise SpaceError(f"{path}: unknown key {unknown[0]!r}; allowed top-level keys are name, arch, recipe")
+    parsed = {}
+    for section, keys in SECTIONS.items():
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            raise SpaceError(f"{path}: missing table [{section}]")
+        bad = sorted(set(table) - set(keys))
+        if bad:
+            raise SpaceError(f"{path}: [{section}].{bad[0]} is not a known key; allowed: {', '.join(keys)}")
+        missing = sorted(set(keys) - set(table))
+        if missing:
+            raise SpaceError(f"{path}: [{section}].{missing[0]} is missing")
+        parsed[section] = {k: _parse_value(table[k], *keys[k], f"{path}: [{section}].{k}", k) for k in keys}
+    arch = parsed["arch"]
+    for key in ("min_width", "max_width"):
+        if not isinstance(arch[key], int):
+            raise SpaceError(f"{path}: [arch].{key} must be a single integer")
+    if arch["min_width"] > arch["max_width"]:
+        raise SpaceError(f"{path}: [arch].min_width is above max_width")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise SpaceError(f"{path}: name must be a non-empty string")
+    return SearchSpace(name=name, path=path, arch=arch, recipe=parsed["recipe"])
+
+
+def _parse_value(value, typ: type, allowed: tuple | None, where: str, key: str):
+    if isinstance(value, dict):
+        if typ not in (int, float):
+            raise SpaceError(f"{where}: a range needs a numeric key; give a list of choices instead")
+        extra = sorted(set(value) - {"low", "high", "log"})
+        if extra or "low" not in value or "high" not in value:
+            raise SpaceError(f"{where}: a range is {{ low = ..., high = ..., log = false }}")
+        low, high = (_check_type(value[b], typ, allowed, f"{where}.{b}", key) for b in ("low", "high"))
+        if low > high:
+            raise SpaceError(f"{where}: low ({low}) is above high ({high})")
+        log = value.get("log", False)
+        if not isinstance(log, bool):
+            raise SpaceError(f"{where}.log: must be true or false")
+        if log and low <= 0:
+            raise SpaceError(f"{where}: a log range needs low > 0")
+        return Range(low, high, log)
+    if isinstance(value, list):
+        if not value:
+            raise SpaceError(f"{where}: the list of choices is empty")
+        return [_check_type(v, typ, allowed, where, key) for v in value]
+    return _check_type(value, typ, allowed, where, key)
+
+
+def _check_type(value, typ: type, allowed: tuple | None, where: str, key: str):
+    ok = (isinstance(value, bool) if typ is bool else
+          isinstance(value, int) and not isinstance(value, bool) if typ is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if typ is float else
+          isinstance(value, typ))
+    if not ok:
+        raise SpaceError(f"{where}: expected {typ.__name__}, got {value!r}")
+    if allowed is not None and value not in allowed:
+        raise SpaceError(f"{where}: {value!r} is not one of {list(allowed)}")
+    if key in _LIMITS:
+        lo, hi = _LIMITS[key]
+        if not lo <= value <= hi:
+            raise SpaceError(f"{where}: {value!r} is outside [{lo}, {hi}]")
+    return float(value) if typ is float else value

@@ -1,0 +1,144 @@
+"""One epoch of training over in-memory tensors, and evaluation.
+
+Batches are slices of a `randperm` over tensors already in memory: no DataLoader, no per-image work.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from nas.data import Splits
+from nas.spec import TrainRecipe
+
+EVAL_BATCH = 2000
+PROGRESS_POINTS = (0.2, 0.4, 0.6, 0.8)  # fractions of the run at which a pruner gets a reading
+PROGRESS_VAL_SIZE = 1000  # a slice of the hold-out: cheap enough to read four times an epoch
+
+# on_progress(percent_done, val_slice_accuracy); it may raise (e.g. optuna.TrialPruned) to stop training
+ProgressFn = Callable[[int, float], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    val_acc: float
+    test_acc: float
+    train_seconds: float  # the training loop alone
+    eval_seconds: float
+    steps: int
+    final_loss: float
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
+                               weight_decay=recipe.weight_decay, foreach=True)
+    cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
+
+
+def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
+    if recipe.schedule == "onecycle" and total_steps > 1:
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps,
+                                                   pct_start=recipe.warmup, anneal_strategy="cos")
+    return None
+
+
+def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, seed: int = 0,
+          on_progress: ProgressFn | None = None) -> TrainResult:
+    """Trains for `epochs` epochs, then scores on the full validation and test sets."""
+    device = data.x_train.device
+    model.to(device)
+    n = len(data.x_train)
+    batch = min(recipe.batch_size, n)
+    steps_per_epoch = n // batch  # drop the ragged last batch: a tiny batch upsets BatchNorm
+    total = steps_per_epoch * epochs
+    optimizer = make_optimizer(model, recipe)
+    schedule = make_schedule(optimizer, recipe, total)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    ema = _Ema(model, recipe.ema) if recipe.ema else None
+    checkpoints = {max(1, round(total * f)): round(f * 100) for f in PROGRESS_POINTS} if on_progress and len(data.x_val) else {}
+    generator = torch.Generator().manual_seed(seed)
+
+    started = time.perf_counter()
+    eval_time = 0.0
+    step = 0
+    loss = torch.zeros(())
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch:(i + 1) * batch]
+            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip, foreach=True)
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            if step % 50 == 0 or step in checkpoints:
+                _check_finite(loss, step)
+            if step in checkpoints:
+                t = time.perf_counter()
+                acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE])
+                model.train()
+                eval_time += time.perf_counter() - t
+                on_progress(checkpoints[step], acc)
+    _check_finite(loss, step)
+    train_seconds = time.perf_counter() - started - eval_time
+
+    t = time.perf_counter()
+    final = ema.model if ema else model
+    if ema is not None:
+        model.load_state_dict(final.state_dict())
+    val_acc = evaluate(model, data.x_val, data.y_val) if len(data.x_val) else float("nan")
+    test_acc = evaluate(model, data.x_test, data.y_test)
+    eval_time += time.perf_counter() - t
+    return TrainResult(val_acc, test_acc, train_seconds, eval_time, step, float(loss.detach()))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> float:
+    """Accuracy in [0, 1]; in eval mode, so BatchNorm uses its running statistics."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+    return correct / max(1, len(x))
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"loss became {value} at step {step}")
+
+
+class _Ema:
+    """An exponential moving average of weights and BatchNorm statistics."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        self.pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for avg, cur in self.pairs:
+            if avg.dtype.is_floating_point:
+                avg.lerp_(cur, 1 - self.decay)
+            else:
+                avg.copy_(cur)
