@@ -98,7 +98,7 @@ class SearchSpace:
         )
         shape["head_dropout"] = a("head_dropout") if shape["head"].startswith("flatten") else 0.0
         shape["head_hidden"] = a("head_hidden") if shape["head"] == "flatten_mlp" else 0
-        shape["max_width"] = self.arch["max_width"]
+        shape["min_width"] = self.arch["min_width"]
         fill = a("budget_fill")
         return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"])
 
@@ -129,12 +129,12 @@ class SearchSpace:
                      k=_low(self.arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
                      head="conv1x1_gap" if "conv1x1_gap" in _choices(self.arch["head"]) else _first(self.arch["head"]),
                      growth=_low(self.arch["width_growth"]), head_dropout=0.0,
-                     head_hidden=_low(self.arch["head_hidden"]), max_width=self.arch["max_width"])
+                     head_hidden=_low(self.arch["head_hidden"]), min_width=self.arch["min_width"])
         return count_params(arch_for_width(shape, self.arch["min_width"]))
 
 
 def widest_fit(shape: dict, target: int, min_width: int, max_width: int) -> ArchSpec:
-    """The widest stem width in [min_width, max_width] whose network has fewer than `target` params.
+    """The widest last-unit width in [min_width, max_width] whose network has fewer than `target` params.
 
     Parameter count grows with width, so a binary search over exact meta-device counts finds it. Where
     even the narrowest network is too big, that one is returned and the budget filter rejects it.
@@ -156,13 +156,21 @@ def _params(shape: dict, width: int) -> int:
 
 
 def arch_for_width(shape: dict, width: int) -> ArchSpec:
-    """Lays out stem, stages, pools and head for a given stem width."""
-    units: list[list[Block]] = []
+    """Lays out stem, stages, pools and head for a given widest (last-unit) channel count.
+
+    Earlier units are narrower by `growth` per unit, down to `min_width`: the budget goes to the deep,
+    low-resolution layers where it buys the most, and even deep shapes fit small budgets.
+    """
+    n_units = 1 + shape["stages"]
+
+    def channels(unit: int) -> int:
+        return max(shape["min_width"], round(width / shape["growth"] ** (n_units - 1 - unit)))
+
     conv = functools.partial(Conv, k=shape["k"], bn=shape["bn"], act=shape["act"])
-    units.append([conv(width, dropout=shape["dropout"]) for _ in range(shape["stem_convs"])])
-    c_in = width
-    for s in range(shape["stages"]):
-        c_out = max(1, min(shape["max_width"], round(width * shape["growth"] ** (s + 1))))
+    units: list[list[Block]] = [[conv(channels(0), dropout=shape["dropout"]) for _ in range(shape["stem_convs"])]]
+    c_in = channels(0)
+    for unit in range(1, n_units):
+        c_out = channels(unit)
         body: list[Block] = []
         for j in range(shape["convs"]):
             body += _stage_block(shape, conv, c_in if j == 0 else c_out, c_out)

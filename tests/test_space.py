@@ -1,0 +1,100 @@
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.budget import count_params
+from nas.space import SpaceError, arch_for_width, load_space, parse_space
+from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from tests.conftest import SPACE_FILES
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+DEFAULT = SPACE_FILES[0].parent / "mnist.toml"
+
+
+def _samples(path, budget, n, seed=0):
+    space = load_space(path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.sample(trial, budget))
+        study.tell(trial, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("budget", [25_000, 10_000, 5_000])
+def test_budget_aware_sampling_mostly_fits_and_scales(path, budget):
+    counts = [count_params(c.arch) for c in _samples(path, budget, 40)]
+    fits = [c for c in counts if c < budget]
+    assert len(fits) >= 0.7 * len(counts), f"only {len(fits)}/{len(counts)} fit {budget}"
+    # widths follow the budget: the typical fitting network uses a good share of it
+    assert statistics.median(fits) > 0.3 * budget
+
+
+def _kinds(blocks):
+    out = []
+    for b in blocks:
+        out.append(type(b).__name__)
+        if isinstance(b, Residual):
+            out += ["(", *_kinds(b.body), "|", *_kinds(b.shortcut), ")"]
+    return out
+
+
+BASE = dict(pool="max", k=3, bn=True, dropout=0.0, growth=1.0, head_dropout=0.0, head_hidden=16, min_width=4)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("R1", dict(BASE, stem_convs=1, stages=1, convs=1, pools=2, block="conv", act="relu", residual="none",
+                head="flatten_linear", head_dropout=0.2)),
+    ("R2", dict(BASE, stem_convs=2, stages=1, convs=1, pools=2, block="bottleneck", act="relu", residual="conv1x1",
+                head="conv1x1_gap")),
+    ("R4", dict(BASE, stem_convs=1, stages=6, convs=1, pools=4, block="conv", act="gelu", residual="none",
+                head="flatten_mlp", head_dropout=0.15)),
+])
+def test_space_contains_the_reference_shapes(name, shape):
+    """The generator lays out the same sequence of layer kinds as each hand-made reference network."""
+    from tests.conftest import REFERENCES
+
+    generated = arch_for_width(shape, 8)
+    assert _kinds(generated.blocks) == _kinds(REFERENCES[name].arch.blocks)
+    space = load_space(DEFAULT)
+    for key, value in (("block", shape["block"]), ("head", shape["head"]), ("residual", shape["residual"]),
+                       ("activation", shape["act"])):
+        assert value in space.arch[key]
+
+
+def _write(tmp_path, text) -> Path:
+    p = tmp_path / "space.toml"
+    p.write_text(text)
+    return p
+
+
+def _default_text():
+    return DEFAULT.read_text()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.replace("kernel = [3, 5]", "kernal = [3, 5]"), r"kernal"),
+    (lambda t: t.replace("kernel = [3, 5]", "kernel = []"), r"kernel.*empty"),
+    (lambda t: t.replace("stages = { low = 1, high = 6 }", "stages = { low = 6, high = 1 }"), r"stages.*above"),
+    (lambda t: t.replace('activation = ["relu", "gelu", "silu"]', 'activation = ["tanh"]'), r"activation"),
+    (lambda t: t.replace("batch_size = [8, 16, 32, 64, 128]", 'batch_size = ["big"]'), r"batch_size"),
+    (lambda t: t.replace("[recipe]", "[recipes]"), r"recipes"),
+    (lambda t: t + "\n[[oops", r"not valid TOML"),
+])
+def test_malformed_space_names_the_key(tmp_path, edit, match):
+    with pytest.raises(SpaceError, match=match) as err:
+        load_space(_write(tmp_path, edit(_default_text())))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_space_file(tmp_path):
+    with pytest.raises(SpaceError, match="not found"):
+        load_space(tmp_path / "nope.toml")
+
+
+def test_smallest_network_is_small():
+    assert load_space(DEFAULT).smallest_params() < 1_000
