@@ -1,0 +1,74 @@
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from nas import report
+from nas.study import REJECTED, is_trained
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _frame(rows):
+    df = pd.DataFrame(rows)
+    for col in report.COLUMNS:
+        if col not in df:
+            df[col] = None
+    return df
+
+
+def test_pareto_keeps_only_undominated_trials():
+    df = _frame([
+        dict(number=0, state="COMPLETE", params=5000, val_acc=0.97),
+        dict(number=1, state="COMPLETE", params=8000, val_acc=0.96),   # dominated by 0
+        dict(number=2, state="COMPLETE", params=12000, val_acc=0.985),
+        dict(number=3, state="COMPLETE", params=12000, val_acc=0.98),  # same size, worse
+        dict(number=4, state="PRUNED", params=3000, val_acc=None),
+        dict(number=5, state="COMPLETE", params=20000, val_acc=0.99),
+    ])
+    assert report.pareto_frontier(df)["number"].tolist() == [0, 2, 5]
+
+
+def _study_with_trials():
+    study = optuna.create_study(direction="maximize")
+    for number, (params, acc, state, attrs) in enumerate([
+        (9000, 0.97, TrialState.COMPLETE, {}),
+        (30000, None, TrialState.PRUNED, {"rejected": REJECTED}),
+        (15000, 0.98, TrialState.COMPLETE, {"reference": "R1"}),
+        (12000, None, TrialState.PRUNED, {}),
+        (11000, None, TrialState.FAIL, {"fail_reason": "TrainingDiverged: loss became nan"}),
+    ]):
+        trial = study.ask()
+        trial.set_user_attr("params", params)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if acc is not None:
+            trial.set_user_attr("val_acc", acc)
+            trial.set_user_attr("test_acc", acc - 0.001)
+            trial.set_user_attr("train_seconds", 1.5)
+        if state == TrialState.PRUNED and not attrs:
+            trial.report(0.5, 20)
+        study.tell(trial, acc if state == TrialState.COMPLETE else None, state=state)
+    return study
+
+
+def test_trials_frame_has_every_trial_and_the_counting_rules():
+    study = _study_with_trials()
+    df = report.trials_frame(study)
+    assert len(df) == 5
+    assert df.loc[1, "rejected"] == REJECTED and pd.isna(df.loc[1, "pruned_at"])
+    assert df.loc[3, "pruned_at"] == 20 and df.loc[3, "last_reading"] == 0.5
+    assert [is_trained(t) for t in study.trials] == [True, False, True, True, True]
+
+
+def test_write_reports(tmp_path):
+    study = _study_with_trials()
+    baselines = report.trials_frame(study).iloc[[2]].assign(reference="R2", params=8530, val_acc=0.95)
+    paths = report.write_reports(study, tmp_path, 25_000, baselines)
+    trials = pd.read_csv(paths["trials"])
+    frontier = pd.read_csv(paths["frontier"])
+    assert len(trials) == 5 and frontier["number"].tolist() == [0, 2]
+    html = paths["html"].read_text()
+    for text in ("Pareto frontier", "budget 25,000", "R1", "R2", "rejected (over budget"):
+        assert text in html
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,63 @@
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import export
+from nas.search import Objective, SearchConfig, Stopper
+from nas.space import load_space
+from nas.study import REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _run(tmp_path, toy, max_params, trials, seed=0):
+    config = SearchConfig(trials=trials, max_params=max_params, seed=seed, quiet=True, device="cpu")
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed), pruner=make_pruner())
+    objective = Objective(config, load_space(), toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
+    study.optimize(objective, callbacks=[Stopper(trials, objective)], catch=(Exception,))
+    return study
+
+
+def test_rejected_candidates_are_never_trained_and_do_not_count(tmp_path, toy):
+    study = _run(tmp_path, toy, max_params=2_500, trials=4)
+    rejected = [t for t in study.trials if t.user_attrs.get("rejected") == REJECTED]
+    trained = [t for t in study.trials if is_trained(t)]
+    assert len(trained) == trained_count(study) == 4
+    assert rejected, "a 2,500 budget should reject some of the default space"
+    for t in rejected:
+        assert t.state == TrialState.PRUNED and t.user_attrs["params"] >= 2_500
+        assert not t.intermediate_values and "train_seconds" not in t.user_attrs and "weights_artifact" not in t.user_attrs
+    for t in trained:
+        assert t.user_attrs["params"] < 2_500
+
+
+def test_completed_trials_carry_everything_the_dashboard_shows(tmp_path, toy):
+    study = _run(tmp_path, toy, max_params=25_000, trials=2)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done
+    for t in done:
+        for key in ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "candidate_id", "weights_artifact"):
+            assert key in t.user_attrs, key
+        assert t.value == t.user_attrs["val_acc"]
+        assert set(t.intermediate_values) == {20, 40, 60, 80}
+    assert best_trial(study).value == max(t.value for t in done)
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, toy):
+    config = SearchConfig(trials=2, quiet=True, device="cpu")
+    space = load_space()
+    space.recipe.update(optimizer=["sgd_nesterov"], sgd_lr=1e8, schedule=["constant"], grad_clip=[0.0])
+    space.arch.update(bn=[False])
+    study = optuna.create_study(direction="maximize")
+    objective = Objective(config, space, toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
+    study.optimize(objective, callbacks=[Stopper(2, objective)], catch=(Exception,))
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) >= 2
+    assert all("fail_reason" in t.user_attrs and "loss became" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_externally_failed_trials_are_not_counted():
+    study = optuna.create_study()
+    t = study.ask()
+    study.tell(t, state=TrialState.FAIL)  # e.g. a worker killed mid-trial: retried, so not counted
+    assert not is_trained(study.trials[0])
