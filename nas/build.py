@@ -1,6 +1,9 @@
 """ArchSpec -> torch.nn.Module. Knows nothing of Optuna or training."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
 
 import torch
@@ -11,6 +14,42 @@ from nas.spec import ArchSpec, Block, Conv, Dropout, Flatten, GlobalAvgPool, Lin
 Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) once flattened
 
 _ACTIVATIONS = {"none": nn.Identity, "relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+_COUNTING = contextvars.ContextVar("counting", default=False)
+
+
+class ParamCount(nn.Module):
+    """Stands in for a parametrised layer while counting: holds that layer's exact parameter count."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+
+@contextlib.contextmanager
+def counting():
+    """Within this, `build` puts ParamCount stubs where Conv2d, BatchNorm2d and Linear layers would go.
+
+    Each stub's count comes from constructing that very layer on the meta device, once per distinct set of
+    constructor arguments; the network's structure comes from the same code path as a real build.
+    """
+    token = _COUNTING.set(True)
+    try:
+        yield
+    finally:
+        _COUNTING.reset(token)
+
+
+def _leaf(cls, *args, device=None, **kwargs) -> nn.Module:
+    if _COUNTING.get():
+        return ParamCount(_leaf_params(cls, args, tuple(sorted(kwargs.items()))))
+    return cls(*args, device=device, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _leaf_params(cls, args: tuple, kwargs: tuple) -> int:
+    return sum(p.numel() for p in cls(*args, device="meta", **dict(kwargs)).parameters())
 
 
 class ResidualBlock(nn.Module):
@@ -90,7 +129,7 @@ def _block(block: Block, shape: Shape, where: str, device) -> tuple[nn.Module, S
     if isinstance(block, Linear):
         if len(shape) != 1:
             raise SpecError(f"{where}: linear needs a flat vector; add a flatten or gap block first")
-        layers = [nn.Linear(shape[0], block.out, bias=block.bias, device=device)]
+        layers = [_leaf(nn.Linear, shape[0], block.out, bias=block.bias, device=device)]
         if block.act != "none":
             layers.append(_ACTIVATIONS[block.act]())
         return _seq(layers), (block.out,)
@@ -108,9 +147,10 @@ def _conv(block: Conv, shape: Shape, where: str, device) -> tuple[nn.Module, Sha
     oh, ow = ((n + 2 * pad - block.k) // block.stride + 1 for n in (h, w))
     if oh < 1 or ow < 1:
         raise SpecError(f"{where}: a {block.k}x{block.k} conv with padding {pad} does not fit a {h}x{w} map")
-    layers: list[nn.Module] = [nn.Conv2d(c, block.out, block.k, block.stride, pad, groups=groups, bias=block.bias, device=device)]
+    layers: list[nn.Module] = [_leaf(nn.Conv2d, c, block.out, block.k, block.stride, pad, groups=groups,
+                                      bias=block.bias, device=device)]
     if block.bn:
-        layers.append(nn.BatchNorm2d(block.out, device=device))
+        layers.append(_leaf(nn.BatchNorm2d, block.out, device=device))
     if block.act != "none":
         layers.append(_ACTIVATIONS[block.act]())
     if block.dropout:
