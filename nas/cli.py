@@ -7,6 +7,7 @@ import sys
 COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe")
 SAMPLERS = ("tpe", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DATASETS = ("fashion-mnist", "mnist")  # nas.data.DATASETS' names, here so that bad flags fail before torch loads
 
 
 class CliError(ValueError):
@@ -39,12 +40,15 @@ def _positive_float(flag: str):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, instead of usage noise
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, f"error: {one_line(message)} (see --help)\n")
+
+
+def one_line(text: str) -> str:
+    """The message with any line breaks a user's value brought in escaped, so an error stays one line."""
+    return "".join(repr(c)[1:-1] if c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else c for c in str(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nas.data import DATASETS
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db); "
                                           "postgresql://USER:PASS@HOST:PORT/DB for many machines")
@@ -108,14 +112,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nas import commands
-
     try:
-        args = parse(sys.argv[1:] if argv is None else argv)
+        args = parse(sys.argv[1:] if argv is None else argv)  # bad flags fail here, before torch is imported
+        from nas import commands
+
         return commands.dispatch(args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except commands.USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - user errors get one line; anything else is a bug and keeps its traceback
+        message = _user_message(e)
+        if message is None:
+            raise
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
+
+
+def _user_message(e: Exception) -> str | None:
+    """The one-line message for an error caused by the input or the environment, or None for a bug."""
+    commands = sys.modules.get("nas.commands")
+    if isinstance(e, CliError) or commands is not None and isinstance(e, commands.USER_ERRORS):
+        return str(e)
+    if isinstance(e, OSError):  # a file or folder that cannot be read or written
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    return None

@@ -15,7 +15,7 @@ from nas.budget import count_params
 from nas.build import Network, build, layer_shapes
 from nas.cli import CliError
 from nas.search import (SearchConfig, SearchError, config_from, load_data, prepare_model, resolve_device, run, to_device,
-                        write_all)
+                        writable_dir, write_all)
 from nas.space import SpaceError
 from nas.spec import Candidate, SpecError
 from nas.train import train
@@ -47,6 +47,7 @@ def _study(config: SearchConfig, name: str) -> optuna.Study:
 
 def cmd_report(config: SearchConfig, args) -> int:
     study = _study(config, args.study)
+    writable_dir(config.out_dir(study.study_name), "--results-dir")
     paths = write_all(study, config, config.out_dir(study.study_name))
     for kind, path in paths.items():
         print(f"{kind:>9}: {path}")
@@ -56,6 +57,7 @@ def cmd_report(config: SearchConfig, args) -> int:
 def cmd_export(config: SearchConfig, args) -> int:
     study = _study(config, args.study)
     trial = _pick_trial(study, args.trial)
+    writable_dir(Path(args.out).parent, "--out")
     out = export.export_trial(trial, export.artifact_store(config.artifacts(study.study_name)), args.out)
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, test {trial.user_attrs.get('test_acc'):.2%}) "
           f"-> {out} and {out.with_suffix('.json')}")

@@ -143,7 +143,7 @@ def read_labels(path: Path, expected: int) -> torch.Tensor:
     if n != expected:
         raise DataError(f"{path}: {n} labels for {expected} images")
     labels = torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=8).long()
-    if int(labels.max()) > 9:
+    if n and int(labels.max()) > 9:
         raise DataError(f"{path}: label {int(labels.max())} is out of range 0-9")
     return labels
 

@@ -1,15 +1,20 @@
 """One search: sample -> budget filter -> train one epoch -> score, over an Optuna study; then report and export."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 import torch
@@ -77,6 +82,10 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SearchError("--device cuda: no CUDA GPU is available here; use --device cpu or --device auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SearchError("--device mps: Apple's MPS is not available here; use --device cpu or --device auto")
     return torch.device(name)
 
 
@@ -107,6 +116,10 @@ class Objective:
         self.log = Log(config.quiet, tag)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with CTRL_C.trial():
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float:
         reference = trial.user_attrs.get("reference")
         candidate = references.by_name(reference) if reference else self.space.sample(trial, self.config.max_params)
         params = count_params(candidate.arch)
@@ -120,7 +133,6 @@ class Objective:
             raise optuna.TrialPruned("over budget")
         self.rejected_in_a_row = 0
         trial.set_user_attr("flops", count_flops(candidate.arch))
-        model = prepare_model(candidate, self.config.seed + trial.number, self.device)
 
         def on_progress(percent: int, acc: float) -> None:
             trial.report(acc, percent)
@@ -131,9 +143,12 @@ class Objective:
 
         started = time.perf_counter()
         try:
+            model = prepare_model(candidate, self.config.seed + trial.number, self.device)
             result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs,
                            seed=self.config.seed + trial.number, on_progress=on_progress)
-        except (TrainingDiverged, RuntimeError, ValueError) as e:
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # noqa: BLE001 - NaN loss, out of memory, any other fault: fail this trial, go on
             reason = _reason(e)
             trial.set_user_attr("fail_reason", reason)
             self.log.trial(trial.number, f"{params:>7,} params  failed: {reason}")
@@ -151,9 +166,50 @@ class Objective:
 
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if isinstance(e, RuntimeError) and "out of memory" in text.lower():
-        return f"out of memory: {text}"
+    if isinstance(e, MemoryError) or isinstance(e, RuntimeError) and (
+            "out of memory" in text.lower() or "can't allocate memory" in text.lower()):
+        return f"out of memory: {text or type(e).__name__}"[:500]
     return f"{type(e).__name__}: {text}"[:500]
+
+
+class CtrlC:
+    """Ctrl-C during a search. The first press stops the running trial: KeyboardInterrupt goes through the
+    objective, where Optuna marks the trial FAIL. Between trials, where Optuna is writing to the storage, the
+    press waits for the next trial to start (or the loop to end), so no trial is left RUNNING. A second press
+    raises KeyboardInterrupt at once, wherever the program is."""
+
+    def __init__(self):
+        self.presses = 0
+        self.between_trials = False
+        self._previous = None
+
+    def install(self) -> None:
+        self.presses, self.between_trials = 0, False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.presses += 1
+        if self.presses > 1 or not self.between_trials:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def trial(self):
+        if self.presses:
+            raise KeyboardInterrupt
+        self.between_trials = False
+        try:
+            yield
+        finally:
+            self.between_trials = True
+
+
+CTRL_C = CtrlC()
 
 
 class Log:
@@ -183,6 +239,21 @@ class Stopper:
             study.stop()
 
 
+def writable_dir(path: str | Path, flag: str) -> Path:
+    """Creates `path` and proves a file can be written there, so a bad folder fails now, not after the search."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise SearchError(f"{flag} {path}: cannot write there ({blocker} is a file, not a folder)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise SearchError(f"{flag} {path}: cannot write there ({e.strerror or type(e).__name__})") from None
+    return path
+
+
 def space_fingerprint(space: SearchSpace) -> str:
     text = json.dumps({"arch": space.arch, "recipe": space.recipe}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -190,7 +261,9 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     """Creates the study, or resumes it after checking it was made for the same space, budget and data."""
-    Path(config.results_dir).mkdir(parents=True, exist_ok=True)
+    writable_dir(config.results_dir, "--results-dir")
+    if config.artifact_dir:
+        writable_dir(config.artifact_dir, "--artifact-dir")
     storage = study_mod.open_storage(config.storage_url)
     name = config.study_name(space)
     identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "max_params": config.max_params,
@@ -198,6 +271,9 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=study_mod.make_sampler(config.sampler, config.seed), pruner=study_mod.make_pruner())
     existing = study.user_attrs
+    if not existing and study.get_trials(deepcopy=False):
+        raise study_mod.StudyError(f"study {name!r} already holds trials that were not made by a search "
+                                   f"(e.g. `baselines`); pass a new --study name")
     if not existing:
         for key, value in identity.items():
             study.set_user_attr(key, value)
@@ -214,7 +290,8 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     """One worker process: pulls trials from the shared study until its total of trained trials is reached."""
     if threads:
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna logs every failed trial (NaN loss, Ctrl-C) with its traceback; our own line gives the reason
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(config.space)
     device = resolve_device(config.device)
     splits = load_data(config, device)
@@ -249,6 +326,7 @@ def run(config: SearchConfig) -> dict:
     if smallest >= config.max_params:
         raise SearchError(f"--max-params {config.max_params:,} is below the smallest network the space "
                           f"{space.path} can build ({smallest:,} params)")
+    resolve_device(config.device)  # an unavailable --device fails here, before any study is made
     study = open_study(config, space)
     log = Log(config.quiet)
     if config.warm_start:
@@ -260,7 +338,16 @@ def run(config: SearchConfig) -> dict:
     cores = os.cpu_count() or 1
     threads = config.threads or max(1, cores // config.jobs)
     if config.jobs == 1:
-        result = run_worker(config, 0, threads)
+        CTRL_C.install()
+        try:
+            try:
+                result = run_worker(config, 0, threads)
+            except KeyboardInterrupt:
+                interrupted(config, study, space, started)
+            if CTRL_C.presses:  # pressed after the last trial ended
+                interrupted(config, study, space, started)
+        finally:
+            CTRL_C.uninstall()
         cannot_fit = result["space_cannot_fit"]
     else:
         ctx = multiprocessing.get_context("spawn")
@@ -276,6 +363,17 @@ def run(config: SearchConfig) -> dict:
                           f"{config.max_params:,}: the space {space.path} cannot fit it; raise --max-params or "
                           f"narrow the widths/depth in the space file")
     return summary
+
+
+def interrupted(config: SearchConfig, study: optuna.Study, space: SearchSpace, started: float) -> NoReturn:
+    """After the first Ctrl-C: Optuna has already marked the running trial FAIL (with no `fail_reason`, so a
+    resumed search retries it); write the reports from the finished trials, then exit 130 via KeyboardInterrupt.
+    A second Ctrl-C meanwhile raises KeyboardInterrupt here and stops at once; result files are written
+    atomically, so none is left half-written."""
+    print("\ninterrupted: writing the reports from the finished trials (Ctrl-C again to stop at once)",
+          file=sys.stderr, flush=True)
+    finish(config, study, space, time.perf_counter() - started)
+    raise KeyboardInterrupt
 
 
 def finish(config: SearchConfig, study: optuna.Study, space: SearchSpace, seconds: float) -> dict:

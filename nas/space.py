@@ -84,6 +84,7 @@ class SearchSpace:
     path: Path
     arch: dict[str, Any]
     recipe: dict[str, Any]
+    max_mflops: float | None = None  # a compute ceiling per image forward pass; keeps one-epoch trials short
 
     def sample(self, trial, max_params: int) -> Candidate:
         return Candidate(arch=self._arch(trial, max_params), recipe=self._recipe(trial))
@@ -252,9 +253,9 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
 
 
 def parse_space(raw: dict, path: Path) -> SearchSpace:
-    unknown = sorted(set(raw) - {"name", *SECTIONS})
+    unknown = sorted(set(raw) - {"name", "max_mflops", *SECTIONS})
     if unknown:
-        raise SpaceError(f"{path}: unknown key {unknown[0]!r}; allowed top-level keys are name, arch, recipe")
+        raise SpaceError(f"{path}: unknown key {unknown[0]!r}; allowed top-level keys are name, max_mflops, arch, recipe")
     parsed = {}
     for section, keys in SECTIONS.items():
         table = raw.get(section)
@@ -262,7 +263,7 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
             raise SpaceError(f"{path}: missing table [{section}]")
         bad = sorted(set(table) - set(keys))
         if bad:
-            raise SpaceError(f"{path}: [{section}].{bad[0]} is not a known key; allowed: {', '.join(keys)}")
+            raise SpaceError(f"{path}: [{section}].{bad[0]!r} is not a known key; allowed: {', '.join(keys)}")
         missing = sorted(set(keys) - set(table))
         if missing:
             raise SpaceError(f"{path}: [{section}].{missing[0]} is missing")
@@ -276,7 +277,11 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise SpaceError(f"{path}: name must be a non-empty string")
-    return SearchSpace(name=name, path=path, arch=arch, recipe=parsed["recipe"])
+    max_mflops = raw.get("max_mflops")
+    if max_mflops is not None and (isinstance(max_mflops, bool) or not isinstance(max_mflops, (int, float))
+                                   or max_mflops <= 0):
+        raise SpaceError(f"{path}: max_mflops must be a positive number, got {max_mflops!r}")
+    return SearchSpace(name=name, path=path, arch=arch, recipe=parsed["recipe"], max_mflops=max_mflops)
 
 
 def _parse_value(value, typ: type, allowed: tuple | None, where: str, key: str):

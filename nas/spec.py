@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -129,7 +130,7 @@ class TrainRecipe:
         recipe = _dataclass_from_dict(cls, d, where)
         _check_choice(recipe.optimizer, OPTIMIZERS, f"{where}.optimizer")
         _check_choice(recipe.schedule, SCHEDULES, f"{where}.schedule")
-        if recipe.lr <= 0 or recipe.batch_size < 1:
+        if not 0 < recipe.lr < math.inf or recipe.batch_size < 1:
             raise SpecError(f"{where}: lr and batch_size must be positive")
         if not 0 < recipe.warmup < 1:
             raise SpecError(f"{where}.warmup: must lie strictly between 0 and 1, got {recipe.warmup}")
@@ -178,6 +179,8 @@ class Candidate:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError(f"{where}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise SpecError(f"{where}: JSON nested too deeply to be a spec") from None
         return cls.from_dict(data, where)
 
 

@@ -1,0 +1,107 @@
+"""Damaged data files: each of the four IDX files in turn, truncated or with a flipped magic number."""
+import gzip
+import shutil
+import struct
+
+import pytest
+
+from nas import data as data_mod
+
+N_TRAIN, N_TEST = 30, 10
+
+
+def _images(n, rows=28, cols=28):
+    return struct.pack(">IIII", 2051, n, rows, cols) + bytes(range(256)) * (n * rows * cols // 256) + bytes(
+        n * rows * cols % 256)
+
+
+def _labels(n):
+    return struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n))
+
+
+def _root(tmp_path, gz=False, **override):
+    raw = data_mod.raw_dir("mnist", tmp_path)
+    raw.mkdir(parents=True)
+    files = {"train_images": _images(N_TRAIN), "train_labels": _labels(N_TRAIN),
+             "test_images": _images(N_TEST), "test_labels": _labels(N_TEST), **override}
+    for key, content in files.items():
+        name = data_mod.FILES[key]
+        if gz:
+            (raw / f"{name}.gz").write_bytes(gzip.compress(content))
+        else:
+            (raw / name).write_bytes(content)
+    return tmp_path
+
+
+def _load(root):
+    return data_mod.load("mnist", root, val_size=5, download=False)
+
+
+def test_the_synthetic_files_load(tmp_path):
+    splits = _load(_root(tmp_path))
+    assert len(splits.x_train) == N_TRAIN - 5 and len(splits.x_test) == N_TEST
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize("key", sorted(data_mod.FILES))
+def test_truncated_file_names_the_file(tmp_path, key, gz):
+    root = _root(tmp_path, gz=gz)
+    path = data_mod._find(data_mod.raw_dir("mnist", root), data_mod.FILES[key])
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+    with pytest.raises(data_mod.DataError) as err:
+        _load(root)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key", sorted(data_mod.FILES))
+def test_flipped_magic_number_names_the_file(tmp_path, key):
+    root = _root(tmp_path)
+    path = data_mod.raw_dir("mnist", root) / data_mod.FILES[key]
+    content = bytearray(path.read_bytes())
+    content[3] ^= 0xFF
+    path.write_bytes(bytes(content))
+    with pytest.raises(data_mod.DataError, match="magic number") as err:
+        _load(root)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("key", sorted(data_mod.FILES))
+def test_missing_file_is_named(tmp_path, key):
+    root = _root(tmp_path)
+    (data_mod.raw_dir("mnist", root) / data_mod.FILES[key]).unlink()
+    with pytest.raises(data_mod.DataError, match=data_mod.FILES[key]):
+        _load(root)
+
+
+def test_image_and_label_counts_that_disagree(tmp_path):
+    root = _root(tmp_path, train_labels=_labels(N_TRAIN - 1))
+    with pytest.raises(data_mod.DataError, match=f"{data_mod.FILES['train_labels']}.*{N_TRAIN - 1} labels for {N_TRAIN}"):
+        _load(root)
+
+
+def test_wrong_image_size(tmp_path):
+    root = _root(tmp_path, test_images=_images(N_TEST, 32, 32))
+    with pytest.raises(data_mod.DataError, match=f"{data_mod.FILES['test_images']}.*32x32"):
+        _load(root)
+
+
+def test_label_out_of_range_and_not_gzip(tmp_path):
+    root = _root(tmp_path, test_labels=struct.pack(">II", 2049, N_TEST) + bytes([3] * (N_TEST - 1) + [12]))
+    with pytest.raises(data_mod.DataError, match="label 12"):
+        _load(root)
+    raw = data_mod.raw_dir("mnist", root)
+    shutil.move(raw / data_mod.FILES["test_labels"], raw / (data_mod.FILES["test_labels"] + ".gz"))
+    with pytest.raises(data_mod.DataError, match="cannot be read"):
+        _load(root)
+
+
+def test_cli_reports_a_damaged_data_file_in_one_line(tmp_path, capsys):
+    from nas.cli import main
+
+    root = _root(tmp_path / "data")
+    path = data_mod.raw_dir("mnist", root) / data_mod.FILES["train_images"]
+    path.write_bytes(path.read_bytes()[:100])
+    rc = main(["evaluate", "--spec", "R2", "--data-dir", str(root), "--threads", "1", "--seeds", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and str(path) in err
