@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -133,6 +134,10 @@ class Objective:
             raise optuna.TrialPruned("over budget")
         self.rejected_in_a_row = 0
         trial.set_user_attr("flops", count_flops(candidate.arch))
+        # a trial re-queued after its worker was killed carries the user attrs of the original: same params and
+        # spec (so the same candidate), and the same seed, so the retry is the run the killed worker would have made
+        seed = trial.user_attrs.get("seed", self.config.seed + trial.number)
+        trial.set_user_attr("seed", seed)
 
         def on_progress(percent: int, acc: float) -> None:
             trial.report(acc, percent)
@@ -143,9 +148,9 @@ class Objective:
 
         started = time.perf_counter()
         try:
-            model = prepare_model(candidate, self.config.seed + trial.number, self.device)
+            model = prepare_model(candidate, seed, self.device)
             result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs,
-                           seed=self.config.seed + trial.number, on_progress=on_progress)
+                           seed=seed, on_progress=on_progress)
         except optuna.TrialPruned:
             raise
         except Exception as e:  # noqa: BLE001 - NaN loss, out of memory, any other fault: fail this trial, go on
@@ -274,15 +279,13 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     if not existing and study.get_trials(deepcopy=False):
         raise study_mod.StudyError(f"study {name!r} already holds trials that were not made by a search "
                                    f"(e.g. `baselines`); pass a new --study name")
-    if not existing:
-        for key, value in identity.items():
+    for key, value in identity.items():
+        if key not in existing:  # a new study, or one that a worker started at the same moment is still labelling
             study.set_user_attr(key, value)
-    else:
-        for key, value in identity.items():
-            if existing.get(key) != value:
-                raise study_mod.StudyError(
-                    f"study {name!r} was made with {key}={existing.get(key)!r}, not {value!r}; "
-                    f"pass a new --study name rather than mixing incompatible trials")
+        elif existing[key] != value:
+            raise study_mod.StudyError(
+                f"study {name!r} was made with {key}={existing[key]!r}, not {value!r}; "
+                f"pass a new --study name rather than mixing incompatible trials")
     return study
 
 
@@ -328,6 +331,7 @@ def run(config: SearchConfig) -> dict:
                           f"{space.path} can build ({smallest:,} params)")
     resolve_device(config.device)  # an unavailable --device fails here, before any study is made
     study = open_study(config, space)
+    study_mod.fail_stale_trials(study)  # a killed worker's trial: failed and re-queued, even if the total is reached
     log = Log(config.quiet)
     if config.warm_start:
         references.enqueue(study)
@@ -357,6 +361,10 @@ def run(config: SearchConfig) -> dict:
         for p in procs:
             p.join()
         cannot_fit = any(p.exitcode == 3 for p in procs)
+        for i, p in enumerate(procs):
+            if p.exitcode is not None and p.exitcode < 0:
+                log.line(f"worker {i} was killed by signal {-p.exitcode}; its trial is failed and re-queued once its "
+                         f"heartbeat is {study_mod.heartbeat_settings()[1]} s old, at the next trial or run")
     summary = finish(config, study, space, time.perf_counter() - started)
     if cannot_fit:
         raise SearchError(f"{MAX_CONSECUTIVE_REJECTIONS} candidates in a row were over the budget of "
@@ -381,6 +389,7 @@ def finish(config: SearchConfig, study: optuna.Study, space: SearchSpace, second
     log = Log(config.quiet)
     name = study.study_name
     out_dir = config.out_dir(name)
+    study_mod.fail_stale_trials(study)
     paths = write_all(study, config, out_dir)
     df = report.trials_frame(study)
     counts = df["state"].value_counts().to_dict()
@@ -418,7 +427,9 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
 
 
 def dashboard_command(config: SearchConfig, study_name: str) -> str:
-    return f"optuna-dashboard {config.storage_url} --artifact-dir {config.artifacts(study_name)}"
+    """The exact command that opens this storage, weights included, in optuna-dashboard (run from the same folder)."""
+    url = study_mod.sqlalchemy_url(config.storage_url)  # the dashboard lacks psycopg2 too: name the psycopg 3 driver
+    return shlex.join(["optuna-dashboard", url, "--artifact-dir", str(config.artifacts(study_name))])
 
 
 def config_from(args: dict) -> SearchConfig:

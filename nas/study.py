@@ -1,6 +1,9 @@
 """Optuna plumbing: storage, study, sampler, pruner and the rules for counting trials."""
 from __future__ import annotations
 
+import os
+import random
+import time
 import warnings
 
 import optuna
@@ -9,6 +12,9 @@ from optuna.trial import FrozenTrial, TrialState
 DEFAULT_STORAGE = "sqlite:///results/nas.db"
 HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60  # a trial whose worker stopped beating this long ago is failed and re-queued
+HEARTBEAT_ENV, GRACE_ENV = "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS"  # override both (tests use 1 and 3)
+OPEN_ATTEMPTS = 5  # opening the storage, when concurrent workers race to create its tables
+MAX_RETRY = 2  # a killed worker's trial is re-queued (same params) at most this many times
 REJECTED = "over_budget"
 
 
@@ -16,21 +22,57 @@ class StudyError(RuntimeError):
     """The storage or the study cannot be used as asked; the message says why."""
 
 
+def sqlalchemy_url(url: str) -> str:
+    """The URL SQLAlchemy (and optuna-dashboard) need: postgresql:// means psycopg 3, not the psycopg2 default."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: 15 and 60, or $NAS_HEARTBEAT_SECONDS / $NAS_GRACE_SECONDS."""
+    values = []
+    for env, default in ((HEARTBEAT_ENV, HEARTBEAT_SECONDS), (GRACE_ENV, None)):
+        text = os.environ.get(env, "").strip()
+        if not text:
+            values.append(default)
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise StudyError(f"${env} must be a whole number of seconds, at least 1; got {text!r}")
+        values.append(value)
+    interval, grace = values
+    if grace is None:
+        grace = GRACE_SECONDS if HEARTBEAT_ENV not in os.environ else 4 * interval
+    if grace <= interval:
+        raise StudyError(f"${GRACE_ENV} ({grace}) must be longer than the heartbeat interval ({interval})")
+    return interval, grace
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried, not stuck RUNNING."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not SQLAlchemy's psycopg2 default
+    url = sqlalchemy_url(url)
+    interval, grace = heartbeat_settings()
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-            )
-        except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary; the user needs the reason
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StudyError(f"cannot open storage {redact(url)}: {reason}") from None
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                )
+            except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary; the user needs the reason
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                # workers started together on a fresh PostgreSQL database race to create Optuna's tables
+                # ("duplicate key value ...", "relation ... already exists"); the loser retries
+                racing = "duplicate key" in reason or "already exists" in reason
+                if not racing or attempt == OPEN_ATTEMPTS - 1:
+                    raise StudyError(f"cannot open storage {redact(url)}: {reason}") from None
+                time.sleep(0.5 + random.random())
 
 
 def redact(url: str) -> str:
@@ -43,14 +85,42 @@ def redact(url: str) -> str:
     return url
 
 
+class _SeededPerTrial:
+    """Reseeds the sampler from (seed, trial number) before each trial.
+
+    Trial numbers are unique across every worker of a study, so processes that run the same command with the same
+    --seed (on several machines) still propose different candidates, while a one-worker run stays reproducible.
+    """
+
+    def __init__(self, *args, seed: int | None = None, **kwargs):
+        super().__init__(*args, seed=seed, **kwargs)
+        self._nas_seed = seed
+
+    def before_trial(self, study, trial: FrozenTrial) -> None:
+        if self._nas_seed is not None:
+            seed = (self._nas_seed * 1_000_003 + trial.number) % 2**32
+            for sampler in (self, getattr(self, "_random_sampler", None)):
+                state = getattr(sampler, "_rng", None)  # optuna's LazyRandomState; skipped if Optuna renames it
+                if state is not None and hasattr(state, "rng"):
+                    state.rng.seed(seed)
+        super().before_trial(study, trial)
+
+
+class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    pass
+
+
+class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    pass
+
+
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return SeededRandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # multivariate + group suit the conditional space; constant_liar keeps parallel workers apart
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=10)
+        return SeededTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
@@ -69,6 +139,17 @@ def is_trained(trial: FrozenTrial) -> bool:
     if trial.state == TrialState.PRUNED:
         return trial.user_attrs.get("rejected") != REJECTED
     return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fails (and re-queues as WAITING, same params) RUNNING trials whose worker stopped beating a grace period ago.
+
+    Optuna does this before each new trial; a run also does it at its start and end, so a trial of a killed
+    worker is cleaned up even when the study's total is already reached.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def trained_count(study: optuna.Study) -> int:

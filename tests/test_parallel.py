@@ -1,0 +1,155 @@
+"""Many workers on one study over a real PostgreSQL server (NAS_TEST_POSTGRES_URL; `.ci/run` starts one).
+
+Each test runs `search.py` in subprocesses on a small real-MNIST subset, under a fresh study name it deletes after.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import study as study_mod
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SEARCH = str(ROOT / "search.py")
+SHOWN = ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "candidate_id", "seed", "weights_artifact")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    url = os.environ.get("NAS_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI needs PostgreSQL: set NAS_TEST_POSTGRES_URL (.ci/run starts a throwaway server)")
+    pytest.skip("no PostgreSQL server (set NAS_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST:PORT/DB)")
+
+
+@pytest.fixture
+def study_name(postgres_url):
+    name = f"test-parallel-{uuid.uuid4().hex[:10]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=study_mod.sqlalchemy_url(postgres_url))
+    except KeyError:
+        pass
+
+
+def command(url, name, tmp_path, trials):
+    return [sys.executable, SEARCH, "--trials", str(trials), "--storage", url, "--study", name,
+            "--train-subset", "500", "--max-params", "3000", "--threads", "1", "--results-dir", str(tmp_path / "results")]
+
+
+def environment(mnist_root):
+    # short heartbeats so a killed worker's trial is found stale in seconds, not a minute
+    return {**os.environ, "NAS_DATA_DIR": str(mnist_root), "NAS_HEARTBEAT_SECONDS": "1", "NAS_GRACE_SECONDS": "3"}
+
+
+def trials_of(url, name):
+    return optuna.load_study(study_name=name, storage=study_mod.sqlalchemy_url(url)).get_trials()
+
+
+def check_trained_trials(trials):
+    for t in trials:
+        if not study_mod.is_trained(t):
+            continue
+        keys = SHOWN if t.state == TrialState.COMPLETE else ("params", "flops", "spec", "candidate_id", "seed")
+        missing = [k for k in keys if k not in t.user_attrs]
+        assert not missing, f"trial {t.number} ({t.state.name}) lacks user attrs {missing}"
+        assert t.params, f"trial {t.number} has no params"
+        if t.state == TrialState.COMPLETE:
+            assert t.value == t.user_attrs["val_acc"] and t.intermediate_values
+
+
+def test_two_workers_share_one_postgres_study(postgres_url, study_name, mnist_root, tmp_path):
+    """Two processes (as on two machines) run the same command: the total is met, nothing lost or duplicated."""
+    target = 3
+    cmd = command(postgres_url, study_name, tmp_path, target)
+    env = environment(mnist_root)
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+
+    trials = trials_of(postgres_url, study_name)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials))), "trial numbers are duplicated or missing"
+    assert len({t._trial_id for t in trials}) == len(trials)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    trained = [t for t in trials if study_mod.is_trained(t)]
+    # the total may be overshot by at most one trial per extra worker (a trial in flight when the other hit it)
+    assert target <= len(trained) <= target + 1, [(t.number, t.state.name) for t in trials]
+    check_trained_trials(trials)
+    candidates = [t.user_attrs["candidate_id"] for t in trained]
+    assert len(set(candidates)) == len(candidates), "two workers trained the same candidate"
+    for out in outputs:
+        assert f"dashboard: optuna-dashboard postgresql+psycopg://" in out
+
+
+def test_a_worker_killed_mid_trial_is_resumed_without_losing_or_sticking(postgres_url, study_name, mnist_root,
+                                                                         tmp_path):
+    """SIGKILL during training, then the same command again: finished trials intact, none RUNNING, total reached."""
+    target = 2
+    cmd = command(postgres_url, study_name, tmp_path, target)
+    env = environment(mnist_root)
+    worker = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = None
+    try:
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.2)
+            try:
+                trials = trials_of(postgres_url, study_name)
+            except KeyError:  # the study is not created yet
+                continue
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            # a trial past the budget filter (it has its training seed) and training, once another one has finished
+            running = [t for t in trials if t.state == TrialState.RUNNING and "seed" in t.user_attrs]
+            if done and running:
+                os.kill(worker.pid, signal.SIGKILL)
+                victim = running[0].number
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        out = worker.communicate(timeout=30)[0]
+    assert victim is not None, f"never saw a trial in training after a finished one:\n{out}"
+    assert worker.returncode == -signal.SIGKILL, out
+
+    before = {t.number: t for t in trials_of(postgres_url, study_name)}
+    assert before[victim].state == TrialState.RUNNING  # stuck until its heartbeat goes stale
+    finished = {n: t for n, t in before.items() if t.state.is_finished()}
+    time.sleep(3.5)  # the grace period: the killed worker's heartbeat is now stale
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=180)
+    assert rerun.returncode == 0, rerun.stdout
+
+    after = {t.number: t for t in trials_of(postgres_url, study_name)}
+    for n, t in finished.items():  # finished trials are untouched
+        a = after[n]
+        assert (a.state, a.value, a.params, a.user_attrs, a.intermediate_values) == \
+               (t.state, t.value, t.params, t.user_attrs, t.intermediate_values), f"trial {n} changed"
+    assert not [t.number for t in after.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    killed = after[victim]
+    assert killed.state == TrialState.FAIL and "fail_reason" not in killed.user_attrs
+    assert not study_mod.is_trained(killed)
+    # the killed trial is retried once, as the same candidate with the same seed, and that retry counts
+    retries = [t for t in after.values() if t.system_attrs.get("failed_trial") == victim]
+    assert len(retries) == 1, [(t.number, t.state.name, t.system_attrs) for t in after.values()]
+    retry = retries[0]
+    assert study_mod.is_trained(retry)
+    assert retry.params == killed.params
+    for key in ("spec", "candidate_id", "seed"):
+        assert retry.user_attrs[key] == killed.user_attrs[key], key
+    trained = [t for t in after.values() if study_mod.is_trained(t)]
+    assert len(trained) == target, [(t.number, t.state.name) for t in after.values()]
+    check_trained_trials(after.values())
