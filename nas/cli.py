@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-params", type=_positive_int("--max-params"), default=25_000,
                    help="budget: candidates with this many parameters or more are never trained (default 25000)")
     s.add_argument("--study", help="study name (default: <space>-<max-params>)")
-    s.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="worker processes on this machine")
+    s.add_argument("--jobs", type=_positive_int("--jobs"),
+                   help="worker processes on this machine (default: one per core on a CPU, 1 on a GPU)")
     s.add_argument("--timeout", type=_positive_float("--timeout"), help="stop starting trials after this many seconds")
     s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     s.add_argument("--warm-start", action="store_true", help="queue the reference models R1, R2, R4 as the first trials")

@@ -16,6 +16,7 @@ HEARTBEAT_ENV, GRACE_ENV = "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS"  # overr
 OPEN_ATTEMPTS = 5  # opening the storage, when concurrent workers race to create its tables
 MAX_RETRY = 2  # a killed worker's trial is re-queued (same params) at most this many times
 REJECTED = "over_budget"
+REJECTED_FLOPS = "over_flops"  # over the space's optional compute ceiling; never trained either
 
 
 class StudyError(RuntimeError):
@@ -131,13 +132,14 @@ def make_pruner() -> optuna.pruners.BasePruner:
 def is_trained(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward --trials: it ran training and ended by itself.
 
-    Budget rejections were never trained. Trials failed from outside (a killed worker, Ctrl-C) carry no
+    Rejections (over budget, or over the space's compute ceiling) were never trained. Trials failed from
+    outside (a killed worker, Ctrl-C) carry no
     `fail_reason`; they are retried, so counting them would lose a trial.
     """
     if trial.state == TrialState.COMPLETE:
         return True
     if trial.state == TrialState.PRUNED:
-        return trial.user_attrs.get("rejected") != REJECTED
+        return "rejected" not in trial.user_attrs
     return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 

@@ -17,7 +17,7 @@ def data_root() -> Path | None:
     """Real MNIST for integration tests; missing data skips them locally but fails them under CI."""
     root = os.environ.get(data_mod.ENV_VAR)
     if root and data_mod.raw_dir("mnist", Path(root)).is_dir():
-        return Path(root)
+        return Path(root).resolve()  # absolute: subprocesses run in other folders
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI needs real MNIST: set {data_mod.ENV_VAR} to a folder holding MNIST/raw")
     pytest.skip(f"real MNIST not found (set {data_mod.ENV_VAR})")

@@ -27,7 +27,7 @@ def small_search(tmp_path_factory, mnist_root):
     """Three trained trials under a tight budget, so the filter has candidates to reject."""
     results = tmp_path_factory.mktemp("results")
     proc = search_py("--trials", 3, "--train-subset", 1500, "--max-params", 4000, "--results-dir", results,
-                     "--study", "t", "--seed", 3, "--threads", 1, "--data-dir", mnist_root)
+                     "--study", "t", "--seed", 3, "--threads", 1, "--jobs", 1, "--data-dir", mnist_root)
     assert proc.returncode == 0, proc.stderr
     return results, proc
 
@@ -84,7 +84,7 @@ def test_export_any_trial(small_search, tmp_path):
 def test_rerun_resumes_the_study(small_search, mnist_root):
     results, _ = small_search
     proc = search_py("--trials", 4, "--train-subset", 1500, "--max-params", 4000, "--results-dir", results,
-                     "--study", "t", "--seed", 3, "--threads", 1, "--data-dir", mnist_root)
+                     "--study", "t", "--seed", 3, "--threads", 1, "--jobs", 1, "--data-dir", mnist_root)
     assert proc.returncode == 0, proc.stderr
     assert "3 trained trial(s) so far" in proc.stdout
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{results}/nas.db")

@@ -266,3 +266,12 @@ def test_random_argument_lists_give_a_clean_error_or_a_valid_run(argv):
     assert rc in (0, 2), (argv, rc, err.getvalue())
     if rc == 2:
         assert_one_line_error(err.getvalue())
+
+
+def test_parallel_workers_with_missing_data_fail_cleanly(tmp_path):
+    """--jobs N checks the data once, before any worker starts: one error line and exit 2, not a silent 0."""
+    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), "--trials", "1", "--jobs", "2",
+                           "--results-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path / "nodata")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, "nodata")

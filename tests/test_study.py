@@ -19,16 +19,16 @@ def _run(tmp_path, toy, max_params, trials, seed=0):
 
 
 def test_rejected_candidates_are_never_trained_and_do_not_count(tmp_path, toy):
-    study = _run(tmp_path, toy, max_params=2_500, trials=4)
+    study = _run(tmp_path, toy, max_params=600, trials=2)
     rejected = [t for t in study.trials if t.user_attrs.get("rejected") == REJECTED]
     trained = [t for t in study.trials if is_trained(t)]
-    assert len(trained) == trained_count(study) == 4
-    assert rejected, "a 2,500 budget should reject some of the default space"
+    assert len(trained) == trained_count(study) == 2
+    assert rejected, "a 600 budget should reject some of the default space"
     for t in rejected:
-        assert t.state == TrialState.PRUNED and t.user_attrs["params"] >= 2_500
+        assert t.state == TrialState.PRUNED and t.user_attrs["params"] >= 600
         assert not t.intermediate_values and "train_seconds" not in t.user_attrs and "weights_artifact" not in t.user_attrs
     for t in trained:
-        assert t.user_attrs["params"] < 2_500
+        assert t.user_attrs["params"] < 600
 
 
 def test_completed_trials_carry_everything_the_dashboard_shows(tmp_path, toy):
@@ -61,3 +61,16 @@ def test_externally_failed_trials_are_not_counted():
     t = study.ask()
     study.tell(t, state=TrialState.FAIL)  # e.g. a worker killed mid-trial: retried, so not counted
     assert not is_trained(study.trials[0])
+
+
+def test_candidates_over_the_compute_ceiling_are_rejected_untrained(tmp_path, toy):
+    config = SearchConfig(trials=2, max_params=25_000, quiet=True, device="cpu")
+    space = load_space()
+    space.max_mflops = 1.0
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    objective = Objective(config, space, toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
+    study.optimize(objective, callbacks=[Stopper(2, objective)], catch=(Exception,))
+    heavy = [t for t in study.trials if t.user_attrs.get("rejected") == "over_flops"]
+    assert heavy and trained_count(study) == 2
+    assert all(t.user_attrs["flops"] > 1e6 and "train_seconds" not in t.user_attrs for t in heavy)
+    assert all(t.user_attrs["flops"] <= 1e6 for t in study.trials if is_trained(t))
