@@ -44,7 +44,8 @@ def study_name(postgres_url):
 
 
 def command(url, name, tmp_path, trials):
-    return [sys.executable, SEARCH, "--trials", str(trials), "--storage", url, "--study", name,
+    # one worker per command (--jobs 1), so two commands are two workers and SIGKILL hits the worker itself
+    return [sys.executable, SEARCH, "--trials", str(trials), "--storage", url, "--study", name, "--jobs", "1",
             "--train-subset", "500", "--max-params", "3000", "--threads", "1", "--results-dir", str(tmp_path / "results")]
 
 
