@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     s.add_argument("--warm-start", action="store_true", help="queue the reference models R1, R2, R4 as the first trials")
     s.add_argument("--epochs", type=_positive_int("--epochs"), default=1, help="epochs per trial (default 1)")
+    s.add_argument("--trial-time-limit", type=_positive_float("--trial-time-limit"), default=90.0, metavar="SECONDS",
+                   help="a candidate whose training is projected, after its first steps, to take longer is stopped "
+                        "and rejected as too slow, not counted (default 90)")
 
     r = sub.add_parser("report", parents=[common], help="regenerate results/<study>/ from the storage")
     r.add_argument("--study", required=True)

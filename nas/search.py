@@ -26,7 +26,7 @@ from nas.budget import count_flops, count_params, within_budget
 from nas.build import build
 from nas.space import SearchSpace, load_space
 from nas.spec import Candidate
-from nas.train import TrainingDiverged, train
+from nas.train import TooSlow, TrainingDiverged, train
 
 MAX_CONSECUTIVE_REJECTIONS = 200
 
@@ -52,6 +52,7 @@ class SearchConfig:
     sampler: str = "tpe"
     warm_start: bool = False
     epochs: int = 1
+    trial_time_limit: float | None = 90.0  # seconds of training per trial, projected early; see nas.train.TooSlow
     train_subset: int | None = None
     results_dir: str = "results"
     artifact_dir: str | None = None
@@ -166,10 +167,16 @@ class Objective:
         started = time.perf_counter()
         try:
             model = prepare_model(candidate, seed, self.device)
-            result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs,
-                           seed=seed, on_progress=on_progress)
+            result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
+                           on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit)
         except optuna.TrialPruned:
             raise
+        except TooSlow as e:
+            trial.set_user_attr("rejected", study_mod.REJECTED_SLOW)
+            trial.set_user_attr("slow_reason", str(e))
+            self.rejected_in_a_row += 1
+            self.log.trial(trial.number, f"{params:>7,} params  rejected as too slow: {e}, not counted")
+            raise optuna.TrialPruned(str(e)) from None
         except Exception as e:  # noqa: BLE001 - NaN loss, out of memory, any other fault: fail this trial, go on
             reason = _reason(e)
             trial.set_user_attr("fail_reason", reason)

@@ -17,6 +17,7 @@ OPEN_ATTEMPTS = 5  # opening the storage, when concurrent workers race to create
 MAX_RETRY = 2  # a killed worker's trial is re-queued (same params) at most this many times
 REJECTED = "over_budget"
 REJECTED_FLOPS = "over_flops"  # over the space's optional compute ceiling; never trained either
+REJECTED_SLOW = "too_slow"  # projected over --trial-time-limit after its first steps; stopped there, not counted
 
 
 class StudyError(RuntimeError):

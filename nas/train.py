@@ -28,6 +28,13 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class TooSlow(RuntimeError):
+    """The run's projected duration is over its time limit; raised after the first steps, not at the end."""
+
+
+TIME_CHECK_STEPS = 50  # the projection is made from this many steps: a few seconds even for slow candidates
+
+
 @dataclass
 class TrainResult:
     val_acc: float
@@ -55,8 +62,12 @@ def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
 
 
 def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, seed: int = 0,
-          on_progress: ProgressFn | None = None) -> TrainResult:
-    """Trains for `epochs` epochs, then scores on the full validation and test sets."""
+          on_progress: ProgressFn | None = None, time_limit: float | None = None) -> TrainResult:
+    """Trains for `epochs` epochs, then scores on the full validation and test sets.
+
+    With `time_limit` (seconds of training), a run projected to take longer is stopped with TooSlow
+    after its first TIME_CHECK_STEPS steps.
+    """
     device = data.x_train.device
     model.to(device)
     n = len(data.x_train)
@@ -92,6 +103,10 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
             step += 1
             if step % 50 == 0 or step in checkpoints:
                 _check_finite(loss, step)
+            if time_limit and step == min(TIME_CHECK_STEPS, total):
+                projected = (time.perf_counter() - started - eval_time) * total / step
+                if projected > time_limit:
+                    raise TooSlow(f"projected {projected:.0f} s of training, over the {time_limit:.0f} s limit")
             if step in checkpoints:
                 t = time.perf_counter()
                 acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE])

@@ -74,3 +74,13 @@ def test_candidates_over_the_compute_ceiling_are_rejected_untrained(tmp_path, to
     assert heavy and trained_count(study) == 2
     assert all(t.user_attrs["flops"] > 1e6 and "train_seconds" not in t.user_attrs for t in heavy)
     assert all(t.user_attrs["flops"] <= 1e6 for t in study.trials if is_trained(t))
+
+
+def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
+    config = SearchConfig(trials=1, max_params=25_000, quiet=True, device="cpu", trial_time_limit=1e-6)
+    objective = Objective(config, load_space(), toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=3, catch=(Exception,))
+    slow = [t for t in study.trials if t.user_attrs.get("rejected") == "too_slow"]
+    assert slow and all(t.state == TrialState.PRUNED and "over the" in t.user_attrs["slow_reason"] for t in slow)
+    assert trained_count(study) == 0

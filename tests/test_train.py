@@ -88,3 +88,15 @@ def test_r1_learns_real_mnist_from_10k_images(mnist):
     result = train(prepare_model(r1, 0, torch.device("cpu")), r1.recipe, splits)
     assert result.test_acc > 0.94
     assert result.val_acc > 0.94
+
+
+def test_a_run_projected_over_its_time_limit_stops_early(toy):
+    from nas.train import TIME_CHECK_STEPS, TooSlow
+
+    steps = []
+    with pytest.raises(TooSlow, match="over the"):
+        train(build(TINY, seed=0), TrainRecipe(batch_size=1), toy, time_limit=1e-6,
+              on_progress=lambda pct, acc: steps.append(pct))
+    assert not steps  # stopped after TIME_CHECK_STEPS steps, before the first 20% reading
+    assert TIME_CHECK_STEPS < 0.2 * len(toy.x_train)
+    train(build(TINY, seed=0), TrainRecipe(batch_size=64), toy, time_limit=3600)  # a generous limit never stops
