@@ -340,8 +340,21 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
 WORKER_CANNOT_FIT, WORKER_FAILED = 3, 4
 
 
-def _worker_entry(config: SearchConfig, worker: int, threads: int) -> None:
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """A worker whose parent is gone (killed, say) exits too, rather than training on unattended. Its running
+    trial is then failed by the heartbeat check and re-queued, like any killed worker's."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(WORKER_FAILED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_entry(config: SearchConfig, worker: int, threads: int, parent: int | None = None) -> None:
     """A --jobs worker process: one line on stderr and a distinct exit code when it cannot go on."""
+    if parent is not None:
+        _exit_with_parent(parent)
     try:
         result = run_worker(config, worker, threads)
     except KeyboardInterrupt:
@@ -391,7 +404,7 @@ def run(config: SearchConfig) -> dict:
         # the data is checked here, once, so a bad data root is one clear error rather than one per worker
         data_mod.load(config.dataset, config.data_dir, train_subset=config.train_subset)
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_entry, args=(config, i, threads)) for i in range(config.jobs)]
+        procs = [ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid())) for i in range(config.jobs)]
         for p in procs:
             p.start()
         try:
@@ -438,10 +451,13 @@ def finish(config: SearchConfig, study: optuna.Study, space: SearchSpace, second
     paths = write_all(study, config, out_dir)
     df = report.trials_frame(study)
     counts = df["state"].value_counts().to_dict()
-    rejected = int((df["rejected"] == study_mod.REJECTED).sum())
+    rejected = df["rejected"].value_counts()
     log.line("")
-    log.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s), {rejected} rejected by the "
-             f"budget filter (never trained), {counts.get('FAIL', 0)} failed")
+    log.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
+             f"{rejected.get(study_mod.REJECTED, 0)} over the param budget (never trained), "
+             f"{rejected.get(study_mod.REJECTED_FLOPS, 0)} over the compute ceiling (never trained), "
+             f"{rejected.get(study_mod.REJECTED_SLOW, 0)} too slow (stopped after 50 steps); "
+             f"{counts.get('FAIL', 0)} failed")
     frontier = report.pareto_frontier(df)
     if len(frontier):
         log.line("Pareto frontier (params, val acc, test acc):")

@@ -242,3 +242,40 @@ def test_no_user_file_is_ever_unpickled():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, (path, line)
+
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path, mnist_root):
+    """--jobs workers watch their parent: a killed search leaves no orphan training on."""
+    args = [sys.executable, "search.py", "--trials", "50", "--jobs", "2", "--train-subset", "2000", "--threads", "1",
+            "--results-dir", tmp_path / "r", "--data-dir", mnist_root]
+    proc = subprocess.Popen([str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        for line in proc.stdout:  # wait until the workers train
+            if b"] trial" in line:
+                break
+        workers = [p for p in _children(proc.pid) if Path(f"/proc/{p}/cmdline").read_bytes().find(b"spawn_main") >= 0]
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_running(p) for p in workers):
+            time.sleep(0.5)
+        alive = [p for p in workers if _running(p)]
+        assert not alive, f"orphaned workers still running: {alive}"
+    finally:
+        proc.kill()
