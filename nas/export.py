@@ -1,7 +1,6 @@
 """Weights files: safetensors (no pickle, safe to load) carrying the candidate spec in their metadata."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna

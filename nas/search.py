@@ -26,7 +26,7 @@ from nas.budget import count_flops, count_params, within_budget
 from nas.build import build
 from nas.space import SearchSpace, load_space
 from nas.spec import Candidate
-from nas.train import TooSlow, TrainingDiverged, train
+from nas.train import TooSlow, train
 
 MAX_CONSECUTIVE_REJECTIONS = 200
 

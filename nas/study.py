@@ -9,7 +9,6 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-DEFAULT_STORAGE = "sqlite:///results/nas.db"
 HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60  # a trial whose worker stopped beating this long ago is failed and re-queued
 HEARTBEAT_ENV, GRACE_ENV = "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS"  # override both (tests use 1 and 3)
