@@ -1,6 +1,7 @@
 """Optuna plumbing: storage, study, sampler, pruner and the rules for counting trials."""
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import time
@@ -152,6 +153,22 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    _beat_for_the_silent(study)
+
+
+def _beat_for_the_silent(study: optuna.Study) -> None:
+    """A worker killed between creating a trial and its first heartbeat leaves a RUNNING trial with no heartbeat
+    record, which Optuna never counts as stale. Beating once for every RUNNING trial older than the grace period
+    gives such a trial its first record, so the sweep one grace period later fails and re-queues it. A live trial
+    only gets an extra beat."""
+    storage = study._storage
+    if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        return
+    grace = heartbeat_settings()[1]
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.datetime_start and (now - trial.datetime_start).total_seconds() > grace:
+            storage.record_heartbeat(trial._trial_id)
 
 
 def trained_count(study: optuna.Study) -> int:

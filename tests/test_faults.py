@@ -280,3 +280,19 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path, mnist_root):
         assert not alive, f"orphaned workers still running: {alive}"
     finally:
         proc.kill()
+
+
+def test_a_trial_that_never_beat_is_failed_and_requeued(tmp_path, monkeypatch):
+    """A worker killed between creating a trial and its first heartbeat: two sweeps a grace period apart clean it."""
+    monkeypatch.setenv(study_mod.HEARTBEAT_ENV, "1")
+    monkeypatch.setenv(study_mod.GRACE_ENV, "2")
+    storage = study_mod.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(storage=storage, study_name="hb")
+    study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, and no heartbeat ever recorded
+    time.sleep(2.5)
+    study_mod.fail_stale_trials(study)  # Optuna alone skips it; our sweep gives it its first beat
+    assert study.trials[0].state == TrialState.RUNNING
+    time.sleep(2.5)
+    study_mod.fail_stale_trials(study)
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL and TrialState.WAITING in states[1:]
