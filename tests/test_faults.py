@@ -292,7 +292,7 @@ def test_a_trial_that_never_beat_is_failed_and_requeued(tmp_path, monkeypatch):
     time.sleep(2.5)
     study_mod.fail_stale_trials(study)  # Optuna alone skips it; our sweep gives it its first beat
     assert study.trials[0].state == TrialState.RUNNING
-    time.sleep(2.5)
+    time.sleep(3.5)  # SQLite's now() has one-second resolution: leave a whole second over the 2 s grace
     study_mod.fail_stale_trials(study)
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and TrialState.WAITING in states[1:]
