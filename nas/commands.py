@@ -15,8 +15,8 @@ from nas import export, references, study as study_mod
 from nas.budget import count_params
 from nas.build import Network, build, layer_shapes
 from nas.cli import CliError
-from nas.search import (SearchConfig, SearchError, config_from, load_data, prepare_model, resolve_device, run, to_device,
-                        writable_dir, write_all)
+from nas.search import (SearchConfig, SearchError, config_from, load_data, prepare_model, record_candidate, record_result,
+                        resolve_device, run, to_device, writable_dir, write_all)
 from nas.space import SpaceError
 from nas.spec import Candidate, SpecError
 from nas.train import train
@@ -137,9 +137,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
         trial.set_user_attr("reference", name)
-        trial.set_user_attr("params", count_params(candidate.arch))
-        trial.set_user_attr("spec", candidate.to_json())
-        trial.set_user_attr("candidate_id", candidate.id)
+        record_candidate(trial, candidate, count_params(candidate.arch))
         trial.set_user_attr("train_size", len(splits.x_train))
         model = prepare_model(candidate, config.seed, device)
         try:
@@ -148,11 +146,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        for key in ("val_acc", "test_acc"):
-            trial.set_user_attr(key, getattr(result, key))
-        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
-        trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store,
-                                                                      config.out_dir(study.study_name) / ".scratch"))
+        record_result(trial, result, model, candidate, store, config.out_dir(study.study_name) / ".scratch")
         study.tell(trial, result.val_acc)
         print(f"{candidate.name:<18} {trial.user_attrs['params']:>8,} {result.val_acc:>8.2%} {result.test_acc:>9.2%} "
               f"{result.train_seconds:>8.1f}", flush=True)

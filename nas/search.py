@@ -135,9 +135,7 @@ class Objective:
         reference = trial.user_attrs.get("reference")
         candidate = references.by_name(reference) if reference else self.space.sample(trial, self.config.max_params)
         params = count_params(candidate.arch)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("candidate_id", candidate.id)
-        trial.set_user_attr("spec", candidate.to_json())
+        record_candidate(trial, candidate, params)
         if not within_budget(params, self.config.max_params):
             trial.set_user_attr("rejected", study_mod.REJECTED)
             self.rejected_in_a_row += 1
@@ -182,15 +180,27 @@ class Objective:
             trial.set_user_attr("fail_reason", reason)
             self.log.trial(trial.number, f"{params:>7,} params  failed: {reason}")
             raise
-        trial.set_user_attr("val_acc", result.val_acc)
-        trial.set_user_attr("test_acc", result.test_acc)
-        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
-        trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
-        trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, self.store, self.scratch))
+        record_result(trial, result, model, candidate, self.store, self.scratch)
         name = f"  [{reference}]" if reference else ""
         self.log.trial(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  test {result.test_acc:.2%}  "
                                      f"{result.train_seconds:5.1f}s{name}")
         return result.val_acc
+
+
+def record_candidate(trial, candidate: Candidate, params: int) -> None:
+    """What every trial carries from the start, so any trial can be rebuilt without the sampler."""
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("candidate_id", candidate.id)
+    trial.set_user_attr("spec", candidate.to_json())
+
+
+def record_result(trial, result, model, candidate: Candidate, store, scratch: Path) -> None:
+    """A trained trial's scores, timings and weights (as an Optuna artifact)."""
+    trial.set_user_attr("val_acc", result.val_acc)
+    trial.set_user_attr("test_acc", result.test_acc)
+    trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
+    trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
+    trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, scratch))
 
 
 def _reason(e: BaseException) -> str:
