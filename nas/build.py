@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import functools
 import math
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nas.spec import ArchSpec, Block, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual, SpecError
 
@@ -160,3 +162,19 @@ def _conv(block: Conv, shape: Shape, where: str, device) -> tuple[nn.Module, Sha
 
 def _seq(layers: list[nn.Module]) -> nn.Module:
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with each BatchNorm folded into the conv before it: the same outputs, one pass fewer.
+
+    Evaluation is a large share of a one-epoch trial; on a CPU the separate BatchNorm pass costs about as much
+    as the small convolutions themselves. `_conv` always puts a conv's BatchNorm right after it.
+    """
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+    return fused

@@ -13,10 +13,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nas.build import inference_copy
 from nas.data import Splits
 from nas.spec import TrainRecipe
 
-EVAL_BATCH = 2000
+EVAL_BATCH = 256  # measured on a CPU: 2x faster than 2,000, whose activations fall out of cache
 PROGRESS_POINTS = (0.2, 0.4, 0.6, 0.8)  # fractions of the run at which a pruner gets a reading
 PROGRESS_VAL_SIZE = 1000  # a slice of the hold-out: cheap enough to read four times an epoch
 
@@ -128,8 +129,12 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> float:
-    """Accuracy in [0, 1]; in eval mode, so BatchNorm uses its running statistics."""
+    """Accuracy in [0, 1], in eval mode (BatchNorm on its running statistics, folded into the convs).
+
+    It leaves `model` in eval mode; training code switches it back.
+    """
     model.eval()
+    model = inference_copy(model)
     correct = 0
     for i in range(0, len(x), batch):
         correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
@@ -143,17 +148,24 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 class _Ema:
-    """An exponential moving average of weights and BatchNorm statistics."""
+    """An exponential moving average of weights and BatchNorm statistics.
+
+    The decay warms up as (1 + t) / (10 + t): a one-epoch run has too few steps for a fixed 0.999 to forget the
+    random initial weights (0.999 ** 1700 still leaves them 18% of the average, which measured 94% accuracy).
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
+        self.updates = 0
         self.model = copy.deepcopy(model)
         self.pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for avg, cur in self.pairs:
             if avg.dtype.is_floating_point:
-                avg.lerp_(cur, 1 - self.decay)
+                avg.lerp_(cur, 1 - decay)
             else:
                 avg.copy_(cur)

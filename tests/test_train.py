@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -100,3 +101,26 @@ def test_a_run_projected_over_its_time_limit_stops_early(toy):
     assert not steps  # stopped after TIME_CHECK_STEPS steps, before the first 20% reading
     assert TIME_CHECK_STEPS < 0.2 * len(toy.x_train)
     train(build(TINY, seed=0), TrainRecipe(batch_size=64), toy, time_limit=3600)  # a generous limit never stops
+
+
+def test_evaluation_folds_batchnorm_without_changing_outputs(toy):
+    from nas.build import inference_copy
+
+    spec = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Conv(8, k=3, depthwise=True, bias=False, bn=True), Pool(),
+                            Conv(16, bn=True, act="relu"), GlobalAvgPool(), Linear(10)))
+    model = build(spec, seed=0)
+    train(model, TrainRecipe(batch_size=32), toy)  # non-trivial running statistics
+    model.eval()
+    fused = inference_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(fused(toy.x_test), model(toy.x_test), rtol=1e-4, atol=1e-4)
+
+
+def test_ema_forgets_the_random_initial_weights(toy):
+    """A high decay over few steps must not leave the untrained weights a large share of the average."""
+    short = TrainRecipe(optimizer="sgd", nesterov=True, lr=0.1, batch_size=32)
+    plain = train(build(TINY, seed=0), short, toy, epochs=2)
+    averaged = train(build(TINY, seed=0), dataclasses.replace(short, ema=0.999), toy, epochs=2)
+    assert averaged.test_acc > plain.test_acc - 0.1
