@@ -126,8 +126,10 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
-    # within-epoch readings at 20..80%: stop a trial below the median of earlier trials at the same point
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    # within-epoch readings at 20..80%: stop a trial in the bottom third of earlier trials at the same point.
+    # Not the median: under OneCycle a high peak LR reads worst mid-epoch and often ends best, and a 1,000-image
+    # reading is +-0.5% noise, so a median cut stopped 40 of 51 trials at 5k and kept mostly low-LR ones.
+    return optuna.pruners.PercentilePruner(33.0, n_startup_trials=8, n_warmup_steps=0)
 
 
 def is_trained(trial: FrozenTrial) -> bool:
