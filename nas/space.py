@@ -30,6 +30,7 @@ ARCH_KEYS: dict[str, tuple[type, tuple | None]] = {
     "stages": (int, None),
     "convs_per_stage": (int, None),
     "pools": (int, None),
+    "pool_placement": (str, ("early", "late")),
     "pool": (str, ("max", "avg")),
     "block": (str, ("conv", "separable", "bottleneck")),
     "kernel": (int, (1, 3, 5, 7)),
@@ -94,6 +95,7 @@ class SearchSpace:
         a = functools.partial(_suggest, trial, self.arch)
         shape = dict(
             stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
+            pool_placement=a("pool_placement"),
             pool=a("pool"), block=a("block"), k=a("kernel"), bn=a("bn"), act=a("activation"), dropout=a("dropout"),
             residual=a("residual"), head=a("head"), growth=a("width_growth"),
         )
@@ -126,6 +128,7 @@ class SearchSpace:
         """The parameter count of the smallest network this space can propose, for a budget sanity check."""
         shape = dict(stem_convs=_low(self.arch["stem_convs"]), stages=_low(self.arch["stages"]),
                      convs=_low(self.arch["convs_per_stage"]), pools=_high(self.arch["pools"]),
+                     pool_placement="late",
                      pool="max", block="separable" if "separable" in _choices(self.arch["block"]) else _first(self.arch["block"]),
                      k=_low(self.arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
                      head="conv1x1_gap" if "conv1x1_gap" in _choices(self.arch["head"]) else _first(self.arch["head"]),
@@ -181,10 +184,13 @@ def arch_for_width(shape: dict, width: int) -> ArchSpec:
         units.append(body)
         c_in = c_out
     pools = min(shape["pools"], len(units))
+    # "late": after the last `pools` units, so the early units keep full resolution (R4's layout); "early": after
+    # the first ones, so deep networks spend their convolutions at 14x14 and 7x7, where they cost a quarter as much
+    pooled = range(pools) if shape["pool_placement"] == "early" else range(len(units) - pools, len(units))
     blocks: list[Block] = []
     for i, unit in enumerate(units):
         blocks += unit
-        if i >= len(units) - pools:
+        if i in pooled:
             blocks.append(Pool(op=shape["pool"]))
     blocks += _head(shape)
     return ArchSpec(blocks=tuple(blocks))

@@ -158,14 +158,15 @@ class _Ema:
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model)
-        self.pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self.floats = tuple(list(t) for t in zip(*[p for p in pairs if p[0].dtype.is_floating_point]))
+        self.counters = [p for p in pairs if not p[0].dtype.is_floating_point]  # BatchNorm's batch counts
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, cur in self.pairs:
-            if avg.dtype.is_floating_point:
-                avg.lerp_(cur, 1 - decay)
-            else:
-                avg.copy_(cur)
+        # one fused call per step: a Python loop over every tensor costs more than small networks' own steps
+        torch._foreach_lerp_(*self.floats, 1 - decay)
+        for avg, cur in self.counters:
+            avg.copy_(cur)

@@ -4,7 +4,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.budget import count_params
+from nas.budget import count_flops, count_params
 from nas.space import SpaceError, arch_for_width, load_space, parse_space
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
@@ -44,7 +44,7 @@ def _kinds(blocks):
     return out
 
 
-BASE = dict(pool="max", k=3, bn=True, dropout=0.0, growth=1.0, head_dropout=0.0, head_hidden=16, min_width=4)
+BASE = dict(pool="max", pool_placement="late", k=3, bn=True, dropout=0.0, growth=1.0, head_dropout=0.0, head_hidden=16, min_width=4)
 
 
 @pytest.mark.parametrize("name, shape", [
@@ -100,3 +100,14 @@ def test_missing_space_file(tmp_path):
 
 def test_smallest_network_is_small():
     assert load_space(DEFAULT).smallest_params() < 1_000
+
+
+def test_early_pools_put_deep_stages_at_low_resolution():
+    shape = dict(BASE, stem_convs=1, stages=3, convs=2, pools=2, block="conv", act="relu", residual="none",
+                 head="gap", growth=1.5)
+    early = arch_for_width(dict(shape, pool_placement="early"), 32)
+    late = arch_for_width(dict(shape, pool_placement="late"), 32)
+    assert _kinds(early.blocks)[:3] == ["Conv", "Pool", "Conv"]  # stem, pool, first stage
+    assert _kinds(late.blocks)[-4:] == ["Conv", "Pool", "GlobalAvgPool", "Linear"]
+    assert count_params(early) == count_params(late)  # same layers, only the resolution moves
+    assert count_flops(early) < count_flops(late) / 2
