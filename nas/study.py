@@ -125,11 +125,29 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return SeededTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
+PRUNE_UNTIL = 40  # percent of the epoch: the last reading at which a trial may be pruned
+
+
+class EarlyPruner(optuna.pruners.BasePruner):
+    """Prunes at the within-epoch readings up to PRUNE_UNTIL percent only.
+
+    Early is where pruning pays: a trial stopped at 20% saves 80% of its cost. At 60-80% it saves little and throws
+    away a nearly finished result (one search pruned six trials at 80% that were heading for 99%).
+    """
+
+    def __init__(self, inner: optuna.pruners.BasePruner, until: int = PRUNE_UNTIL):
+        self.inner, self.until = inner, until
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        return step is not None and step <= self.until and self.inner.prune(study, trial)
+
+
 def make_pruner() -> optuna.pruners.BasePruner:
-    # within-epoch readings at 20..80%: stop a trial in the bottom third of earlier trials at the same point.
-    # Not the median: under OneCycle a high peak LR reads worst mid-epoch and often ends best, and a 1,000-image
-    # reading is +-0.5% noise, so a median cut stopped 40 of 51 trials at 5k and kept mostly low-LR ones.
-    return optuna.pruners.PercentilePruner(33.0, n_startup_trials=8, n_warmup_steps=0)
+    # stop a trial in the bottom third of earlier trials at the same reading. Not the median: under OneCycle a high
+    # peak LR reads worst mid-epoch and often ends best, and a 1,000-image reading is +-0.5% noise, so a median
+    # cut stopped 40 of 51 trials at 5k and kept mostly low-LR ones
+    return EarlyPruner(optuna.pruners.PercentilePruner(33.0, n_startup_trials=8, n_warmup_steps=0))
 
 
 def is_trained(trial: FrozenTrial) -> bool:

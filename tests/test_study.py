@@ -84,3 +84,22 @@ def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
     slow = [t for t in study.trials if t.user_attrs.get("rejected") == "too_slow"]
     assert slow and all(t.state == TrialState.PRUNED and "over the" in t.user_attrs["slow_reason"] for t in slow)
     assert trained_count(study) == 0
+
+
+def test_pruning_happens_early_in_the_epoch_only():
+    """A trial far below the others is pruned at a 20% reading, never at 60%, where stopping saves little."""
+    from nas.study import PRUNE_UNTIL
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner())
+    for _ in range(10):
+        t = study.ask()
+        for step in (20, 40, 60, 80):
+            t.report(0.98, step)
+        study.tell(t, 0.99)
+    late = study.ask()
+    for step in (20, 40, 60):
+        late.report(0.98, step) if step <= PRUNE_UNTIL else late.report(0.10, step)
+    assert not late.should_prune()
+    early = study.ask()
+    early.report(0.10, 20)
+    assert early.should_prune()
