@@ -145,8 +145,8 @@ class EarlyPruner(optuna.pruners.BasePruner):
 
 def make_pruner() -> optuna.pruners.BasePruner:
     # stop a trial in the bottom third of earlier trials at the same reading. Not the median: under OneCycle a high
-    # peak LR reads worst mid-epoch and often ends best, and a 1,000-image reading is +-0.5% noise, so a median
-    # cut stopped 40 of 51 trials at 5k and kept mostly low-LR ones
+    # peak LR reads worst mid-epoch and often ends best, and a 1,000-image reading is +-0.5% noise; a median cut
+    # stopped 40 of 51 trials of a 5k search
     return EarlyPruner(optuna.pruners.PercentilePruner(33.0, n_startup_trials=8, n_warmup_steps=0))
 
 
