@@ -24,7 +24,7 @@ from nas import data as data_mod
 from nas import export, references, report, study as study_mod
 from nas.budget import count_flops, count_params, within_budget
 from nas.build import build
-from nas.space import SearchSpace, load_space
+from nas.space import OPTIONAL, SearchSpace, load_space
 from nas.spec import Candidate
 from nas.train import TooSlow, train
 
@@ -294,7 +294,10 @@ def writable_dir(path: str | Path, flag: str) -> Path:
 
 
 def space_fingerprint(space: SearchSpace) -> str:
-    text = json.dumps({"arch": space.arch, "recipe": space.recipe, "max_mflops": space.max_mflops}, sort_keys=True,
+    # an optional key left at its default is the behaviour the file had before the key existed: leaving it out keeps
+    # the fingerprint, so studies made from such files still resume
+    arch = {k: v for k, v in space.arch.items() if OPTIONAL["arch"].get(k, object()) != v}
+    text = json.dumps({"arch": arch, "recipe": space.recipe, "max_mflops": space.max_mflops}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -86,20 +86,24 @@ def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
     assert trained_count(study) == 0
 
 
-def test_pruning_happens_early_in_the_epoch_only():
-    """A trial far below the others is pruned at a 20% reading, never at 60%, where stopping saves little."""
+def test_pruning_stops_the_bottom_third_early_in_the_epoch_only():
+    """At a 20% reading a trial in the bottom third of the others is pruned and one mid-pack is not; at 60%, where
+    stopping saves little, even a hopeless reading is let finish."""
     from nas.study import PRUNE_UNTIL
 
     study = optuna.create_study(direction="maximize", pruner=make_pruner())
-    for _ in range(10):
+    for i in range(12):
         t = study.ask()
         for step in (20, 40, 60, 80):
-            t.report(0.98, step)
+            t.report(0.90 + 0.008 * i, step)  # readings spread from 0.90 to 0.99
         study.tell(t, 0.99)
-    late = study.ask()
-    for step in (20, 40, 60):
-        late.report(0.98, step) if step <= PRUNE_UNTIL else late.report(0.10, step)
-    assert not late.should_prune()
-    early = study.ask()
-    early.report(0.10, 20)
-    assert early.should_prune()
+
+    def reading(value, step):
+        t = study.ask()
+        t.report(value, step)
+        return t.should_prune()
+
+    assert reading(0.90, 20)  # bottom third
+    assert not reading(0.935, 20)  # above the bottom third (0.929), below the median (0.944): a median cut stops it
+    assert not reading(0.10, 60) and 60 > PRUNE_UNTIL
+    assert reading(0.10, PRUNE_UNTIL)
