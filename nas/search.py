@@ -156,17 +156,21 @@ class Objective:
         trial.set_user_attr("seed", seed)
 
         def on_progress(percent: int, acc: float) -> None:
-            trial.report(acc, percent)
-            if trial.should_prune():
-                trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+            with CTRL_C.paused():
+                trial.report(acc, percent)
+                prune = trial.should_prune()
+                if prune:
+                    trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+            if prune:
                 self.log.trial(trial.number, f"{params:>7,} params  pruned at {percent}% of the epoch (val {acc:.2%})")
                 raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
 
         started = time.perf_counter()
         try:
-            model = prepare_model(candidate, seed, self.device)
-            result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
-                           on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit)
+            with CTRL_C.training():
+                model = prepare_model(candidate, seed, self.device)
+                result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
+                               on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit)
         except optuna.TrialPruned:
             raise
         except TooSlow as e:
@@ -212,18 +216,19 @@ def _reason(e: BaseException) -> str:
 
 
 class CtrlC:
-    """Ctrl-C during a search. The first press stops the running trial: KeyboardInterrupt goes through the
-    objective, where Optuna marks the trial FAIL. Between trials, where Optuna is writing to the storage, the
-    press waits for the next trial to start (or the loop to end), so no trial is left RUNNING. A second press
-    raises KeyboardInterrupt at once, wherever the program is."""
+    """Ctrl-C during a search. The first press stops the running trial: while the network trains, KeyboardInterrupt
+    goes through the objective at once, and Optuna marks the trial FAIL. Anywhere else (above all inside a storage
+    write, where an exception can leave SQLite's write lock held and the next write waiting it out) the press is
+    noted and takes effect at the next safe point: training resuming, the next trial starting, or the loop ending.
+    So no trial is left RUNNING. A second press raises KeyboardInterrupt at once, wherever the program is."""
 
     def __init__(self):
         self.presses = 0
-        self.between_trials = False
+        self.is_training = False
         self._previous = None
 
     def install(self) -> None:
-        self.presses, self.between_trials = 0, False
+        self.presses, self.is_training = 0, False
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -234,18 +239,39 @@ class CtrlC:
 
     def _on_sigint(self, signum, frame) -> None:
         self.presses += 1
-        if self.presses > 1 or not self.between_trials:
+        if self.presses > 1 or self.is_training:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """A safe point: stop here if Ctrl-C was pressed."""
+        if self.presses:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def trial(self):
-        if self.presses:
-            raise KeyboardInterrupt
-        self.between_trials = False
+        self.check()
+        yield
+
+    @contextlib.contextmanager
+    def training(self):
+        """The network trains: nothing here writes to the storage except inside `paused()`."""
+        self.check()
+        self.is_training = True
         try:
             yield
         finally:
-            self.between_trials = True
+            self.is_training = False
+
+    @contextlib.contextmanager
+    def paused(self):
+        """A storage write within training (a pruner reading): a press waits until it is done."""
+        was, self.is_training = self.is_training, False
+        try:
+            yield
+        finally:
+            self.is_training = was
+        if was:
+            self.check()
 
 
 CTRL_C = CtrlC()
@@ -368,8 +394,10 @@ def _worker_entry(config: SearchConfig, worker: int, threads: int, parent: int |
     """A --jobs worker process: one line on stderr and a distinct exit code when it cannot go on."""
     if parent is not None:
         _exit_with_parent(parent)
+    CTRL_C.install()  # the terminal's Ctrl-C reaches every worker too
     try:
         result = run_worker(config, worker, threads)
+        CTRL_C.check()  # pressed after the worker's last trial ended
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the parent reports it; a traceback per worker would bury the cause
