@@ -322,8 +322,9 @@ def writable_dir(path: str | Path, flag: str) -> Path:
 def space_fingerprint(space: SearchSpace) -> str:
     # an optional key left at its default is the behaviour the file had before the key existed: leaving it out keeps
     # the fingerprint, so studies made from such files still resume
-    arch = {k: v for k, v in space.arch.items() if OPTIONAL["arch"].get(k, object()) != v}
-    text = json.dumps({"arch": arch, "recipe": space.recipe, "max_mflops": space.max_mflops}, sort_keys=True,
+    declared = {section: {k: v for k, v in getattr(space, section).items()
+                          if OPTIONAL.get(section, {}).get(k, object()) != v} for section in ("arch", "recipe")}
+    text = json.dumps({**declared, "max_mflops": space.max_mflops}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

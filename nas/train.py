@@ -129,11 +129,8 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> float:
-    """Accuracy in [0, 1], in eval mode (BatchNorm on its running statistics, folded into the convs).
-
-    It leaves `model` in eval mode; training code switches it back.
-    """
-    model.eval()
+    """Accuracy in [0, 1], in eval mode (BatchNorm on its running statistics, folded into the convs), on a copy:
+    `model` itself is left as it was."""
     model = inference_copy(model)
     correct = 0
     for i in range(0, len(x), batch):
