@@ -5,7 +5,8 @@
 1. Per-epoch seconds of R1 with its recipe (Adam, batch 64): the usual torchvision DataLoader loop
    (ToTensor + Normalize per image) against this project's trainer, alternating A B A B; medians and ratio.
 2. The budget filter: milliseconds per candidate over freshly sampled candidates (cache cleared).
-3. Overhead share of a whole trial: everything that is not forward, backward or optimizer steps.
+3. Overhead share of whole trials (R1, and default-space candidates): everything that is not forward, backward or
+   optimizer steps, timed inside the same trials.
 
 Never run it beside another training: two trainings on two cores oversubscribe and distort everything.
 """
@@ -15,6 +16,7 @@ import argparse
 import gzip
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,16 +24,18 @@ from pathlib import Path
 
 import optuna
 import torch
+import torch.optim.optimizer as optimizer_hooks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
 from nas import export  # noqa: E402
+from nas import study as study_mod  # noqa: E402
 from nas.budget import count_params  # noqa: E402
-from nas.build import build  # noqa: E402
+from nas.build import Network, build  # noqa: E402
 from nas.references import by_name  # noqa: E402
 from nas.search import Objective, SearchConfig, prepare_model, to_device  # noqa: E402
 from nas.space import load_space  # noqa: E402
-from nas.train import make_optimizer, train  # noqa: E402
+from nas.train import train  # noqa: E402
 
 
 def dataloader_epoch(root: Path, indices: torch.Tensor) -> float:
@@ -114,39 +118,72 @@ def filter_speed(n: int) -> None:
           f"sampling them took {sample_s:.1f} s ({sample_s / n * 1e3:.1f} ms each, budget-aware width search included)")
 
 
-def overhead_share(data_dir: Path) -> None:
-    """A whole trial through the real Objective and storage, against its pure forward/backward/step time."""
+class ComputeClock:
+    """Seconds spent in training steps (forward pass and loss, backward pass, optimizer step), timed inside real
+    trials: from each training forward pass of the network to the end of the optimizer step that follows it.
+
+    Everything else in a trial's wall time is overhead: sampling, the filter, model build, batch slicing, the
+    LR schedule and EMA, evaluations, Optuna and its storage, the weights artifact.
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._step_started = None
+
+    def __enter__(self):
+        self._handles = [torch.nn.modules.module.register_module_forward_pre_hook(self._forward),
+                         optimizer_hooks.register_optimizer_step_post_hook(self._stepped)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+
+    def _forward(self, module, args):
+        # the whole network in training mode: not each of its layers, and not evaluation (a fused eval-mode copy)
+        if isinstance(module, Network) and module.training and self._step_started is None:
+            self._step_started = time.perf_counter()
+
+    def _stepped(self, optimizer, args, kwargs):
+        self.seconds += time.perf_counter() - self._step_started
+        self._step_started = None
+
+
+def overhead_share(data_dir: Path, trials: int) -> None:
+    """Whole trials through the real Objective, sampler, pruner and SQLite storage, against the compute inside them."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = to_device(data_mod.load("mnist", data_dir), torch.device("cpu"))
-    r1 = by_name("R1")
-    # pure compute: the same steps on one pre-sliced batch, no slicing, no evaluation, no Optuna
-    model = prepare_model(r1, 0, torch.device("cpu"))
-    opt = make_optimizer(model, r1.recipe)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = splits.x_train[:64], splits.y_train[:64]
-    steps = len(splits.x_train) // 64
-    model.train()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    compute = time.perf_counter() - start
-
     with tempfile.TemporaryDirectory() as tmp:
         config = SearchConfig(trials=1, quiet=True, device="cpu", results_dir=tmp, warm_start=True)
-        storage = f"sqlite:///{tmp}/bench.db"
-        study = optuna.create_study(storage=storage, direction="maximize")
-        study.enqueue_trial({}, user_attrs={"reference": "R1"})
+        study = optuna.create_study(storage=f"sqlite:///{tmp}/bench.db", direction="maximize",
+                                    sampler=study_mod.make_sampler("tpe", 0), pruner=study_mod.make_pruner())
         objective = Objective(config, load_space(), splits, torch.device("cpu"),
                               export.artifact_store(Path(tmp) / "a"), Path(tmp) / "s")
-        start = time.perf_counter()
-        study.optimize(objective, n_trials=1)
-        whole = time.perf_counter() - start
-    share = 1 - compute / whole
-    print(f"overhead: whole R1 trial {whole:.1f} s (ask, filter, train, 4 pruner readings, final val+test "
-          f"evaluation, weights artifact, storage) vs {compute:.1f} s of forward/backward/step: {share:.1%} overhead")
+
+        def trial(reference: str | None) -> tuple[float, float] | None:
+            """(wall seconds, compute seconds) of one trial; None for a candidate rejected before training."""
+            if reference:
+                study.enqueue_trial({}, user_attrs={"reference": reference})
+            with ComputeClock() as clock:
+                start = time.perf_counter()
+                study.optimize(objective, n_trials=1)
+                wall = time.perf_counter() - start
+            return (wall, clock.seconds) if "val_acc" in study.trials[-1].user_attrs else None
+
+        trial("R1")  # warm-up, not reported: a worker's first trial also pays torch's lazy imports (below)
+        for label, reference in (("R1 (Adam, batch 64)", "R1"), ("default-space candidates (TPE start-up)", None)):
+            runs = []
+            while len(runs) < trials:
+                run = trial(reference)
+                if run:  # a sampled candidate over the compute ceiling is rejected untrained: not a trial
+                    runs.append(run)
+            shares = [1 - compute / wall for wall, compute in runs]
+            walls = ", ".join(f"{w:.1f} s ({1 - c / w:.1%})" for w, c in runs)
+            print(f"overhead, {label}: {trials} trials {walls}; median share {statistics.median(shares):.1%} "
+                  f"not in forward/backward/optimizer steps", flush=True)
+    code = "import time, torch; t = time.perf_counter(); import torch._dynamo; print(time.perf_counter() - t)"
+    once = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    print(f"overhead, once per worker process: torch's lazy import of torch._dynamo (first optimizer built) {once:.1f} s")
 
 
 def main() -> None:
@@ -154,6 +191,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=data_mod.resolve_root(None))
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--candidates", type=int, default=10_000)
+    p.add_argument("--trials", type=int, default=3, help="trials per kind for the overhead share")
     p.add_argument("--only", choices=("epoch", "filter", "overhead"))
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
@@ -162,7 +200,7 @@ def main() -> None:
     if args.only in (None, "epoch"):
         epoch_speed(args.data_dir, args.runs)
     if args.only in (None, "overhead"):
-        overhead_share(args.data_dir)
+        overhead_share(args.data_dir, args.trials)
 
 
 if __name__ == "__main__":
