@@ -29,6 +29,7 @@ from nas.spec import Candidate
 from nas.train import TooSlow, train
 
 MAX_CONSECUTIVE_REJECTIONS = 200
+LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was part of their identity
 
 
 class SearchError(RuntimeError):
@@ -336,14 +337,18 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
         writable_dir(config.artifact_dir, "--artifact-dir")
     storage = study_mod.open_storage(config.storage_url)
     name = config.study_name(space)
-    identity = {"space": space.name, "space_fingerprint": space_fingerprint(space), "max_params": config.max_params,
-                "dataset": config.dataset, "epochs": config.epochs, "train_subset": config.train_subset}
+    # val_size first: a study labelled with any key but val_size predates it (labels are written in this order)
+    identity = {"val_size": data_mod.VAL_SIZE, "space": space.name, "space_fingerprint": space_fingerprint(space),
+                "max_params": config.max_params, "dataset": config.dataset, "epochs": config.epochs,
+                "train_subset": config.train_subset}
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=study_mod.make_sampler(config.sampler, config.seed), pruner=study_mod.make_pruner())
     existing = study.user_attrs
     if not existing and study.get_trials(deepcopy=False):
         raise study_mod.StudyError(f"study {name!r} already holds trials that were not made by a search "
                                    f"(e.g. `baselines`); pass a new --study name")
+    if existing and "val_size" not in existing:
+        existing = {**existing, "val_size": LEGACY_VAL_SIZE}
     for key, value in identity.items():
         if key not in existing:  # a new study, or one that a worker started at the same moment is still labelling
             study.set_user_attr(key, value)

@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,19 @@ def test_a_study_reused_with_another_budget_is_refused(tmp_path, capsys):
     rc = cli.main(["--study", "s", "--max-params", "9000", "--results-dir", str(tmp_path), "--threads", "1"])
     assert rc == 2
     assert_one_line_error(capsys.readouterr().err, "'s'", "max_params=25000", "--study")
+
+
+def test_a_study_made_before_the_hold_out_was_recorded_is_refused(tmp_path, capsys):
+    """Such a study ranked its trials on a 5,000-image hold-out; mixing in 10,000-image scores would be unfair."""
+    from nas.search import SearchConfig, open_study
+    from nas.space import load_space
+
+    assert open_study(SearchConfig(results_dir=str(tmp_path), study="s"), load_space()).user_attrs["val_size"] == 10_000
+    with sqlite3.connect(tmp_path / "nas.db") as db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'val_size'")
+    rc = cli.main(["--study", "s", "--results-dir", str(tmp_path), "--threads", "1"])
+    assert rc == 2
+    assert_one_line_error(capsys.readouterr().err, "'s'", "val_size=5000", "--study")
 
 
 def test_real_entry_point_on_bad_files(files):
