@@ -29,9 +29,10 @@ import torch.optim.optimizer as optimizer_hooks
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
 from nas import export  # noqa: E402
+from nas import search as search_mod  # noqa: E402
 from nas import study as study_mod  # noqa: E402
 from nas.budget import count_params  # noqa: E402
-from nas.build import Network, build  # noqa: E402
+from nas.build import build  # noqa: E402
 from nas.references import by_name  # noqa: E402
 from nas.search import Objective, SearchConfig, prepare_model, to_device  # noqa: E402
 from nas.space import load_space  # noqa: E402
@@ -120,7 +121,7 @@ def filter_speed(n: int) -> None:
 
 class ComputeClock:
     """Seconds spent in training steps (forward pass and loss, backward pass, optimizer step), timed inside real
-    trials: from each training forward pass of the network to the end of the optimizer step that follows it.
+    trials: from each training forward pass of a trial's network to the end of the optimizer step that follows it.
 
     Everything else in a trial's wall time is overhead: sampling, the filter, model build, batch slicing, the
     LR schedule and EMA, evaluations, Optuna and its storage, the weights artifact.
@@ -131,27 +132,33 @@ class ComputeClock:
         self._step_started = None
 
     def __enter__(self):
-        self._handles = [torch.nn.modules.module.register_module_forward_pre_hook(self._forward),
-                         optimizer_hooks.register_optimizer_step_post_hook(self._stepped)]
+        # a hook on the trial's root network only: a global module hook would slow every layer call it times
+        self._prepare_model = prepare = search_mod.prepare_model
+        search_mod.prepare_model = lambda *args, **kwargs: self._watch(prepare(*args, **kwargs))
+        self._handle = optimizer_hooks.register_optimizer_step_post_hook(self._stepped)
         return self
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
+        search_mod.prepare_model = self._prepare_model
+        self._handle.remove()
+
+    def _watch(self, model: torch.nn.Module) -> torch.nn.Module:
+        model.register_forward_pre_hook(self._forward)
+        return model
 
     def _forward(self, module, args):
-        # the whole network in training mode: not each of its layers, and not evaluation (a fused eval-mode copy)
-        if isinstance(module, Network) and module.training and self._step_started is None:
+        if module.training:  # evaluation runs on eval-mode copies, which carry the hook too
             self._step_started = time.perf_counter()
 
     def _stepped(self, optimizer, args, kwargs):
-        self.seconds += time.perf_counter() - self._step_started
-        self._step_started = None
+        if self._step_started is not None:
+            self.seconds += time.perf_counter() - self._step_started
+            self._step_started = None
 
 
 def overhead_share(data_dir: Path, trials: int) -> None:
     """Whole trials through the real Objective, sampler, pruner and SQLite storage, against the compute inside them."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     splits = to_device(data_mod.load("mnist", data_dir), torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         config = SearchConfig(trials=1, quiet=True, device="cpu", results_dir=tmp, warm_start=True)
@@ -160,27 +167,31 @@ def overhead_share(data_dir: Path, trials: int) -> None:
         objective = Objective(config, load_space(), splits, torch.device("cpu"),
                               export.artifact_store(Path(tmp) / "a"), Path(tmp) / "s")
 
-        def trial(reference: str | None) -> tuple[float, float] | None:
-            """(wall seconds, compute seconds) of one trial; None for a candidate rejected before training."""
+        def trial(reference: str | None) -> tuple[float, float] | str:
+            """(wall seconds, compute seconds) of one trained trial, or why it has none."""
             if reference:
                 study.enqueue_trial({}, user_attrs={"reference": reference})
             with ComputeClock() as clock:
                 start = time.perf_counter()
-                study.optimize(objective, n_trials=1)
+                study.optimize(objective, n_trials=1, catch=(Exception,))
                 wall = time.perf_counter() - start
-            return (wall, clock.seconds) if "val_acc" in study.trials[-1].user_attrs else None
+            last = study.trials[-1]
+            if "val_acc" in last.user_attrs:
+                return wall, clock.seconds
+            return last.user_attrs.get("rejected") or last.user_attrs.get("fail_reason") or last.state.name.lower()
 
         trial("R1")  # warm-up, not reported: a worker's first trial also pays torch's lazy imports (below)
         for label, reference in (("R1 (Adam, batch 64)", "R1"), ("default-space candidates (TPE start-up)", None)):
-            runs = []
-            while len(runs) < trials:
+            runs, skipped = [], []
+            while len(runs) < trials and len(skipped) < 5 * trials:
                 run = trial(reference)
-                if run:  # a sampled candidate over the compute ceiling is rejected untrained: not a trial
-                    runs.append(run)
+                (runs if isinstance(run, tuple) else skipped).append(run)
             shares = [1 - compute / wall for wall, compute in runs]
             walls = ", ".join(f"{w:.1f} s ({1 - c / w:.1%})" for w, c in runs)
-            print(f"overhead, {label}: {trials} trials {walls}; median share {statistics.median(shares):.1%} "
-                  f"not in forward/backward/optimizer steps", flush=True)
+            print(f"overhead, {label}: {len(runs)} trials {walls}; median share {statistics.median(shares):.1%} "
+                  f"not in forward/backward/optimizer steps"
+                  + (f"; {len(skipped)} not trained to the end, skipped: {', '.join(skipped)}" if skipped else ""),
+                  flush=True)
     code = "import time, torch; t = time.perf_counter(); import torch._dynamo; print(time.perf_counter() - t)"
     once = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     print(f"overhead, once per worker process: torch's lazy import of torch._dynamo (first optimizer built) {once:.1f} s")

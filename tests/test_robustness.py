@@ -188,7 +188,9 @@ def test_a_study_made_before_the_hold_out_was_recorded_is_refused(tmp_path, caps
     assert open_study(SearchConfig(results_dir=str(tmp_path), study="s"), load_space()).user_attrs["val_size"] == 10_000
     with sqlite3.connect(tmp_path / "nas.db") as db:
         db.execute("DELETE FROM study_user_attributes WHERE key = 'val_size'")
-    rc = cli.main(["--study", "s", "--results-dir", str(tmp_path), "--threads", "1"])
+    # one small trial, should the refusal ever be lost: the test then fails fast instead of searching for minutes
+    rc = cli.main(["--study", "s", "--results-dir", str(tmp_path), "--threads", "1", "--trials", "1",
+                   "--train-subset", "200"])
     assert rc == 2
     assert_one_line_error(capsys.readouterr().err, "'s'", "val_size=5000", "--study")
 
