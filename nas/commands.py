@@ -139,6 +139,8 @@ def cmd_baselines(config: SearchConfig, args) -> int:
         trial.set_user_attr("reference", name)
         record_candidate(trial, candidate, count_params(candidate.arch))
         trial.set_user_attr("train_size", len(splits.x_train))
+        trial.set_user_attr("train_subset", config.train_subset)
+        trial.set_user_attr("val_size", len(splits.x_val))
         model = prepare_model(candidate, config.seed, device)
         try:
             result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=config.seed)

@@ -29,7 +29,6 @@ from nas.spec import Candidate
 from nas.train import TooSlow, train
 
 MAX_CONSECUTIVE_REJECTIONS = 200
-LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was part of their identity
 
 
 class SearchError(RuntimeError):
@@ -348,7 +347,7 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
         raise study_mod.StudyError(f"study {name!r} already holds trials that were not made by a search "
                                    f"(e.g. `baselines`); pass a new --study name")
     if existing and "val_size" not in existing:
-        existing = {**existing, "val_size": LEGACY_VAL_SIZE}
+        existing = {**existing, "val_size": data_mod.LEGACY_VAL_SIZE}
     for key, value in identity.items():
         if key not in existing:  # a new study, or one that a worker started at the same moment is still labelling
             study.set_user_attr(key, value)
@@ -524,7 +523,9 @@ def finish(config: SearchConfig, study: optuna.Study, space: SearchSpace, second
 
 
 def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[str, Path]:
-    baselines = references.baseline_frame(study._storage, config.dataset)
+    identity = study.user_attrs
+    baselines = references.baseline_frame(study._storage, config.dataset,
+                                          identity.get("val_size", data_mod.LEGACY_VAL_SIZE), identity.get("train_subset"))
     max_params = study.user_attrs.get("max_params", config.max_params)
     paths = report.write_reports(study, out_dir, max_params, baselines)
     best = study_mod.best_trial(study)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nas import data as data_mod, export
+from nas import data as data_mod, export, references
 from nas.train import evaluate
 from tests.conftest import ROOT
 
@@ -105,3 +105,8 @@ def test_baselines_train_the_references_through_the_same_trainer(tmp_path, mnist
     assert "20,586" in proc.stdout and "8,530" in proc.stdout
     study = optuna.load_study(study_name="baselines-mnist", storage=f"sqlite:///{tmp_path}/nas.db")
     assert sorted(t.user_attrs["reference"] for t in study.trials) == ["R1", "R2"]
+    # drawn only on frontiers scored alike: same hold-out, same training subset
+    storage = study._storage
+    assert sorted(references.baseline_frame(storage, "mnist", data_mod.VAL_SIZE, 1000)["reference"]) == ["R1", "R2"]
+    assert references.baseline_frame(storage, "mnist", data_mod.VAL_SIZE, None).empty
+    assert references.baseline_frame(storage, "mnist", data_mod.LEGACY_VAL_SIZE, 1000).empty
