@@ -66,9 +66,19 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
           on_progress: ProgressFn | None = None, time_limit: float | None = None) -> TrainResult:
     """Trains for `epochs` epochs, then scores on the full validation and test sets.
 
+    `seed` fixes the batch order and every random draw in the network (dropout), whatever the caller drew before;
+    the caller's own random state is left as it was.
     With `time_limit` (seconds of training), a run projected to take longer is stopped with TooSlow
     after its first TIME_CHECK_STEPS steps.
     """
+    device = data.x_train.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _train(model, recipe, data, epochs, seed, on_progress, time_limit)
+
+
+def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, seed: int,
+           on_progress: ProgressFn | None, time_limit: float | None) -> TrainResult:
     device = data.x_train.device
     model.to(device)
     n = len(data.x_train)

@@ -7,7 +7,7 @@ import torch
 from nas import data as data_mod
 from nas.build import build
 from nas.search import prepare_model, to_device
-from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
+from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, train
 from tests.conftest import REFERENCES
 
@@ -58,6 +58,18 @@ def test_same_seed_same_result(toy):
     a = train(build(TINY, seed=1), r, toy, seed=7)
     b = train(build(TINY, seed=1), r, toy, seed=7)
     assert (a.val_acc, a.test_acc, a.final_loss) == (b.val_acc, b.test_acc, b.final_loss)
+
+
+def test_the_seed_alone_fixes_dropout_whatever_was_drawn_before(toy):
+    """Dropout draws from torch's global generator: a run must not depend on what the process drew before it."""
+    spec = dataclasses.replace(TINY, blocks=TINY.blocks[:-1] + (Dropout(0.5), Linear(10)))
+    r = TrainRecipe(batch_size=32)
+    a = train(build(spec, seed=1), r, toy, seed=7)
+    torch.rand(1000)  # e.g. an earlier trial's dropout
+    before = torch.random.get_rng_state()
+    b = train(build(spec, seed=1), r, toy, seed=7)
+    assert (a.val_acc, a.test_acc, a.final_loss) == (b.val_acc, b.test_acc, b.final_loss)
+    assert torch.equal(torch.random.get_rng_state(), before)  # and the caller's generator is left alone
 
 
 def test_evaluate_counts_correct_predictions():
