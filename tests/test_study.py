@@ -3,9 +3,10 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import export
-from nas.search import Objective, SearchConfig, Stopper
+from nas.search import FINAL_STEP, Objective, SearchConfig, Stopper
 from nas.space import load_space
 from nas.study import REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
+from nas.train import PROGRESS_POINTS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -39,7 +40,8 @@ def test_completed_trials_carry_everything_the_dashboard_shows(tmp_path, toy):
         for key in ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "candidate_id", "weights_artifact"):
             assert key in t.user_attrs, key
         assert t.value == t.user_attrs["val_acc"]
-        assert set(t.intermediate_values) == {20, 40, 60, 80}
+        assert set(t.intermediate_values) == {round(f * 100) for f in PROGRESS_POINTS} | {FINAL_STEP}
+        assert t.intermediate_values[FINAL_STEP] == t.value
     assert best_trial(study).value == max(t.value for t in done)
 
 
