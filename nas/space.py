@@ -60,6 +60,7 @@ RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
     "ema": (float, None),
 }
 SECTIONS = {"arch": ARCH_KEYS, "recipe": RECIPE_KEYS}
+AUTO_KEYS = {"convs_per_stage"}  # may also be "auto": set from the budget (auto_convs_per_stage)
 # keys added after space files were in use: a file without them keeps the behaviour it was written for
 OPTIONAL = {"arch": {"pool_placement": "late"}}
 # bounds that no declaration may leave, whatever the file says
@@ -68,6 +69,20 @@ _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": (1, 4), "p
            "budget_fill": (0.01, 1), "min_width": (1, 4096), "max_width": (1, 4096), "momentum": (0, 0.999),
            "warmup": (0.01, 0.99), "batch_size": (1, 65536), "sgd_lr": (1e-6, 10), "adam_lr": (1e-6, 10),
            "weight_decay": (0, 1), "label_smoothing": (0, 0.5), "grad_clip": (0, 1e6), "ema": (0, 0.9999)}
+
+
+AUTO = "auto"
+
+
+def auto_convs_per_stage(max_params: int) -> int:
+    """One more conv per stage each time the budget doubles from 2,500 params: 1 at 5k, 2 at 10k, 3 at 25k.
+
+    Measured: the best 5k and 10k networks of searches offered 1-2 convs per stage had 1 and 2. At 25k, three
+    convs per stage evaluated 99.33-99.40% against 99.28% for two on the same layout, yet a search offered 1-3
+    spent its trials on two: TPE settles on the depth that its first good trials had, not the best one.
+    """
+    lo, hi = _LIMITS["convs_per_stage"]
+    return min(hi, max(lo, round(math.log2(max(1, max_params) / 2500))))
 
 
 class SpaceError(ValueError):
@@ -96,7 +111,8 @@ class SearchSpace:
     def _arch(self, trial, max_params: int) -> ArchSpec:
         a = functools.partial(_suggest, trial, self.arch)
         shape = dict(
-            stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
+            stem_convs=a("stem_convs"), stages=a("stages"), pools=a("pools"),
+            convs=auto_convs_per_stage(max_params) if self.arch["convs_per_stage"] == AUTO else a("convs_per_stage"),
             pool_placement=a("pool_placement"),
             pool=a("pool"), block=a("block"), k=a("kernel"), bn=a("bn"), act=a("activation"), dropout=a("dropout"),
             residual=a("residual"), head=a("head"), growth=a("width_growth"),
@@ -129,7 +145,8 @@ class SearchSpace:
     def smallest_params(self) -> int:
         """The parameter count of the smallest network this space can propose, for a budget sanity check."""
         shape = dict(stem_convs=_low(self.arch["stem_convs"]), stages=_low(self.arch["stages"]),
-                     convs=_low(self.arch["convs_per_stage"]), pools=_high(self.arch["pools"]),
+                     convs=_low(self.arch["convs_per_stage"]) if self.arch["convs_per_stage"] != AUTO
+                     else _LIMITS["convs_per_stage"][0], pools=_high(self.arch["pools"]),
                      pool_placement="late",
                      pool="max", block="separable" if "separable" in _choices(self.arch["block"]) else _first(self.arch["block"]),
                      k=_low(self.arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
@@ -294,6 +311,8 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
 
 
 def _parse_value(value, typ: type, allowed: tuple | None, where: str, key: str):
+    if value == AUTO and key in AUTO_KEYS:
+        return AUTO
     if isinstance(value, dict):
         if typ not in (int, float):
             raise SpaceError(f"{where}: a range needs a numeric key; give a list of choices instead")

@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from nas.budget import count_flops, count_params
-from nas.space import SpaceError, arch_for_width, load_space, parse_space
+from nas.space import SpaceError, arch_for_width, auto_convs_per_stage, load_space, parse_space
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
@@ -86,6 +86,7 @@ def _default_text():
     (lambda t: t.replace("batch_size = 16", 'batch_size = ["big"]'), r"batch_size"),
     (lambda t: t.replace("[recipe]", "[recipes]"), r"recipes"),
     (lambda t: t + "\n[[oops", r"not valid TOML"),
+    (lambda t: t.replace("stages = { low = 2, high = 4 }", 'stages = "auto"'), r"stages.*expected int"),
 ])
 def test_malformed_space_names_the_key(tmp_path, edit, match):
     with pytest.raises(SpaceError, match=match) as err:
@@ -96,6 +97,18 @@ def test_malformed_space_names_the_key(tmp_path, edit, match):
 def test_missing_space_file(tmp_path):
     with pytest.raises(SpaceError, match="not found"):
         load_space(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("budget, convs", [(5_000, 1), (10_000, 2), (25_000, 3)])
+def test_auto_depth_follows_the_budget(budget, convs):
+    """The default space's convs per stage come from the budget, as the searches' winners did: 1, 2, 3."""
+    assert load_space(DEFAULT).arch["convs_per_stage"] == "auto"
+    assert auto_convs_per_stage(budget) == convs
+    trial = optuna.trial.FixedTrial(dict(stem_convs=1, stages=2, pools=2, block="conv", residual="none", head="gap",
+                                         width_growth=1.5, budget_fill=0.9, sgd_lr=0.1, warmup=0.3,
+                                         weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
+    arch = load_space(DEFAULT).sample(trial, budget).arch
+    assert sum(isinstance(b, Conv) for b in arch.blocks) == 1 + 2 * convs
 
 
 def test_smallest_network_is_small():
