@@ -104,7 +104,7 @@ def test_auto_depth_follows_the_budget(budget, convs):
     """The default space's convs per stage come from the budget, as the searches' winners did: 1, 2, 3."""
     assert load_space(DEFAULT).arch["convs_per_stage"] == "auto"
     assert auto_convs_per_stage(budget) == convs
-    trial = optuna.trial.FixedTrial(dict(stem_convs=1, stages=2, pools=2, block="conv", residual="none", head="gap",
+    trial = optuna.trial.FixedTrial(dict(stem_convs=1, stages=2, pools=2, block="conv", head="gap",
                                          width_growth=1.5, budget_fill=0.9, sgd_lr=0.1, warmup=0.3,
                                          weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
     arch = load_space(DEFAULT).sample(trial, budget).arch
