@@ -109,10 +109,9 @@ class SearchSpace:
 
     # -- architecture ---------------------------------------------------------------------------
     def _arch(self, trial, max_params: int) -> ArchSpec:
-        a = functools.partial(_suggest, trial, self.arch)
+        a = functools.partial(_suggest, trial, self._for_budget(max_params))
         shape = dict(
-            stem_convs=a("stem_convs"), stages=a("stages"), pools=a("pools"),
-            convs=auto_convs_per_stage(max_params) if self.arch["convs_per_stage"] == AUTO else a("convs_per_stage"),
+            stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
             pool_placement=a("pool_placement"),
             pool=a("pool"), block=a("block"), k=a("kernel"), bn=a("bn"), act=a("activation"), dropout=a("dropout"),
             residual=a("residual"), head=a("head"), growth=a("width_growth"),
@@ -122,6 +121,12 @@ class SearchSpace:
         shape["min_width"] = self.arch["min_width"]
         fill = a("budget_fill")
         return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"])
+
+    def _for_budget(self, max_params: int) -> dict[str, Any]:
+        """The arch declarations with each "auto" value replaced by what it means at this budget."""
+        if self.arch["convs_per_stage"] != AUTO:
+            return self.arch
+        return {**self.arch, "convs_per_stage": auto_convs_per_stage(max_params)}
 
     # -- recipe ---------------------------------------------------------------------------------
     def _recipe(self, trial) -> TrainRecipe:
@@ -144,16 +149,16 @@ class SearchSpace:
 
     def smallest_params(self) -> int:
         """The parameter count of the smallest network this space can propose, for a budget sanity check."""
-        shape = dict(stem_convs=_low(self.arch["stem_convs"]), stages=_low(self.arch["stages"]),
-                     convs=_low(self.arch["convs_per_stage"]) if self.arch["convs_per_stage"] != AUTO
-                     else _LIMITS["convs_per_stage"][0], pools=_high(self.arch["pools"]),
+        arch = self._for_budget(0)  # "auto" at the smallest budget: the fewest convs
+        shape = dict(stem_convs=_low(arch["stem_convs"]), stages=_low(arch["stages"]),
+                     convs=_low(arch["convs_per_stage"]), pools=_high(arch["pools"]),
                      pool_placement="late",
-                     pool="max", block="separable" if "separable" in _choices(self.arch["block"]) else _first(self.arch["block"]),
-                     k=_low(self.arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
-                     head="conv1x1_gap" if "conv1x1_gap" in _choices(self.arch["head"]) else _first(self.arch["head"]),
-                     growth=_low(self.arch["width_growth"]), head_dropout=0.0,
-                     head_hidden=_low(self.arch["head_hidden"]), min_width=self.arch["min_width"])
-        return count_params(arch_for_width(shape, self.arch["min_width"]))
+                     pool="max", block="separable" if "separable" in _choices(arch["block"]) else _first(arch["block"]),
+                     k=_low(arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
+                     head="conv1x1_gap" if "conv1x1_gap" in _choices(arch["head"]) else _first(arch["head"]),
+                     growth=_low(arch["width_growth"]), head_dropout=0.0,
+                     head_hidden=_low(arch["head_hidden"]), min_width=arch["min_width"])
+        return count_params(arch_for_width(shape, arch["min_width"]))
 
 
 def widest_fit(shape: dict, target: int, min_width: int, max_width: int) -> ArchSpec:
