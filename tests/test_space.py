@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from nas.budget import count_flops, count_params
-from nas.space import SpaceError, arch_for_width, auto_convs_per_stage, load_space, parse_space
+from nas.space import SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, load_space, parse_space
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
@@ -99,16 +99,16 @@ def test_missing_space_file(tmp_path):
         load_space(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("budget, convs", [(5_000, 1), (10_000, 2), (25_000, 3)])
-def test_auto_depth_follows_the_budget(budget, convs):
-    """The default space's convs per stage come from the budget, as the searches' winners did: 1, 2, 3."""
-    assert load_space(DEFAULT).arch["convs_per_stage"] == "auto"
-    assert auto_convs_per_stage(budget) == convs
-    trial = optuna.trial.FixedTrial(dict(stem_convs=1, stages=2, pools=2, block="conv", head="gap",
-                                         width_growth=1.5, budget_fill=0.9, sgd_lr=0.1, warmup=0.3,
-                                         weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
+@pytest.mark.parametrize("budget, convs, pools", [(5_000, 1, 2), (10_000, 2, 2), (25_000, 3, 3)])
+def test_auto_depth_and_pools_follow_the_budget(budget, convs, pools):
+    """The default space's convs per stage and pools come from the budget, as the searches' winners had them."""
+    assert load_space(DEFAULT).arch["convs_per_stage"] == load_space(DEFAULT).arch["pools"] == "auto"
+    assert (auto_convs_per_stage(budget), auto_pools(budget)) == (convs, pools)
+    trial = optuna.trial.FixedTrial(dict(stem_convs=1, stages=2, head="gap", width_growth=1.5, budget_fill=0.9,
+                                         sgd_lr=0.1, warmup=0.3, weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
     arch = load_space(DEFAULT).sample(trial, budget).arch
     assert sum(isinstance(b, Conv) for b in arch.blocks) == 1 + 2 * convs
+    assert sum(isinstance(b, Pool) for b in arch.blocks) == pools
 
 
 def test_smallest_network_is_small():
