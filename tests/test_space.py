@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from nas.budget import count_flops, count_params
-from nas.space import SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, load_space, parse_space
+from nas.space import (SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, auto_stem_convs, load_space,
+                       parse_space)
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
@@ -28,7 +29,7 @@ def _samples(path, budget, n, seed=0):
 @pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.stem)
 @pytest.mark.parametrize("budget", [25_000, 10_000, 5_000])
 def test_budget_aware_sampling_mostly_fits_and_scales(path, budget):
-    counts = [count_params(c.arch) for c in _samples(path, budget, 40)]
+    counts = [count_params(c.arch) for c in _samples(path, budget, 100)]
     fits = [c for c in counts if c < budget]
     assert len(fits) >= 0.7 * len(counts), f"only {len(fits)}/{len(counts)} fit {budget}"
     # widths follow the budget: the typical fitting network uses a good share of it
@@ -99,15 +100,16 @@ def test_missing_space_file(tmp_path):
         load_space(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("budget, convs, pools", [(5_000, 1, 2), (10_000, 2, 2), (25_000, 3, 3)])
-def test_auto_depth_and_pools_follow_the_budget(budget, convs, pools):
-    """The default space's convs per stage and pools come from the budget, as the searches' winners had them."""
-    assert load_space(DEFAULT).arch["convs_per_stage"] == load_space(DEFAULT).arch["pools"] == "auto"
-    assert (auto_convs_per_stage(budget), auto_pools(budget)) == (convs, pools)
-    trial = optuna.trial.FixedTrial(dict(stem_convs=1, stages=2, head="gap", width_growth=1.5, budget_fill=0.9,
+@pytest.mark.parametrize("budget, stem, convs, pools", [(5_000, 1, 1, 2), (10_000, 1, 2, 2), (25_000, 2, 3, 3)])
+def test_auto_depth_and_pools_follow_the_budget(budget, stem, convs, pools):
+    """The default space's stem, convs per stage and pools come from the budget, as the best networks had them."""
+    arch = load_space(DEFAULT).arch
+    assert arch["stem_convs"] == arch["convs_per_stage"] == arch["pools"] == "auto"
+    assert (auto_stem_convs(budget), auto_convs_per_stage(budget), auto_pools(budget)) == (stem, convs, pools)
+    trial = optuna.trial.FixedTrial(dict(stages=2, head="gap", width_growth=1.5, budget_fill=0.9,
                                          sgd_lr=0.1, warmup=0.3, weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
     arch = load_space(DEFAULT).sample(trial, budget).arch
-    assert sum(isinstance(b, Conv) for b in arch.blocks) == 1 + 2 * convs
+    assert sum(isinstance(b, Conv) for b in arch.blocks) == stem + 2 * convs
     assert sum(isinstance(b, Pool) for b in arch.blocks) == pools
 
 

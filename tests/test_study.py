@@ -20,16 +20,16 @@ def _run(tmp_path, toy, max_params, trials, seed=0):
 
 
 def test_rejected_candidates_are_never_trained_and_do_not_count(tmp_path, toy):
-    study = _run(tmp_path, toy, max_params=600, trials=2)
+    study = _run(tmp_path, toy, max_params=450, trials=2)
     rejected = [t for t in study.trials if t.user_attrs.get("rejected") == REJECTED]
     trained = [t for t in study.trials if is_trained(t)]
     assert len(trained) == trained_count(study) == 2
-    assert rejected, "a 600 budget should reject some of the default space"
+    assert rejected, "a 450 budget should reject some of the default space"
     for t in rejected:
-        assert t.state == TrialState.PRUNED and t.user_attrs["params"] >= 600
+        assert t.state == TrialState.PRUNED and t.user_attrs["params"] >= 450
         assert not t.intermediate_values and "train_seconds" not in t.user_attrs and "weights_artifact" not in t.user_attrs
     for t in trained:
-        assert t.user_attrs["params"] < 600
+        assert t.user_attrs["params"] < 450
 
 
 def test_completed_trials_carry_everything_the_dashboard_shows(tmp_path, toy):
