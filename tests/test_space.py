@@ -101,14 +101,17 @@ def test_missing_space_file(tmp_path):
 
 
 @pytest.mark.parametrize("budget, stem, convs, pools", [(5_000, 1, 1, 2), (10_000, 1, 2, 2), (25_000, 2, 3, 3)])
-def test_auto_depth_and_pools_follow_the_budget(budget, stem, convs, pools):
-    """The default space's stem, convs per stage and pools come from the budget, as the best networks had them."""
-    arch = load_space(DEFAULT).arch
-    assert arch["stem_convs"] == arch["convs_per_stage"] == arch["pools"] == "auto"
+def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, convs, pools):
+    """ "auto" stem, convs per stage and pools come from the budget (the default space sets convs per stage so)."""
+    assert load_space(DEFAULT).arch["convs_per_stage"] == "auto"
+    text = (_default_text().replace("stem_convs = [1, 2]", 'stem_convs = "auto"')
+            .replace("pools = [2, 3]", 'pools = "auto"'))
+    space = load_space(_write(tmp_path, text))
+    assert space.arch["stem_convs"] == space.arch["pools"] == "auto"
     assert (auto_stem_convs(budget), auto_convs_per_stage(budget), auto_pools(budget)) == (stem, convs, pools)
-    trial = optuna.trial.FixedTrial(dict(stages=2, head="gap", width_growth=1.5, budget_fill=0.9,
+    trial = optuna.trial.FixedTrial(dict(stages=2, block="conv", head="gap", width_growth=1.5, budget_fill=0.9,
                                          sgd_lr=0.1, warmup=0.3, weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
-    arch = load_space(DEFAULT).sample(trial, budget).arch
+    arch = space.sample(trial, budget).arch
     assert sum(isinstance(b, Conv) for b in arch.blocks) == stem + 2 * convs
     assert sum(isinstance(b, Pool) for b in arch.blocks) == pools
 
