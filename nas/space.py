@@ -100,7 +100,8 @@ def auto_stem_convs(max_params: int) -> int:
     Measured at 25k (full 60k, 3 seeds, same recipe): the best 3-conv-per-stage network evaluated 99.40% with a
     two-conv stem and 99.30% with one, the largest drop of any single change to it (its recipe's changes cost
     0-0.07). The searches offered 1 or 2 locked onto whichever their first good trials had (9 of 10 top trials).
-    The 10k and 5k winners met their targets with either.
+    The 10k and 5k winners met their targets with either. Yet a default space with it and auto_pools searched no
+    better at 25k (99.25%) and missed at 10k, so the default offers [1, 2] (bench/RESULTS.md, late session).
     """
     return 2 if auto_convs_per_stage(max_params) >= 3 else 1
 
