@@ -52,6 +52,7 @@ RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
     "adam_lr": (float, None),
     "momentum": (float, None),
     "schedule": (str, ("onecycle", "constant")),
+    "cycle_momentum": (bool, None),
     "warmup": (float, None),
     "batch_size": (int, None),
     "weight_decay": (float, None),
@@ -61,7 +62,7 @@ RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
 }
 SECTIONS = {"arch": ARCH_KEYS, "recipe": RECIPE_KEYS}
 # keys added after space files were in use: a file without them keeps the behaviour it was written for
-OPTIONAL = {"arch": {"pool_placement": "late"}}
+OPTIONAL = {"arch": {"pool_placement": "late"}, "recipe": {"cycle_momentum": True}}
 # bounds that no declaration may leave, whatever the file says
 _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": (1, 4), "pools": (0, 4),
            "dropout": (0, 0.9), "head_dropout": (0, 0.9), "head_hidden": (1, 4096), "width_growth": (0.5, 4),
@@ -163,6 +164,7 @@ class SearchSpace:
             momentum=r("momentum") if opt.startswith("sgd") else 0.0,
             schedule=schedule,
             warmup=r("warmup") if schedule == "onecycle" else TrainRecipe.warmup,
+            cycle_momentum=r("cycle_momentum"),
             batch_size=r("batch_size"),
             weight_decay=r("weight_decay"),
             label_smoothing=r("label_smoothing"),
@@ -217,7 +219,8 @@ def arch_for_width(shape: dict, width: int) -> ArchSpec:
     def channels(unit: int) -> int:
         return max(shape["min_width"], round(width / shape["growth"] ** (n_units - 1 - unit)))
 
-    conv = functools.partial(Conv, k=shape["k"], bn=shape["bn"], act=shape["act"])
+    # a bias before BatchNorm is cancelled by its mean subtraction: those parameters would buy nothing
+    conv = functools.partial(Conv, k=shape["k"], bn=shape["bn"], act=shape["act"], bias=not shape["bn"])
     units: list[list[Block]] = [[conv(channels(0), dropout=shape["dropout"]) for _ in range(shape["stem_convs"])]]
     c_in = channels(0)
     for unit in range(1, n_units):

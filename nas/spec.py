@@ -118,6 +118,9 @@ class TrainRecipe:
     batch_size: int = 64
     schedule: str = "onecycle"
     warmup: float = 0.25  # OneCycle's pct_start
+    # OneCycle also cycles momentum 0.95 -> 0.85 -> 0.95 against the LR in place of `momentum` (PyTorch's default,
+    # so what the reference recipes ran); False keeps `momentum` fixed
+    cycle_momentum: bool = True
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max grad norm; 0 disables clipping
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables it

@@ -60,7 +60,8 @@ def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimiz
 def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
     if recipe.schedule == "onecycle" and total_steps > 1:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps,
-                                                   pct_start=recipe.warmup, anneal_strategy="cos")
+                                                   pct_start=recipe.warmup, anneal_strategy="cos",
+                                                   cycle_momentum=recipe.cycle_momentum)
     return None
 
 

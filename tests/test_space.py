@@ -82,12 +82,13 @@ def _default_text():
 @pytest.mark.parametrize("edit, match", [
     (lambda t: t.replace("kernel = 3", "kernal = 3"), r"kernal"),
     (lambda t: t.replace("kernel = 3", "kernel = []"), r"kernel.*empty"),
-    (lambda t: t.replace("stages = { low = 2, high = 4 }", "stages = { low = 4, high = 2 }"), r"stages.*above"),
+    (lambda t: t.replace("width_growth = { low = 1.0, high = 1.5 }", "width_growth = { low = 1.5, high = 1.0 }"),
+     r"width_growth.*above"),
     (lambda t: t.replace('activation = "relu"', 'activation = ["tanh"]'), r"activation"),
     (lambda t: t.replace("batch_size = 16", 'batch_size = ["big"]'), r"batch_size"),
     (lambda t: t.replace("[recipe]", "[recipes]"), r"recipes"),
     (lambda t: t + "\n[[oops", r"not valid TOML"),
-    (lambda t: t.replace("stages = { low = 2, high = 4 }", 'stages = "auto"'), r"stages.*expected int"),
+    (lambda t: t.replace("stages = 2 ", 'stages = "auto" '), r"stages.*expected int"),
 ])
 def test_malformed_space_names_the_key(tmp_path, edit, match):
     with pytest.raises(SpaceError, match=match) as err:
@@ -116,6 +117,13 @@ def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, convs, p
     assert sum(isinstance(b, Pool) for b in arch.blocks) == pools
 
 
+def test_sampled_convs_before_batchnorm_have_no_bias():
+    # a bias before BatchNorm is cancelled by it: its parameters would be budget spent on nothing
+    convs = [b for c in _samples(DEFAULT, 25_000, 20) for b in c.arch.blocks if isinstance(b, Conv)]
+    assert convs and all(c.bias != c.bn for c in convs)
+    assert any(not c.bn for c in convs)  # the 1x1 conv head has no BatchNorm after it, so it keeps its bias
+
+
 def test_smallest_network_is_small():
     assert load_space(DEFAULT).smallest_params() < 1_000
 
@@ -132,9 +140,12 @@ def test_early_pools_put_deep_stages_at_low_resolution():
 
 
 def test_a_space_file_without_newer_keys_keeps_its_old_layout(tmp_path):
-    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith("pool_placement"))
-    assert load_space(_write(tmp_path, text)).arch["pool_placement"] == "late"
-    assert load_space(DEFAULT).arch["pool_placement"] == "early"
+    newer = ("pool_placement", "cycle_momentum")
+    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith(newer))
+    old = load_space(_write(tmp_path, text))
+    assert (old.arch["pool_placement"], old.recipe["cycle_momentum"]) == ("late", True)
+    default = load_space(DEFAULT)
+    assert (default.arch["pool_placement"], default.recipe["cycle_momentum"]) == ("early", False)
 
 
 def test_studies_of_space_files_without_newer_keys_still_resume(tmp_path):

@@ -136,3 +136,20 @@ def test_ema_forgets_the_random_initial_weights(toy):
     plain = train(build(TINY, seed=0), short, toy, epochs=2)
     averaged = train(build(TINY, seed=0), dataclasses.replace(short, ema=0.999), toy, epochs=2)
     assert averaged.test_acc > plain.test_acc - 0.1
+
+
+@pytest.mark.parametrize("cycle", [True, False])
+def test_onecycle_cycles_momentum_only_when_the_recipe_says_so(cycle):
+    from nas.train import make_optimizer, make_schedule
+
+    recipe = TrainRecipe(optimizer="sgd", lr=0.1, momentum=0.9, schedule="onecycle", warmup=0.5, cycle_momentum=cycle)
+    optimizer = make_optimizer(nn_linear := torch.nn.Linear(2, 2), recipe)
+    schedule = make_schedule(optimizer, recipe, total_steps=100)
+    seen = []
+    for _ in range(50):  # to the LR peak, where a cycled momentum is at its lowest
+        nn_linear(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        schedule.step()
+        seen.append(optimizer.param_groups[0]["momentum"])
+    assert (min(seen) < 0.86) == cycle
+    assert cycle or set(seen) == {0.9}
