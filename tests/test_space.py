@@ -5,8 +5,8 @@ import optuna
 import pytest
 
 from nas.budget import count_flops, count_params
-from nas.space import (SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, auto_stem_convs, load_space,
-                       parse_space)
+from nas.space import (SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs,
+                       load_space, parse_space)
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
@@ -88,7 +88,7 @@ def _default_text():
     (lambda t: t.replace("batch_size = 16", 'batch_size = ["big"]'), r"batch_size"),
     (lambda t: t.replace("[recipe]", "[recipes]"), r"recipes"),
     (lambda t: t + "\n[[oops", r"not valid TOML"),
-    (lambda t: t.replace("stages = 2 ", 'stages = "auto" '), r"stages.*expected int"),
+    (lambda t: t.replace("kernel = 3", 'kernel = "auto"'), r"kernel.*expected int"),
 ])
 def test_malformed_space_names_the_key(tmp_path, edit, match):
     with pytest.raises(SpaceError, match=match) as err:
@@ -101,19 +101,22 @@ def test_missing_space_file(tmp_path):
         load_space(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("budget, stem, convs, pools", [(5_000, 1, 1, 2), (10_000, 1, 2, 2), (25_000, 2, 3, 3)])
-def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, convs, pools):
-    """ "auto" stem, convs per stage and pools come from the budget (the default space sets convs per stage so)."""
-    assert load_space(DEFAULT).arch["convs_per_stage"] == "auto"
+@pytest.mark.parametrize("budget, stem, stages, convs, pools",
+                         [(5_000, 1, 3, 1, 2), (10_000, 1, 2, 2, 2), (25_000, 2, 2, 3, 3)])
+def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, stages, convs, pools):
+    """ "auto" stem, stages, convs per stage and pools come from the budget (the default space sets stages and convs
+    per stage so)."""
+    assert load_space(DEFAULT).arch["stages"] == load_space(DEFAULT).arch["convs_per_stage"] == "auto"
     text = (_default_text().replace("stem_convs = [1, 2]", 'stem_convs = "auto"')
             .replace("pools = [2, 3]", 'pools = "auto"'))
     space = load_space(_write(tmp_path, text))
     assert space.arch["stem_convs"] == space.arch["pools"] == "auto"
-    assert (auto_stem_convs(budget), auto_convs_per_stage(budget), auto_pools(budget)) == (stem, convs, pools)
-    trial = optuna.trial.FixedTrial(dict(stages=2, block="conv", head="gap", width_growth=1.5, budget_fill=0.9,
+    assert (auto_stem_convs(budget), auto_stages(budget), auto_convs_per_stage(budget), auto_pools(budget)) == (
+        stem, stages, convs, pools)
+    trial = optuna.trial.FixedTrial(dict(block="conv", head="gap", width_growth=1.5, budget_fill=0.9,
                                          sgd_lr=0.1, warmup=0.3, weight_decay=1e-4, label_smoothing=0.1, ema=0.0))
     arch = space.sample(trial, budget).arch
-    assert sum(isinstance(b, Conv) for b in arch.blocks) == stem + 2 * convs
+    assert sum(isinstance(b, Conv) for b in arch.blocks) == stem + stages * convs
     assert sum(isinstance(b, Pool) for b in arch.blocks) == pools
 
 
