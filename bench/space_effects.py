@@ -56,8 +56,9 @@ def design(df: pd.DataFrame, floats: set[str]) -> pd.DataFrame:
     text = df[["study"] + levels].map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
     x = pd.get_dummies(text, drop_first=True, dtype=float)
     x[numbers] = df[numbers].fillna(df[numbers].mean())  # a conditional choice absent from a trial: its mean
+    x = x.loc[:, x.std() > 0].copy()  # a column every trial shares would make the fit singular
     x.insert(0, "offset", 1.0)
-    return x.loc[:, x.std() > 0].assign(offset=1.0)
+    return x
 
 
 def fit(x: pd.DataFrame, y: pd.Series) -> pd.DataFrame:

@@ -88,10 +88,10 @@ def auto_convs_per_stage(max_params: int) -> int:
 def auto_stages(max_params: int) -> int:
     """Three stages while they are one conv deep (up to about 7k params), two from two convs per stage.
 
-    Measured (`bench/space_effects.py` over ten studies each): at 25k and 10k three stages scored 0.1-0.3 points
-    below two, same study and size, and four 0.3-0.8 below. At 5k three scored no worse on average, and the best
-    network by validation had three in four of five searches; a 5k search with two stages only found 98.21%
-    against 98.61% with three.
+    Measured (`bench/space_effects.py` over the stored studies, bench/RESULTS.md): at 25k and 10k three stages
+    scored 0.1-0.3 points below two, same study and size, and four 0.3-0.8 below. At 5k three scored no worse on
+    average, and four of five searches had their best network by validation at three. A 5k search offered two
+    stages only found 98.21%, where the one before it, offered 2-4, had found 98.61% with three.
     """
     return 3 if auto_convs_per_stage(max_params) == 1 else 2
 
