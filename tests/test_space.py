@@ -106,7 +106,8 @@ def test_missing_space_file(tmp_path):
 def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, stages, convs, pools):
     """ "auto" stem, stages, convs per stage and pools come from the budget (the default space sets stages and convs
     per stage so)."""
-    assert load_space(DEFAULT).arch["stages"] == load_space(DEFAULT).arch["convs_per_stage"] == "auto"
+    default = load_space(DEFAULT).arch
+    assert default["stages"] == default["convs_per_stage"] == "auto"
     text = (_default_text().replace("stem_convs = [1, 2]", 'stem_convs = "auto"')
             .replace("pools = [2, 3]", 'pools = "auto"'))
     space = load_space(_write(tmp_path, text))

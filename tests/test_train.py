@@ -8,7 +8,7 @@ from nas import data as data_mod
 from nas.build import build
 from nas.search import prepare_model, to_device
 from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
-from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, train
+from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
 from tests.conftest import REFERENCES
 
 # a flatten head: the toy task's class is *where* a band is, which global pooling would throw away
@@ -140,14 +140,13 @@ def test_ema_forgets_the_random_initial_weights(toy):
 
 @pytest.mark.parametrize("cycle", [True, False])
 def test_onecycle_cycles_momentum_only_when_the_recipe_says_so(cycle):
-    from nas.train import make_optimizer, make_schedule
-
     recipe = TrainRecipe(optimizer="sgd", lr=0.1, momentum=0.9, schedule="onecycle", warmup=0.5, cycle_momentum=cycle)
-    optimizer = make_optimizer(nn_linear := torch.nn.Linear(2, 2), recipe)
+    layer = torch.nn.Linear(2, 2)
+    optimizer = make_optimizer(layer, recipe)
     schedule = make_schedule(optimizer, recipe, total_steps=100)
     seen = []
     for _ in range(50):  # to the LR peak, where a cycled momentum is at its lowest
-        nn_linear(torch.ones(1, 2)).sum().backward()
+        layer(torch.ones(1, 2)).sum().backward()
         optimizer.step()
         schedule.step()
         seen.append(optimizer.param_groups[0]["momentum"])
