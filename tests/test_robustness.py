@@ -83,7 +83,8 @@ def files(tmp_path_factory):
         "unknown_key": _space_text("kernel = 3", "kernal = 3"),
         "wrong_type": _space_text("kernel = 3", 'kernel = "big"'),
         "empty_list": _space_text("kernel = 3", "kernel = []"),
-        "inverted": _space_text("stages = { low = 2, high = 4 }", "stages = { low = 4, high = 2 }"),
+        "inverted": _space_text("width_growth = { low = 1.0, high = 1.5 }",
+                                "width_growth = { low = 1.5, high = 1.0 }"),
         "no_fit": _space_text('head = ["gap", "conv1x1_gap"]', 'head = "flatten_linear"')
                   .replace("pools = [2, 3]", "pools = 0").replace("min_width = 4", "min_width = 64"),
     }
@@ -111,7 +112,7 @@ IN_PROCESS = [
     (["--space", "{d}/unknown_key.toml"], ["unknown_key.toml", "kernal"]),
     (["--space", "{d}/wrong_type.toml"], ["wrong_type.toml", "kernel"]),
     (["--space", "{d}/empty_list.toml"], ["empty_list.toml", "kernel", "empty"]),
-    (["--space", "{d}/inverted.toml"], ["inverted.toml", "stages"]),
+    (["--space", "{d}/inverted.toml"], ["inverted.toml", "width_growth"]),
     (["--space", "{d}/no_fit.toml", "--results-dir", "{d}/r"], ["--max-params", "no_fit.toml"]),
     (["--max-params", "10", "--results-dir", "{d}/r"], ["--max-params", "smallest"]),
     (["--results-dir", "{d}/a_file/results"], ["--results-dir", "a_file"]),
