@@ -2,7 +2,7 @@
 
     python bench/space_effects.py results/bench*/nas.db [--budget 25000] [--min-share 0.6]
 
-Takes the finished trials of every study whose name holds the budget and that used at least --min-share of it.
+Takes the finished trials that used at least --min-share of the budget, from every study searched with it.
 It fits validation accuracy, and test accuracy as a check, by least squares on the following:
 - one offset per study, so a choice is not credited with the luck of the study that favoured it;
 - the size, as a share of the budget;
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -32,7 +31,8 @@ def finished_trials(db: Path, budget: int, min_share: float) -> tuple[pd.DataFra
     url = f"sqlite:///{db}"
     rows, floats = [], set()
     for summary in optuna.get_all_study_summaries(url):
-        if not re.search(rf"(?<!\d){budget}(?!\d)", summary.study_name):  # 5000 must not match 25000
+        # the budget and subset each search labels its study with (nas.search.open_study); smoke-test subsets are left out
+        if summary.user_attrs.get("max_params") != budget or summary.user_attrs.get("train_subset") is not None:
             continue
         for t in optuna.load_study(study_name=summary.study_name, storage=url).get_trials(deepcopy=False):
             if t.state.name != "COMPLETE" or t.value is None or t.user_attrs.get("params", 0) < min_share * budget:
@@ -74,7 +74,7 @@ def fit(x: pd.DataFrame, y: pd.Series) -> pd.DataFrame:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("storages", type=Path, nargs="+", help="SQLite files written by search.py")
-    p.add_argument("--budget", type=int, default=25_000, help="studies whose name holds this number")
+    p.add_argument("--budget", type=int, default=25_000, help="studies searched with this --max-params")
     p.add_argument("--min-share", type=float, default=0.6, help="keep trials using at least this share of the budget")
     args = p.parse_args()
     missing = [str(db) for db in args.storages if not db.is_file()]
