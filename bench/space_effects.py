@@ -31,7 +31,7 @@ def finished_trials(db: Path, budget: int, min_share: float) -> tuple[pd.DataFra
     url = f"sqlite:///{db}"
     rows, floats = [], set()
     for summary in optuna.get_all_study_summaries(url):
-        # the budget and subset each search labels its study with (nas.search.open_study); smoke-test subsets are left out
+        # each search labels its study with its budget and subset (nas.search.open_study); smoke tests are left out
         if summary.user_attrs.get("max_params") != budget or summary.user_attrs.get("train_subset") is not None:
             continue
         for t in optuna.load_study(study_name=summary.study_name, storage=url).get_trials(deepcopy=False):
@@ -87,7 +87,8 @@ def main() -> None:
     x = design(df, set().union(*(floats for _, floats in read)))
     table = pd.concat({"val": fit(x, df.val), "test": fit(x, df.test)}, axis=1)
     # study offsets, and "<choice>_nan" (the choice was not offered in some studies), only absorb differences
-    table = table.loc[[c for c in table.index if not c.startswith("study_") and not c.endswith("_nan") and c != "offset"]]
+    table = table.loc[[c for c in table.index
+                       if not c.startswith("study_") and not c.endswith("_nan") and c != "offset"]]
     print(f"{len(df)} finished trials from {df.study.nunique()} studies at {args.budget:,} params "
           f"(at least {args.min_share:.0%} of it); effects in accuracy points, ± one standard error")
     print(table.round(3).to_string())
