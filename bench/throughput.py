@@ -173,7 +173,8 @@ def overhead_share(data_dir: Path, trials: int) -> None:
                 study.enqueue_trial({}, user_attrs={"reference": reference})
             with ComputeClock() as clock:
                 start = time.perf_counter()
-                study.optimize(objective, n_trials=1, catch=(Exception,))
+                # settle_heap: as a worker does after each trial
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[search_mod.settle_heap])
                 wall = time.perf_counter() - start
             last = study.trials[-1]
             if "val_acc" in last.user_attrs:

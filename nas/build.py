@@ -165,7 +165,8 @@ def _seq(layers: list[nn.Module]) -> nn.Module:
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with each BatchNorm folded into the conv before it: the same outputs, one pass fewer.
+    """An eval-mode copy with the same outputs, computed faster: each BatchNorm folded into the conv before it, and
+    each max pool over non-overlapping windows taken as element-wise maxima.
 
     Evaluation is a large share of a one-epoch trial; on a CPU the separate BatchNorm pass costs about as much
     as the small convolutions themselves. `_conv` always puts a conv's BatchNorm right after it.
@@ -173,8 +174,38 @@ def inference_copy(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
         if isinstance(module, nn.Sequential):
-            for i in range(len(module) - 1):
-                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+            for i in range(len(module)):
+                if isinstance(module[i], nn.Conv2d) and i + 1 < len(module) and isinstance(module[i + 1], nn.BatchNorm2d):
                     module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
                     module[i + 1] = nn.Identity()
+                elif WindowMax.replaces(module[i]):
+                    module[i] = WindowMax(module[i].kernel_size, module[i].ceil_mode)
     return fused
+
+
+class WindowMax(nn.Module):
+    """MaxPool2d(k) (stride k, no padding) as k - 1 element-wise maxima per axis over strided views: the same
+    values, and on a CPU 3-4x faster than max_pool2d on channels_last maps, which also computes the indices that
+    only a backward pass needs. For inference only: where values tie, its gradient would differ."""
+
+    def __init__(self, k: int, ceil: bool):
+        super().__init__()
+        self.k, self.ceil = k, ceil
+
+    @staticmethod
+    def replaces(pool: nn.Module) -> bool:
+        return (isinstance(pool, nn.MaxPool2d) and pool.stride in (pool.kernel_size, None) and pool.padding == 0
+                and pool.dilation == 1 and isinstance(pool.kernel_size, int) and pool.kernel_size > 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.k
+        for dim in (2, 3):
+            n = x.shape[dim]
+            if self.ceil and n % k:
+                pad = [0, 0, 0, 0]
+                pad[3 - 2 * (dim - 2)] = k - n % k  # F.pad lists the last axis first
+                x = nn.functional.pad(x, pad, value=-math.inf)
+            else:
+                x = x.narrow(dim, 0, n - n % k)
+            x = functools.reduce(torch.maximum, (x[(slice(None),) * dim + (slice(i, None, k),)] for i in range(k)))
+        return x

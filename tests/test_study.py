@@ -1,9 +1,11 @@
+import gc
+
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import export
-from nas.search import FINAL_STEP, Objective, SearchConfig, Stopper
+from nas import export, search
+from nas.search import FINAL_STEP, Objective, SearchConfig, Stopper, open_study, run_worker
 from nas.space import load_space
 from nas.study import REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
 from nas.train import PROGRESS_POINTS
@@ -109,3 +111,20 @@ def test_pruning_stops_the_bottom_half_early_in_the_epoch_only():
     assert not reading(0.95, 20)
     assert not reading(0.10, 60) and 60 > PRUNE_UNTIL
     assert reading(0.10, PRUNE_UNTIL)
+
+
+def test_a_worker_keeps_its_long_lived_objects_out_of_collections_between_trials_only(tmp_path, toy, monkeypatch):
+    config = SearchConfig(trials=3, max_params=25_000, quiet=True, device="cpu", jobs=1, results_dir=str(tmp_path))
+    open_study(config, load_space())
+    monkeypatch.setattr(search, "load_data", lambda config, device: toy)
+    frozen = []
+    real_train = search.train
+
+    def spy(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(search, "train", spy)
+    run_worker(config)
+    assert len(frozen) >= 3 and frozen[-1] > 0  # settled after each trial
+    assert gc.get_freeze_count() == 0  # released once the worker is done: nothing it made is kept for good

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nas import data as data_mod
+from nas import train as train_mod
 from nas.build import build
 from nas.search import prepare_model, to_device
 from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
@@ -26,6 +27,20 @@ def test_learns_a_toy_task(toy, recipe):
     result = train(build(TINY, seed=0), recipe, toy, epochs=3)
     assert result.test_acc > 0.8 > before + 0.3
     assert result.steps == 3 * (len(toy.x_train) // recipe.batch_size)
+
+
+@pytest.mark.parametrize("gather_images", [16, 48, 10_000])
+def test_each_epoch_feeds_every_image_once_in_the_seeded_shuffle(toy, monkeypatch, gather_images):
+    """Whatever the number of images gathered at once (one batch, a few, all): the same batches in the same order."""
+    monkeypatch.setattr(train_mod, "GATHER_IMAGES", gather_images)
+    model, batch, seen = build(TINY, seed=0), 16, []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()) if module.training else None)
+    train(model, TrainRecipe(batch_size=batch), toy, epochs=2, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    epoch = len(toy.x_train) // batch * batch
+    expected = [toy.x_train[torch.randperm(len(toy.x_train), generator=generator)][:epoch] for _ in range(2)]
+    assert all(x.shape[0] == batch for x in seen)
+    assert torch.equal(torch.cat(seen), torch.cat(expected))
 
 
 def test_progress_is_reported_within_the_epoch(toy):
@@ -115,19 +130,34 @@ def test_a_run_projected_over_its_time_limit_stops_early(toy):
     train(build(TINY, seed=0), TrainRecipe(batch_size=64), toy, time_limit=3600)  # a generous limit never stops
 
 
-def test_evaluation_folds_batchnorm_without_changing_outputs(toy):
+def test_evaluation_folds_batchnorm_and_swaps_max_pools_without_changing_outputs(toy):
     from nas.build import inference_copy
 
+    # 28 -> 14 -> 5 (k=3, ceil) -> 3 (k=2, ceil): even and odd maps
     spec = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Conv(8, k=3, depthwise=True, bias=False, bn=True), Pool(),
-                            Conv(16, bn=True, act="relu"), GlobalAvgPool(), Linear(10)))
+                            Conv(16, bn=True, act="relu"), Pool(k=3), Pool(), GlobalAvgPool(), Linear(10)))
     model = build(spec, seed=0)
     train(model, TrainRecipe(batch_size=32), toy)  # non-trivial running statistics
     model.eval()
     fused = inference_copy(model)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    for layer in (torch.nn.BatchNorm2d, torch.nn.MaxPool2d):
+        assert not any(isinstance(m, layer) for m in fused.modules())
+        assert any(isinstance(m, layer) for m in model.modules())  # the original is untouched
     with torch.no_grad():
         torch.testing.assert_close(fused(toy.x_test), model(toy.x_test), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("ceil", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_window_max_gives_max_pool_values_exactly(k, ceil, channels_last):
+    from nas.build import WindowMax
+
+    for h, w in [(28, 28), (7, 7), (8, 5), (k, k + 1)]:
+        x = torch.randn(3, 4, h, w)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        expected = torch.nn.MaxPool2d(k, ceil_mode=ceil)(x)
+        assert torch.equal(WindowMax(k, ceil)(x), expected), (h, w)
 
 
 def test_ema_forgets_the_random_initial_weights(toy):
