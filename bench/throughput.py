@@ -1,6 +1,6 @@
 """Speed figures for the search-speed issue, printed in one run on this machine.
 
-    python bench/throughput.py [--data-dir DIR] [--runs 3] [--candidates 10000]
+    python bench/throughput.py [--data-dir DIR] [--runs 3] [--candidates 10000] [--threads N]
 
 1. Per-epoch seconds of R1 with its recipe (Adam, batch 64): the usual torchvision DataLoader loop
    (ToTensor + Normalize per image) against this project's trainer, alternating A B A B; medians and ratio.
@@ -205,7 +205,11 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=10_000)
     p.add_argument("--trials", type=int, default=3, help="trials per kind for the overhead share")
     p.add_argument("--only", choices=("epoch", "filter", "overhead"))
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core); a search's "
+                                                "workers run with one each by default")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
     if args.only in (None, "filter"):
         filter_speed(args.candidates)
