@@ -175,7 +175,8 @@ def inference_copy(model: nn.Module) -> nn.Module:
     for module in fused.modules():
         if isinstance(module, nn.Sequential):
             for i in range(len(module)):
-                if isinstance(module[i], nn.Conv2d) and i + 1 < len(module) and isinstance(module[i + 1], nn.BatchNorm2d):
+                followed_by_bn = i + 1 < len(module) and isinstance(module[i + 1], nn.BatchNorm2d)
+                if isinstance(module[i], nn.Conv2d) and followed_by_bn:
                     module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
                     module[i + 1] = nn.Identity()
                 elif WindowMax.replaces(module[i]):
@@ -185,8 +186,9 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 class WindowMax(nn.Module):
     """MaxPool2d(k) (stride k, no padding) as k - 1 element-wise maxima per axis over strided views: the same
-    values, and on a CPU 3-4x faster than max_pool2d on channels_last maps, which also computes the indices that
-    only a backward pass needs. For inference only: where values tie, its gradient would differ."""
+    values. On a CPU, on channels_last maps, max_pool2d also computes the indices only a backward pass needs; this
+    measured 2.7-4.5x faster on R1's maps, and R1's evaluation 8% faster. For inference only: where values tie, its
+    gradient would differ."""
 
     def __init__(self, k: int, ceil: bool):
         super().__init__()
@@ -194,8 +196,9 @@ class WindowMax(nn.Module):
 
     @staticmethod
     def replaces(pool: nn.Module) -> bool:
-        return (isinstance(pool, nn.MaxPool2d) and pool.stride in (pool.kernel_size, None) and pool.padding == 0
-                and pool.dilation == 1 and isinstance(pool.kernel_size, int) and pool.kernel_size > 1)
+        return (isinstance(pool, nn.MaxPool2d) and isinstance(pool.kernel_size, int) and pool.kernel_size > 1
+                and pool.stride == pool.kernel_size and pool.padding == 0 and pool.dilation == 1
+                and not pool.return_indices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.k

@@ -388,10 +388,11 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     return {"space_cannot_fit": stopper.space_cannot_fit}
 
 
-def settle_heap(study=None, trial=None) -> None:
-    """After a trial: collects, then leaves every object still alive (imports, data, storage: ~400k) out of later
-    collections until `gc.unfreeze()`. Measured inside R1 trials: a full collection walked them all for 0.1-0.2 s
-    (2% of the trial) at moments no one chose; they outlive the trials, so there was nothing in them to collect.
+def settle_heap(*_) -> None:
+    """An Optuna callback, after each trial: collects, then leaves every object still alive (imports, data,
+    storage: ~400k) out of later collections until `gc.unfreeze()`. Measured inside R1 trials: a full collection
+    walked them all for 0.1-0.2 s (2% of the trial) at moments no one chose; they outlive the trials, so there was
+    nothing in them to collect.
     """
     gc.collect()
     gc.freeze()
