@@ -160,6 +160,17 @@ def test_window_max_gives_max_pool_values_exactly(k, ceil, channels_last):
         assert torch.equal(WindowMax(k, ceil)(x), expected), (h, w)
 
 
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p_scaled_up(p):
+    from nas.build import FastDropout
+
+    layer, x = FastDropout(p), torch.ones(400, 1000)
+    kept = layer(x)
+    assert kept.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+    assert (kept == 0).float().mean().item() == pytest.approx(p, abs=0.005)  # 400k draws: sd 0.0008
+    assert torch.equal(layer.eval()(x), x)
+
+
 def test_ema_forgets_the_random_initial_weights(toy):
     """A high decay over few steps must not leave the untrained weights a large share of the average."""
     short = TrainRecipe(optimizer="sgd", nesterov=True, lr=0.1, batch_size=32)
