@@ -147,6 +147,27 @@ def test_evaluation_folds_batchnorm_and_swaps_max_pools_without_changing_outputs
         torch.testing.assert_close(fused(toy.x_test), model(toy.x_test), rtol=1e-4, atol=1e-4)
 
 
+def test_relu_before_a_max_pool_runs_after_it_with_the_same_values_gradients_and_weight_names(toy, monkeypatch):
+    from nas import build as build_mod
+
+    spec = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(8, act="gelu"), Pool(), Flatten(), Linear(10)))
+    models = {}
+    for swapped in (True, False):
+        if not swapped:
+            monkeypatch.setattr(build_mod, "_relu_then_max_pool", lambda *blocks: False)
+        model = build(spec, seed=0)
+        loss = torch.nn.functional.cross_entropy(model(toy.x_train[:32]), toy.y_train[:32])
+        loss.backward()
+        models[swapped] = model, loss
+    (swapped, loss), (plain, plain_loss) = models[True], models[False]
+    assert isinstance(swapped[1][-1], torch.nn.ReLU) and isinstance(swapped[0][-1], torch.nn.Identity)
+    assert isinstance(swapped[2][-1], torch.nn.GELU)  # GELU is not monotonic: a max pool does not commute with it
+    assert list(swapped.state_dict()) == list(plain.state_dict())  # weights files saved before still load
+    assert torch.equal(loss, plain_loss)
+    for a, b in zip(swapped.parameters(), plain.parameters()):
+        assert torch.equal(a.grad, b.grad)
+
+
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("ceil", [True, False])
 @pytest.mark.parametrize("channels_last", [True, False])
