@@ -222,14 +222,10 @@ class WindowMax(nn.Module):
                 and not pool.return_indices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.k
-        for dim in (2, 3):
-            n = x.shape[dim]
-            if self.ceil and n % k:
-                pad = [0, 0, 0, 0]
-                pad[3 - 2 * (dim - 2)] = k - n % k  # F.pad lists the last axis first
-                x = nn.functional.pad(x, pad, value=-math.inf)
-            else:
-                x = x.narrow(dim, 0, n - n % k)
-            x = functools.reduce(torch.maximum, (x[(slice(None),) * dim + (slice(i, None, k),)] for i in range(k)))
-        return x
+        k, (h, w) = self.k, x.shape[-2:]
+        if self.ceil and (h % k or w % k):  # ceil mode keeps a last, partial window: pad it with -inf
+            x = nn.functional.pad(x, (0, -w % k, 0, -h % k), value=-math.inf)
+        else:
+            x = x[..., :h - h % k, :w - w % k]
+        rows = functools.reduce(torch.maximum, (x[..., i::k, :] for i in range(k)))
+        return functools.reduce(torch.maximum, (rows[..., i::k] for i in range(k)))
