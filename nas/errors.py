@@ -1,0 +1,9 @@
+"""Errors caused by the input or the environment: the command line prints their message as one line and exits 2."""
+
+
+class UserError(Exception):
+    """Bad input or an unusable environment; the message says what and how to fix it. Anything else is a bug."""
+
+
+class CliError(UserError):
+    """A bad flag value, caught before any work starts."""
