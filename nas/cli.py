@@ -1,17 +1,15 @@
-"""The command line: argparse only; the work is done in nas.search, nas.report, nas.export and nas.baselines."""
+"""The command line: argparse only, and one-line errors; nas.commands does the work."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from nas.errors import CliError, UserError
+
 COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe")
 SAMPLERS = ("tpe", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DATASETS = ("fashion-mnist", "mnist")  # nas.data.DATASETS' names, here so that bad flags fail before torch loads
-
-
-class CliError(ValueError):
-    """A bad flag value, caught before any work starts."""
 
 
 def _positive_int(flag: str, minimum: int = 1):
@@ -134,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_message(e: Exception) -> str | None:
     """The one-line message for an error caused by the input or the environment, or None for a bug."""
-    commands = sys.modules.get("nas.commands")
-    if isinstance(e, CliError) or commands is not None and isinstance(e, commands.USER_ERRORS):
+    if isinstance(e, UserError):
         return str(e)
     if isinstance(e, OSError):  # a file or folder that cannot be read or written
         where = f"{e.filename}: " if e.filename else ""

@@ -14,15 +14,16 @@ from nas import data as data_mod
 from nas import export, references, study as study_mod
 from nas.budget import count_params
 from nas.build import Network, build, layer_shapes
-from nas.cli import CliError
-from nas.search import (SearchConfig, SearchError, config_from, load_data, prepare_model, record_candidate, record_result,
-                        resolve_device, run, to_device, writable_dir, write_all)
-from nas.space import SpaceError
+from nas.config import SearchConfig, config_from
+from nas.device import load_data, prepare_model, resolve_device, to_device
+from nas.errors import CliError, StudyError
+from nas.fileio import writable_dir
+from nas.objective import record_candidate, record_result
+from nas.search import run
 from nas.spec import Candidate, SpecError
+from nas.storage import open_storage
+from nas.summary import write_all
 from nas.train import train
-
-USER_ERRORS = (CliError, SpaceError, SpecError, data_mod.DataError, study_mod.StudyError, SearchError,
-               export.WeightsError)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -42,8 +43,8 @@ def cmd_search(config: SearchConfig, args) -> int:
 
 def _study(config: SearchConfig, name: str) -> optuna.Study:
     if config.storage is None and not Path(config.results_dir, "nas.db").is_file():
-        raise study_mod.StudyError(f"no storage at {config.storage_url}; run a search first or pass --storage")
-    return study_mod.load_study(study_mod.open_storage(config.storage_url), name)
+        raise StudyError(f"no storage at {config.storage_url}; run a search first or pass --storage")
+    return study_mod.load_study(open_storage(config.storage_url), name)
 
 
 def cmd_report(config: SearchConfig, args) -> int:
@@ -69,11 +70,11 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
     if number is None:
         best = study_mod.best_trial(study)
         if best is None:
-            raise study_mod.StudyError(f"study {study.study_name!r} has no completed trial yet")
+            raise StudyError(f"study {study.study_name!r} has no completed trial yet")
         return best
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
-        raise study_mod.StudyError(f"--trial {number}: study {study.study_name!r} has trials 0 to {len(trials) - 1}")
+        raise StudyError(f"--trial {number}: study {study.study_name!r} has trials 0 to {len(trials) - 1}")
     return trials[number]
 
 
@@ -124,7 +125,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
         except KeyError as e:
             raise CliError(f"--only: {e.args[0]}") from None
     Path(config.results_dir).mkdir(parents=True, exist_ok=True)
-    storage = study_mod.open_storage(config.storage_url)
+    storage = open_storage(config.storage_url)
     study = optuna.create_study(study_name=references.baselines_study_name(config.dataset), storage=storage,
                                 direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
     device = resolve_device(config.device)

@@ -7,3 +7,11 @@ class UserError(Exception):
 
 class CliError(UserError):
     """A bad flag value, caught before any work starts."""
+
+
+class SearchError(UserError):
+    """The search cannot start or go on as asked: a device, a folder or a budget that does not work."""
+
+
+class StudyError(UserError):
+    """The storage or the study cannot be used as asked."""

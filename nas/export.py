@@ -9,13 +9,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nas.build import build
+from nas.errors import UserError
 from nas.fileio import atomic_path, write_text
 from nas.spec import Candidate, SpecError
 
 SPEC_KEY = "nas.candidate"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file that cannot be loaded into its network."""
 
 

@@ -1,10 +1,12 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written result behind."""
+"""Result files: atomic writes (a crash mid-write never leaves a half-written file) and writable-folder checks."""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from nas.errors import SearchError
 
 
 @contextlib.contextmanager
@@ -25,3 +27,18 @@ def atomic_path(path: str | os.PathLike):
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Creates `path` and proves a file can be written there, so a bad folder fails now, not after the search."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise SearchError(f"{flag} {path}: cannot write there ({blocker} is a file, not a folder)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise SearchError(f"{flag} {path}: cannot write there ({e.strerror or type(e).__name__})") from None
+    return path

@@ -1,100 +1,45 @@
-import gc
-
+"""The Optuna study: creating or resuming it, sampler seeding, the pruner, and the rules for counting trials."""
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import export, search
-from nas.search import FINAL_STEP, Objective, SearchConfig, Stopper, open_study, run_worker
-from nas.space import load_space
-from nas.study import REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
-from nas.train import PROGRESS_POINTS
+from nas.errors import StudyError
+from nas.study import (PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, is_trained, load_study, make_pruner,
+                       make_sampler, trained_count)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _run(tmp_path, toy, max_params, trials, seed=0):
-    config = SearchConfig(trials=trials, max_params=max_params, seed=seed, quiet=True, device="cpu")
-    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", seed), pruner=make_pruner())
-    objective = Objective(config, load_space(), toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
-    study.optimize(objective, callbacks=[Stopper(trials, objective)], catch=(Exception,))
-    return study
+def _finished(study, state, value=None, **attrs):
+    trial = study.ask()
+    for key, v in attrs.items():
+        trial.set_user_attr(key, v)
+    study.tell(trial, value, state=state) if state == TrialState.COMPLETE else study.tell(trial, state=state)
 
 
-def test_rejected_candidates_are_never_trained_and_do_not_count(tmp_path, toy):
-    study = _run(tmp_path, toy, max_params=450, trials=2)
-    rejected = [t for t in study.trials if t.user_attrs.get("rejected") == REJECTED]
-    trained = [t for t in study.trials if is_trained(t)]
-    assert len(trained) == trained_count(study) == 2
-    assert rejected, "a 450 budget should reject some of the default space"
-    for t in rejected:
-        assert t.state == TrialState.PRUNED and t.user_attrs["params"] >= 450
-        assert not t.intermediate_values and "train_seconds" not in t.user_attrs and "weights_artifact" not in t.user_attrs
-    for t in trained:
-        assert t.user_attrs["params"] < 450
-
-
-def test_completed_trials_carry_everything_the_dashboard_shows(tmp_path, toy):
-    study = _run(tmp_path, toy, max_params=25_000, trials=2)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert done
-    for t in done:
-        for key in ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "candidate_id", "weights_artifact"):
-            assert key in t.user_attrs, key
-        assert t.value == t.user_attrs["val_acc"]
-        assert set(t.intermediate_values) == {round(f * 100) for f in PROGRESS_POINTS} | {FINAL_STEP}
-        assert t.intermediate_values[FINAL_STEP] == t.value
-    assert best_trial(study).value == max(t.value for t in done)
-
-
-def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, toy):
-    config = SearchConfig(trials=2, quiet=True, device="cpu")
-    space = load_space()
-    space.recipe.update(optimizer=["sgd_nesterov"], sgd_lr=1e8, schedule=["constant"], grad_clip=[0.0])
-    space.arch.update(bn=[False])
-    study = optuna.create_study(direction="maximize")
-    objective = Objective(config, space, toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
-    study.optimize(objective, callbacks=[Stopper(2, objective)], catch=(Exception,))
-    failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) >= 2
-    assert all("fail_reason" in t.user_attrs and "loss became" in t.user_attrs["fail_reason"] for t in failed)
-
-
-def test_externally_failed_trials_are_not_counted():
+def test_only_trials_that_trained_and_ended_by_themselves_count():
     study = optuna.create_study()
-    t = study.ask()
-    study.tell(t, state=TrialState.FAIL)  # e.g. a worker killed mid-trial: retried, so not counted
-    assert not is_trained(study.trials[0])
+    _finished(study, TrialState.COMPLETE, 0.9)
+    _finished(study, TrialState.PRUNED)  # pruned by the pruner after training a while: counted
+    _finished(study, TrialState.PRUNED, rejected=REJECTED)  # never trained
+    _finished(study, TrialState.FAIL, fail_reason="TrainingDiverged: loss became nan")  # the candidate's own fault
+    _finished(study, TrialState.FAIL)  # failed from outside (killed worker, Ctrl-C): retried, so not counted
+    assert [is_trained(t) for t in study.trials] == [True, True, False, True, False]
+    assert trained_count(study) == 3
 
 
-def test_candidates_over_the_compute_ceiling_are_rejected_untrained(tmp_path, toy):
-    config = SearchConfig(trials=2, max_params=25_000, quiet=True, device="cpu")
-    space = load_space()
-    space.max_mflops = 1.0
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    objective = Objective(config, space, toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
-    study.optimize(objective, callbacks=[Stopper(2, objective)], catch=(Exception,))
-    heavy = [t for t in study.trials if t.user_attrs.get("rejected") == "over_flops"]
-    assert heavy and trained_count(study) == 2
-    assert all(t.user_attrs["flops"] > 1e6 and "train_seconds" not in t.user_attrs for t in heavy)
-    assert all(t.user_attrs["flops"] <= 1e6 for t in study.trials if is_trained(t))
-
-
-def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
-    config = SearchConfig(trials=1, max_params=25_000, quiet=True, device="cpu", trial_time_limit=1e-6)
-    objective = Objective(config, load_space(), toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(objective, n_trials=3, catch=(Exception,))
-    slow = [t for t in study.trials if t.user_attrs.get("rejected") == "too_slow"]
-    assert slow and all(t.state == TrialState.PRUNED and "over the" in t.user_attrs["slow_reason"] for t in slow)
-    assert trained_count(study) == 0
+def test_best_is_the_highest_validation_accuracy_and_fewer_params_break_ties():
+    study = optuna.create_study(direction="maximize")
+    assert best_trial(study) is None
+    _finished(study, TrialState.COMPLETE, 0.98, params=9000)
+    _finished(study, TrialState.COMPLETE, 0.99, params=20000)
+    _finished(study, TrialState.COMPLETE, 0.99, params=15000)
+    assert best_trial(study).number == 2
 
 
 def test_pruning_stops_the_bottom_half_early_in_the_epoch_only():
     """At a 20% reading a trial below the median of the others is pruned and one above it is not; at 60%, where
     stopping saves little, even a hopeless reading is let finish."""
-    from nas.study import PRUNE_UNTIL
-
     study = optuna.create_study(direction="maximize", pruner=make_pruner())
     for i in range(12):
         t = study.ask()
@@ -113,18 +58,46 @@ def test_pruning_stops_the_bottom_half_early_in_the_epoch_only():
     assert reading(0.10, PRUNE_UNTIL)
 
 
-def test_a_worker_keeps_its_long_lived_objects_out_of_collections_between_trials_only(tmp_path, toy, monkeypatch):
-    config = SearchConfig(trials=3, max_params=25_000, quiet=True, device="cpu", jobs=1, results_dir=str(tmp_path))
-    open_study(config, load_space())
-    monkeypatch.setattr(search, "load_data", lambda config, device: toy)
-    frozen = []
-    real_train = search.train
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_the_sampler_is_reseeded_per_trial_number(name):
+    """Same seed and trial number, same proposal, whatever ran before: workers on many machines given the same
+    --seed still propose different candidates (different trial numbers), and a one-worker run repeats."""
+    def proposals(seed, n=4):
+        study = optuna.create_study(sampler=make_sampler(name, seed))
+        return [study.ask().suggest_float("x", 0, 1) for _ in range(n)]
 
-    def spy(*args, **kwargs):
-        frozen.append(gc.get_freeze_count())
-        return real_train(*args, **kwargs)
+    assert proposals(1) == proposals(1)
+    assert proposals(1) != proposals(2)
+    assert len(set(proposals(1))) == 4
 
-    monkeypatch.setattr(search, "train", spy)
-    run_worker(config)
-    assert len(frozen) >= 3 and frozen[-1] > 0  # settled after each trial
-    assert gc.get_freeze_count() == 0  # released once the worker is done: nothing it made is kept for good
+
+def test_a_study_is_created_labelled_then_resumed_only_with_the_same_identity(tmp_path):
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    identity = {"val_size": 10_000, "max_params": 25_000}
+    made = create_or_resume(storage, "s", identity, make_sampler("random", 0))
+    assert made.user_attrs == identity
+    assert create_or_resume(storage, "s", identity, make_sampler("random", 0))._study_id == made._study_id
+    with pytest.raises(StudyError, match="max_params=25000, not 9000"):
+        create_or_resume(storage, "s", {**identity, "max_params": 9000}, make_sampler("random", 0))
+
+
+def test_a_study_lacking_a_newer_label_is_checked_against_its_assumed_value(tmp_path):
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    create_or_resume(storage, "old", {"max_params": 25_000}, make_sampler("random", 0))  # made before val_size
+    with pytest.raises(StudyError, match="val_size=5000, not 10000"):
+        create_or_resume(storage, "old", {"val_size": 10_000, "max_params": 25_000}, make_sampler("random", 0),
+                         assumed={"val_size": 5000})
+
+
+def test_a_study_of_unlabelled_trials_is_not_taken_over(tmp_path):
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    optuna.create_study(study_name="b", storage=storage).tell(optuna.load_study(study_name="b", storage=storage).ask(), 1)
+    with pytest.raises(StudyError, match="not made by a search"):
+        create_or_resume(storage, "b", {"max_params": 1}, make_sampler("random", 0))
+
+
+def test_loading_an_unknown_study_names_the_ones_there(tmp_path):
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    optuna.create_study(study_name="here", storage=storage)
+    with pytest.raises(StudyError, match="studies here: here"):
+        load_study(storage, "gone")

@@ -1,0 +1,82 @@
+"""The settings of one search, the study's default name, and the identity a study records to be resumed safely."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nas import data
+from nas.space import OPTIONAL, SearchSpace
+
+
+@dataclass
+class SearchConfig:
+    trials: int = 50
+    space: str | None = None
+    max_params: int = 25_000
+    study: str | None = None
+    storage: str | None = None
+    seed: int = 0
+    jobs: int | None = None  # None: nas.device.default_jobs for the device
+    timeout: float | None = None
+    device: str = "auto"
+    threads: int | None = None
+    data_dir: str | None = None
+    dataset: str = "mnist"
+    sampler: str = "tpe"
+    warm_start: bool = False
+    epochs: int = 1
+    trial_time_limit: float | None = 90.0  # seconds of training per trial, projected early; see nas.train.TooSlow
+    train_subset: int | None = None
+    results_dir: str = "results"
+    artifact_dir: str | None = None
+    quiet: bool = False
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{Path(self.results_dir).as_posix()}/nas.db"
+
+    def study_name(self, space: SearchSpace) -> str:
+        """--study, else `<space>-<max-params>` plus what differs from the defaults (dataset, epochs, subset)."""
+        if self.study is not None:
+            return self.study
+        name = f"{space.name}-{self.max_params}"
+        name += "" if self.dataset == "mnist" else f"-{self.dataset}"
+        name += "" if self.epochs == 1 else f"-e{self.epochs}"
+        name += "" if self.train_subset is None else f"-sub{self.train_subset}"
+        return name
+
+    def out_dir(self, study_name: str) -> Path:
+        return Path(self.results_dir) / study_name
+
+    def artifacts(self, study_name: str) -> Path:
+        return Path(self.artifact_dir) if self.artifact_dir else self.out_dir(study_name) / "artifacts"
+
+
+def config_from(args: dict) -> SearchConfig:
+    """The settings among parsed command-line arguments; the others are ignored."""
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    return SearchConfig(**{k: v for k, v in args.items() if k in fields})
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    """A hash of what the space declares. An optional key left at its default is left out, so studies made from
+    files written before the key existed still resume."""
+    declared = {section: {k: v for k, v in getattr(space, section).items()
+                          if OPTIONAL.get(section, {}).get(k, object()) != v} for section in ("arch", "recipe")}
+    text = json.dumps({**declared, "max_mflops": space.max_mflops}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# what a study made before a label existed was made with
+ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE}
+
+
+def study_identity(config: SearchConfig, space: SearchSpace) -> dict:
+    """What a study's trials were made with; a resumed study must match it. val_size comes first: a study labelled
+    with any key but val_size predates it (labels are written in this order)."""
+    return {"val_size": data.VAL_SIZE, "space": space.name, "space_fingerprint": space_fingerprint(space),
+            "max_params": config.max_params, "dataset": config.dataset, "epochs": config.epochs,
+            "train_subset": config.train_subset}

@@ -1,0 +1,120 @@
+"""One trial: sample a candidate, filter it by budget, train it, score it and record what it did."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+
+from nas import export, logs, references
+from nas import study as study_mod
+from nas.budget import count_flops, count_params, within_budget
+from nas.config import SearchConfig
+from nas.device import prepare_model
+from nas.interrupts import CTRL_C
+from nas.space import SearchSpace
+from nas.spec import Candidate
+from nas.train import TooSlow, train
+
+FINAL_STEP = 100  # intermediate values are percent of the run; the final validation accuracy is reported at 100
+
+
+class Objective:
+    """Turns one Optuna trial into a candidate, filters it by budget, trains it and scores it."""
+
+    def __init__(self, config: SearchConfig, space: SearchSpace, splits, device, store, scratch: Path):
+        self.config, self.space, self.splits, self.device = config, space, splits, device
+        self.store, self.scratch = store, scratch
+        self.rejected_in_a_row = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        with CTRL_C.trial():
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float:
+        reference = trial.user_attrs.get("reference")
+        candidate = references.by_name(reference) if reference else self.space.sample(trial, self.config.max_params)
+        params = count_params(candidate.arch)
+        record_candidate(trial, candidate, params)
+        self._filter(trial, candidate, params, exempt=bool(reference))
+        # a trial re-queued after its worker was killed carries the user attrs of the original: the same candidate
+        # and the same seed, so the retry is the run the killed worker would have made
+        seed = trial.user_attrs.get("seed", self.config.seed + trial.number)
+        trial.set_user_attr("seed", seed)
+        started = time.perf_counter()
+
+        def on_progress(percent: int, acc: float) -> None:
+            with CTRL_C.paused():
+                trial.report(acc, percent)
+                prune = trial.should_prune()
+                if prune:
+                    trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
+            if prune:
+                logs.trial_line(trial.number, f"{params:>7,} params  pruned at {percent}% of the epoch (val {acc:.2%})")
+                raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
+
+        try:
+            with CTRL_C.training():
+                model = prepare_model(candidate, seed, self.device)
+                result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
+                               on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit)
+        except optuna.TrialPruned:
+            raise
+        except TooSlow as e:
+            trial.set_user_attr("slow_reason", str(e))
+            self._reject(trial, study_mod.REJECTED_SLOW, f"{params:>7,} params  rejected as too slow: {e}, not counted")
+        except Exception as e:  # noqa: BLE001 - NaN loss, out of memory, any other fault: fail this trial, go on
+            reason = failure_reason(e)
+            trial.set_user_attr("fail_reason", reason)
+            logs.trial_line(trial.number, f"{params:>7,} params  failed: {reason}")
+            raise
+        record_result(trial, result, model, candidate, self.store, self.scratch)
+        name = f"  [{reference}]" if reference else ""
+        logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  test {result.test_acc:.2%}  "
+                                      f"{result.train_seconds:5.1f}s{name}")
+        return result.val_acc
+
+    def _filter(self, trial: optuna.Trial, candidate: Candidate, params: int, exempt: bool) -> None:
+        """Rejects, before any training, a candidate over the parameter budget or the space's compute ceiling."""
+        if not within_budget(params, self.config.max_params):
+            self._reject(trial, study_mod.REJECTED,
+                         f"rejected: {params:,} params >= budget {self.config.max_params:,}, not trained")
+        flops = count_flops(candidate.arch)
+        trial.set_user_attr("flops", flops)
+        if self.space.max_mflops and not exempt and flops > self.space.max_mflops * 1e6:
+            self._reject(trial, study_mod.REJECTED_FLOPS, f"rejected: {flops / 1e6:.1f} MFLOPs > the space's "
+                                                          f"max_mflops {self.space.max_mflops}, not trained")
+        self.rejected_in_a_row = 0
+
+    def _reject(self, trial: optuna.Trial, why: str, text: str):
+        """Stores the trial as PRUNED with `rejected=why`: shown in the dashboard, not counted toward --trials."""
+        trial.set_user_attr("rejected", why)
+        self.rejected_in_a_row += 1
+        logs.trial_line(trial.number, text)
+        raise optuna.TrialPruned(why) from None
+
+
+def record_candidate(trial, candidate: Candidate, params: int) -> None:
+    """What every trial carries from the start, so any trial can be rebuilt without the sampler."""
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("candidate_id", candidate.id)
+    trial.set_user_attr("spec", candidate.to_json())
+
+
+def record_result(trial, result, model, candidate: Candidate, store, scratch: Path) -> None:
+    """A trained trial's scores, timings and weights (as an Optuna artifact)."""
+    trial.report(result.val_acc, FINAL_STEP)  # the learning curve's end point, from the score already computed
+    trial.set_user_attr("val_acc", result.val_acc)
+    trial.set_user_attr("test_acc", result.test_acc)
+    trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
+    trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
+    trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, scratch))
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for `fail_reason`: out-of-memory errors say so first, others give their type and first line."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, MemoryError) or isinstance(e, RuntimeError) and (
+            "out of memory" in text.lower() or "can't allocate memory" in text.lower()):
+        return f"out of memory: {text or type(e).__name__}"[:500]
+    return f"{type(e).__name__}: {text}"[:500]

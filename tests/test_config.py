@@ -1,0 +1,46 @@
+"""Settings, study names and the identity a study records."""
+import hashlib
+import json
+
+from nas.config import SearchConfig, config_from, space_fingerprint, study_identity
+from nas.space import DEFAULT_SPACE, load_space
+
+
+def test_the_default_study_name_says_what_differs_from_the_defaults():
+    space = load_space()
+    assert SearchConfig().study_name(space) == "mnist-25000"
+    assert SearchConfig(max_params=5000, dataset="fashion-mnist", epochs=3, train_subset=500).study_name(space) == \
+        "mnist-5000-fashion-mnist-e3-sub500"
+    assert SearchConfig(study="mine", max_params=5000).study_name(space) == "mine"
+
+
+def test_paths_follow_the_results_folder_unless_told_otherwise():
+    config = SearchConfig(results_dir="out")
+    assert config.storage_url == "sqlite:///out/nas.db"
+    assert str(config.artifacts("s")) == "out/s/artifacts"
+    assert str(SearchConfig(artifact_dir="/art").artifacts("s")) == "/art"
+    assert SearchConfig(storage="postgresql://h/db").storage_url == "postgresql://h/db"
+
+
+def test_settings_are_taken_from_parsed_arguments_and_the_rest_ignored():
+    config = config_from({"trials": 7, "max_params": 9000, "command": "search", "out": "x.safetensors"})
+    assert (config.trials, config.max_params, config.seed) == (7, 9000, 0)
+
+
+def test_the_identity_records_data_budget_and_space():
+    space = load_space()
+    identity = study_identity(SearchConfig(max_params=9000, train_subset=100), space)
+    assert list(identity)[0] == "val_size"
+    assert identity["max_params"] == 9000 and identity["train_subset"] == 100 and identity["space"] == "mnist"
+
+
+def test_studies_of_space_files_without_newer_keys_still_resume(tmp_path):
+    """The fingerprint a study was made with must not change because the file lacks a key added since."""
+    text = "\n".join(line for line in DEFAULT_SPACE.read_text().splitlines() if not line.startswith("pool_placement"))
+    (tmp_path / "old.toml").write_text(text)
+    old = load_space(tmp_path / "old.toml")
+    before_the_key = {k: v for k, v in old.arch.items() if k != "pool_placement"}  # what the study recorded
+    recorded = hashlib.sha256(json.dumps({"arch": before_the_key, "recipe": old.recipe, "max_mflops": old.max_mflops},
+                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert space_fingerprint(old) == recorded
+    assert space_fingerprint(load_space()) != recorded  # an explicit non-default value is a different space

@@ -1,0 +1,61 @@
+"""The search loop in-process, on a toy task: the study reaches its total, then reports, export and summary."""
+import optuna
+import pytest
+
+from nas import search, workers
+from nas.config import SearchConfig
+from nas.errors import SearchError
+from nas.study import trained_count
+
+RESULT_FILES = ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json")
+
+
+@pytest.fixture
+def toy_search(tmp_path, toy, monkeypatch):
+    monkeypatch.setattr(workers, "load_data", lambda config, device: toy)
+    return SearchConfig(trials=2, results_dir=str(tmp_path), study="s", device="cpu", jobs=1, threads=1)
+
+
+def test_a_search_trains_the_total_then_writes_every_result(toy_search, tmp_path, capsys):
+    result = search.run(toy_search)
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="s", storage=toy_search.storage_url)
+    assert trained_count(study) == 2
+    assert result["best"] == study.best_trial.number
+    assert all((tmp_path / "s" / name).is_file() for name in RESULT_FILES)
+    assert "0 trained trial(s) so far, target 2" in out and "done in" in out and "dashboard: " in out
+
+
+def test_a_rerun_resumes_the_study_to_a_higher_total(toy_search, capsys):
+    search.run(toy_search)
+    capsys.readouterr()
+    search.run(SearchConfig(**{**toy_search.__dict__, "trials": 3}))
+    assert "2 trained trial(s) so far, target 3" in capsys.readouterr().out
+    assert trained_count(optuna.load_study(study_name="s", storage=toy_search.storage_url)) == 3
+
+
+def test_ctrl_c_writes_the_reports_from_the_finished_trials_then_stops(toy_search, tmp_path, monkeypatch, capsys):
+    real = workers.run_all
+
+    def interrupted_after_the_trials(config):
+        real(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workers, "run_all", interrupted_after_the_trials)
+    with pytest.raises(KeyboardInterrupt):
+        search.run(toy_search)
+    assert "interrupted: writing the reports" in capsys.readouterr().err
+    assert all((tmp_path / "s" / name).is_file() for name in RESULT_FILES)
+
+
+def test_a_space_that_cannot_fit_the_budget_is_an_error_after_the_reports(toy_search, tmp_path, monkeypatch):
+    monkeypatch.setattr(workers, "run_all", lambda config: True)
+    with pytest.raises(SearchError, match="cannot fit it"):
+        search.run(toy_search)
+    assert (tmp_path / "s" / "trials.csv").is_file()
+
+
+def test_a_budget_below_the_smallest_network_fails_before_any_study(toy_search, tmp_path):
+    with pytest.raises(SearchError, match="below the smallest network"):
+        search.run(SearchConfig(**{**toy_search.__dict__, "max_params": 10}))
+    assert not (tmp_path / "nas.db").exists()
