@@ -1,4 +1,4 @@
-"""ArchSpec -> torch.nn.Module. Knows nothing of Optuna or training."""
+"""ArchSpec -> torch.nn.Module, by the build of each block kind in nas.blocks. Knows nothing of Optuna or training."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +11,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from nas.spec import ArchSpec, Block, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual, SpecError
-
-Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) once flattened
-
-_ACTIVATIONS = {"none": nn.Identity, "relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "silu": nn.SiLU}
-
+# FastDropout and ResidualBlock are declared with the blocks that build them; importable from here as before
+from nas.blocks import Block, Conv, FastDropout, Pool, ResidualBlock, Shape  # noqa: F401
+from nas.spec import ArchSpec, SpecError
 
 _COUNTING = contextvars.ContextVar("counting", default=False)
 
@@ -33,8 +30,8 @@ class ParamCount(nn.Module):
 def counting():
     """Within this, `build` puts ParamCount stubs where Conv2d, BatchNorm2d and Linear layers would go.
 
-    Each stub's count comes from constructing that very layer on the meta device, once per distinct set of
-    constructor arguments; the network's structure comes from the same code path as a real build.
+    Each stub's count comes from that very layer built on the meta device (once per distinct set of arguments),
+    so the count and the real network come from the same code path.
     """
     token = _COUNTING.set(True)
     try:
@@ -52,27 +49,6 @@ def _leaf(cls, *args, device=None, **kwargs) -> nn.Module:
 @functools.lru_cache(maxsize=None)
 def _leaf_params(cls, args: tuple, kwargs: tuple) -> int:
     return sum(p.numel() for p in cls(*args, device="meta", **dict(kwargs)).parameters())
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, body: nn.Module, shortcut: nn.Module):
-        super().__init__()
-        self.body = body
-        self.shortcut = shortcut
-
-    def forward(self, x):
-        return self.body(x) + self.shortcut(x)
-
-
-class FastDropout(nn.Dropout):
-    """nn.Dropout, with the mask drawn by `rand_like` on a CPU: the same distribution (an element is kept with
-    probability 1 - p and scaled by 1 / (1 - p)), drawn 2x faster than by the `bernoulli_` of torch's CPU dropout:
-    0.37 against 0.77 ms for R1's 64 x 1,568 head activations, and R1's epoch 3.7% faster (6 alternating pairs)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
-            return super().forward(x)
-        return x * ((torch.rand_like(x) >= self.p) * (1 / (1 - self.p)))
 
 
 class Network(nn.Sequential):
@@ -127,71 +103,34 @@ def _relu_then_max_pool(before: Block, block: Block) -> bool:
 
 
 def _block(block: Block, shape: Shape, where: str, device) -> tuple[nn.Module, Shape]:
-    if isinstance(block, (Conv, Pool, GlobalAvgPool, Residual)) and len(shape) != 3:
+    if not isinstance(block, Block):  # e.g. a spec built in Python around something else
+        raise SpecError(f"{where}: unknown block {block!r}")
+    if block.needs_map and len(shape) != 3:
         raise SpecError(f"{where}: {type(block).__name__} needs a feature map but gets a flat vector {shape}")
-    if isinstance(block, Conv):
-        return _conv(block, shape, where, device)
-    if isinstance(block, Pool):
-        c, h, w = shape
-        if h < block.k or w < block.k:
-            raise SpecError(f"{where}: cannot pool a {h}x{w} map with a {block.k}x{block.k} window")
-        cls = nn.MaxPool2d if block.op == "max" else nn.AvgPool2d
-        size = (lambda n: math.ceil((n - block.k) / block.k) + 1) if block.ceil else (lambda n: (n - block.k) // block.k + 1)
-        return cls(block.k, ceil_mode=block.ceil), (c, size(h), size(w))
-    if isinstance(block, Residual):
-        body, body_shape = _sequence(block.body, shape, f"{where}.body", device)
-        short, short_shape = _sequence(block.shortcut, shape, f"{where}.shortcut", device)
-        if body_shape != short_shape:
-            raise SpecError(f"{where}: body gives {body_shape} but shortcut gives {short_shape}; they must match to add")
-        shortcut = nn.Sequential(*short) if short else nn.Identity()
-        return ResidualBlock(nn.Sequential(*body), shortcut), body_shape
-    if isinstance(block, GlobalAvgPool):
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (shape[0],)
-    if isinstance(block, Flatten):
-        return nn.Flatten(), (math.prod(shape),)
-    if isinstance(block, Linear):
-        if len(shape) != 1:
-            raise SpecError(f"{where}: linear needs a flat vector; add a flatten or gap block first")
-        layers = [_leaf(nn.Linear, shape[0], block.out, bias=block.bias, device=device)]
-        if block.act != "none":
-            layers.append(_ACTIVATIONS[block.act]())
-        return _seq(layers), (block.out,)
-    if isinstance(block, Dropout):
-        return FastDropout(block.p), shape
-    raise SpecError(f"{where}: unknown block {block!r}")
+    return block.build(shape, _Context(where, device))
 
 
-def _conv(block: Conv, shape: Shape, where: str, device) -> tuple[nn.Module, Shape]:
-    c, h, w = shape
-    pad = block.k // 2 if block.padding is None else block.padding
-    groups = c if block.depthwise else 1
-    if block.depthwise and block.out % c:
-        raise SpecError(f"{where}: a depthwise conv needs out ({block.out}) to be a multiple of its input channels ({c})")
-    oh, ow = ((n + 2 * pad - block.k) // block.stride + 1 for n in (h, w))
-    if oh < 1 or ow < 1:
-        raise SpecError(f"{where}: a {block.k}x{block.k} conv with padding {pad} does not fit a {h}x{w} map")
-    layers: list[nn.Module] = [_leaf(nn.Conv2d, c, block.out, block.k, block.stride, pad, groups=groups,
-                                      bias=block.bias, device=device)]
-    if block.bn:
-        layers.append(_leaf(nn.BatchNorm2d, block.out, device=device))
-    if block.act != "none":
-        layers.append(_ACTIVATIONS[block.act]())
-    if block.dropout:
-        layers.append(FastDropout(block.dropout))
-    return _seq(layers), (block.out, oh, ow)
+class _Context:
+    """What a block's build gets from here: its path, parametrised layers (stubs while counting), nested blocks."""
 
+    __slots__ = ("where", "device")
 
-def _seq(layers: list[nn.Module]) -> nn.Module:
-    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+    def __init__(self, where: str, device):
+        self.where, self.device = where, device
+
+    def layer(self, cls: type[nn.Module], *args, **kwargs) -> nn.Module:
+        return _leaf(cls, *args, device=self.device, **kwargs)
+
+    def blocks(self, blocks: tuple[Block, ...], shape: Shape, part: str) -> tuple[list[nn.Module], Shape]:
+        return _sequence(blocks, shape, f"{self.where}.{part}", self.device)
+
+    def error(self, message: str) -> SpecError:
+        return SpecError(f"{self.where}: {message}")
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with the same outputs, computed faster: each BatchNorm folded into the conv before it, and
-    each max pool over non-overlapping windows taken as element-wise maxima.
-
-    Evaluation is a large share of a one-epoch trial; on a CPU the separate BatchNorm pass costs about as much
-    as the small convolutions themselves. `_conv` always puts a conv's BatchNorm right after it.
-    """
+    """An eval-mode copy with the same outputs, computed faster: each BatchNorm folded into the conv before it
+    (Conv.build puts it right after), and each max pool over non-overlapping windows taken by WindowMax."""
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
         if isinstance(module, nn.Sequential):
@@ -206,10 +145,9 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 
 class WindowMax(nn.Module):
-    """MaxPool2d(k) (stride k, no padding) as k - 1 element-wise maxima per axis over strided views: the same
-    values. On a CPU, on channels_last maps, max_pool2d also computes the indices only a backward pass needs; this
-    measured 2.7-4.5x faster on R1's maps, and R1's evaluation 8% faster. For inference only: where values tie, its
-    gradient would differ."""
+    """MaxPool2d(k) (stride k, no padding) as element-wise maxima over strided views: the same values, and
+    measured faster on a CPU (max_pool2d also computes indices for a backward pass). For inference only: where
+    values tie, its gradient would differ."""
 
     def __init__(self, k: int, ceil: bool):
         super().__init__()

@@ -12,6 +12,7 @@ import torch
 
 from nas import data as data_mod
 from nas import export, references, study as study_mod
+from nas.blocks import describe as describe_block
 from nas.budget import count_params
 from nas.build import Network, build, layer_shapes
 from nas.config import SearchConfig, config_from
@@ -78,7 +79,7 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
     return trials[number]
 
 
-def _candidate_from(ref: str) -> Candidate:
+def candidate_from(ref: str) -> Candidate:
     path = Path(ref)
     if path.is_file():
         if path.suffix == ".safetensors":
@@ -96,7 +97,7 @@ def _candidate_from(ref: str) -> Candidate:
 def cmd_evaluate(config: SearchConfig, args) -> int:
     """Re-trains on the full training set (no hold-out) once per seed; reports test accuracy as mean ± std."""
     if args.spec:
-        candidate, label = _candidate_from(args.spec), args.spec
+        candidate, label = candidate_from(args.spec), args.spec
     else:
         trial = _pick_trial(_study(config, args.study), args.trial)
         candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
@@ -158,12 +159,12 @@ def cmd_baselines(config: SearchConfig, args) -> int:
 
 
 def describe(path: str) -> int:
-    candidate = _candidate_from(path)
+    candidate = candidate_from(path)
     spec = candidate.arch
     model: Network = build(spec, seed=None, device="meta")
     rows = [("input", "", str(tuple(spec.input_shape)), 0)]
     for (where, shape), (block, module) in zip(layer_shapes(spec), zip(spec.blocks, model.children())):
-        rows.append((where, _block_text(block), str(shape), sum(p.numel() for p in module.parameters())))
+        rows.append((where, describe_block(block), str(shape), sum(p.numel() for p in module.parameters())))
     total = count_params(spec)
     width = max(len(r[1]) for r in rows)
     title = candidate.name or Path(path).name
@@ -174,12 +175,3 @@ def describe(path: str) -> int:
     print(f"total: {total:,} trainable parameters")
     print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
     return 0
-
-
-def _block_text(block) -> str:
-    d = {k: v for k, v in block.__dict__.items() if k not in ("body", "shortcut")}
-    kind = type(block).__name__.lower()
-    if kind == "residual":
-        return f"residual({len(block.body)} body, {len(block.shortcut) or 'identity'} shortcut)"
-    return kind + "(" + ", ".join(f"{k}={v}" for k, v in d.items()) + ")"
-

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from nas.errors import UserError
+
 ENV_VAR = "NAS_DATA_DIR"
 DEFAULT_ROOT = "./data"
-# The hold-out that ranks trials. 5,000 images read ±0.17% at 98.5%, as wide as the gap between the top trials: two
-# 5k-budget trials tied at 98.54% evaluated at 98.62% and 98.44%. 10,000 narrows that by 30%.
-VAL_SIZE = 10_000
+VAL_SIZE = 10_000  # the hold-out that ranks trials: 5,000 read too coarsely to separate the best (bench/RESULTS.md)
 LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was recorded with them
 SPLIT_SEED = 0  # fixed, so every trial of every study sees the same hold-out
 
@@ -35,7 +35,7 @@ FILES = {
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """The data cannot be found or read; the message says which file and how to fix it."""
 
 
@@ -63,14 +63,13 @@ def load(dataset: str = "mnist", data_dir=None, val_size: int = VAL_SIZE, train_
         raise DataError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
     root = resolve_root(data_dir)
     raw = raw_dir(dataset, root)
-    if not all(_find(raw, name) for name in FILES.values()):
-        if download:
-            _download(dataset, root)
-        missing = [name for name in FILES.values() if not _find(raw, name)]
-        if missing:
-            raise DataError(f"{DATASETS[dataset][0]} files missing from {raw} ({', '.join(missing)}) and the "
-                            f"download did not provide them. Put the four IDX files (.gz or not) there, or pass "
-                            f"--data-dir DIR / set {ENV_VAR}=DIR to a folder holding {DATASETS[dataset][0]}/raw/.")
+    if missing_files(dataset, root) and download:
+        download_files(dataset, root)
+    missing = missing_files(dataset, root)
+    if missing:
+        raise DataError(f"{DATASETS[dataset][0]} files missing from {raw} ({', '.join(missing)}) and the "
+                        f"download did not provide them. Put the four IDX files (.gz or not) there, or pass "
+                        f"--data-dir DIR / set {ENV_VAR}=DIR to a folder holding {DATASETS[dataset][0]}/raw/.")
     x_train = read_images(_find(raw, FILES["train_images"]))
     y_train = read_labels(_find(raw, FILES["train_labels"]), len(x_train))
     x_test = read_images(_find(raw, FILES["test_images"]))
@@ -102,6 +101,12 @@ def raw_dir(dataset: str, root: Path) -> Path:
     return Path(root) / DATASETS[dataset][0] / "raw"
 
 
+def missing_files(dataset: str, root: Path) -> list[str]:
+    """The IDX files of `dataset` absent from its folder under `root`."""
+    raw = raw_dir(dataset, root)
+    return [name for name in FILES.values() if not _find(raw, name)]
+
+
 def _find(raw: Path, name: str) -> Path | None:
     for candidate in (raw / name, raw / f"{name}.gz"):
         if candidate.is_file():
@@ -109,6 +114,8 @@ def _find(raw: Path, name: str) -> Path | None:
     return None
 
 
+# The IDX files are read here rather than by torchvision's read_image_file: that reads no .gz, names no file, accepts
+# any image size and label value, and fails on a damaged file with a bare assert.
 def _read(path: Path) -> bytes:
     try:
         if path.suffix == ".gz":
@@ -151,8 +158,8 @@ def read_labels(path: Path, expected: int) -> torch.Tensor:
     return labels
 
 
-def _download(dataset: str, root: Path) -> None:
-    """torchvision's download, for users with internet access; failures are reported by the caller."""
+def download_files(dataset: str, root: Path) -> None:
+    """torchvision's download, for users with internet access; the caller reports the files still missing."""
     try:
         import torchvision.datasets as tvd
 

@@ -7,6 +7,7 @@ parameter dict.
 Widths are budget-aware: the trial picks the shape and a `budget_fill` fraction, and the generator
 takes the widest network of that shape whose exact parameter count is under that fraction of the
 budget. Most proposals therefore fit whatever the budget, and the space scales with it.
+Each key of the default space, and the measurement behind its default: docs/search-space.md.
 """
 from __future__ import annotations
 
@@ -15,14 +16,23 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nas.budget import count_params
+from nas.errors import UserError
 from nas.spec import (ACTIVATIONS, ArchSpec, Block, Candidate, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool,
                       Residual, TrainRecipe)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "mnist.toml"
+
+# [arch].block: the blocks of one step of a stage, from `conv` (Conv with the stage's kernel, bn and activation),
+# the step's input and output widths, and the stage's dropout
+STAGE_BLOCKS: dict[str, Callable[..., list[Block]]] = {
+    "conv": lambda conv, c_in, c_out, drop: [conv(c_out, dropout=drop)],
+    "separable": lambda conv, c_in, c_out, drop: [conv(c_in, depthwise=True), conv(c_out, k=1, dropout=drop)],
+    "bottleneck": lambda conv, c_in, c_out, drop: [conv(max(1, c_out // 2), k=1), conv(c_out, dropout=drop)],
+}
 
 # key -> (type, allowed values or None)
 ARCH_KEYS: dict[str, tuple[type, tuple | None]] = {
@@ -32,7 +42,7 @@ ARCH_KEYS: dict[str, tuple[type, tuple | None]] = {
     "pools": (int, None),
     "pool_placement": (str, ("early", "late")),
     "pool": (str, ("max", "avg")),
-    "block": (str, ("conv", "separable", "bottleneck")),
+    "block": (str, tuple(STAGE_BLOCKS)),
     "kernel": (int, (1, 3, 5, 7)),
     "bn": (bool, None),
     "activation": (str, ACTIVATIONS[1:]),
@@ -77,9 +87,7 @@ AUTO = "auto"
 def auto_convs_per_stage(max_params: int) -> int:
     """One more conv per stage each time the budget doubles from 2,500 params: 1 at 5k, 2 at 10k, 3 at 25k.
 
-    Measured: the best 5k and 10k networks of searches offered 1-2 convs per stage had 1 and 2. At 25k, three
-    convs per stage evaluated 99.33-99.40% against 99.28% for two on the same layout, yet a search offered 1-3
-    spent its trials on two: TPE settles on the depth that its first good trials had, not the best one.
+    A rule rather than a range, because TPE keeps the depth of its first good trials (docs/search-space.md).
     """
     lo, hi = _LIMITS["convs_per_stage"]
     return min(hi, max(lo, round(math.log2(max(1, max_params) / 2500))))
@@ -88,10 +96,7 @@ def auto_convs_per_stage(max_params: int) -> int:
 def auto_stages(max_params: int) -> int:
     """Three stages while they are one conv deep (up to about 7k params), two from two convs per stage.
 
-    Measured (`bench/space_effects.py` over the stored studies, bench/RESULTS.md): at 25k and 10k three stages
-    scored 0.1-0.3 points below two, same study and size, and four 0.3-0.8 below. At 5k three scored no worse on
-    average, and four of five searches had their best network by validation at three. A 5k search offered two
-    stages only found 98.21%, where the one before it, offered 2-4, had found 98.61% with three.
+    Evidence: docs/search-space.md.
     """
     return 3 if auto_convs_per_stage(max_params) == 1 else 2
 
@@ -99,9 +104,7 @@ def auto_stages(max_params: int) -> int:
 def auto_pools(max_params: int) -> int:
     """Two 2x2 pools, and a third before the head once stages are three convs deep (25k).
 
-    Measured: the 5k and 10k winners had two. Every 25k network that evaluated 99.27% or more had three, and
-    dropping the third from the best one cost 0.2 points (99.40% -> 99.19%); yet a 25k search offered 2 or 3
-    settled on two at 99.02% validation.
+    An option; the default space searches [2, 3] instead (docs/search-space.md).
     """
     return 3 if auto_convs_per_stage(max_params) >= 3 else 2
 
@@ -109,11 +112,7 @@ def auto_pools(max_params: int) -> int:
 def auto_stem_convs(max_params: int) -> int:
     """One stem conv, and a second once stages are three convs deep (25k).
 
-    Measured at 25k (full 60k, 3 seeds, same recipe): the best 3-conv-per-stage network evaluated 99.40% with a
-    two-conv stem and 99.30% with one, the largest drop of any single change to it (its recipe's changes cost
-    0-0.07). The searches offered 1 or 2 locked onto whichever their first good trials had (9 of 10 top trials).
-    The 10k and 5k winners met their targets with either. Yet a default space with it and auto_pools searched no
-    better at 25k (99.25%) and missed at 10k, so the default offers [1, 2] (bench/RESULTS.md, late session).
+    An option; the default space searches [1, 2] instead (docs/search-space.md).
     """
     return 2 if auto_convs_per_stage(max_params) >= 3 else 1
 
@@ -123,7 +122,7 @@ AUTO_RULES = {"stem_convs": auto_stem_convs, "stages": auto_stages, "convs_per_s
               "pools": auto_pools}
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """A malformed space file; the message names the file and the key."""
 
 
@@ -239,7 +238,7 @@ def arch_for_width(shape: dict, width: int) -> ArchSpec:
         c_out = channels(unit)
         body: list[Block] = []
         for j in range(shape["convs"]):
-            body += _stage_block(shape, conv, c_in if j == 0 else c_out, c_out)
+            body += STAGE_BLOCKS[shape["block"]](conv, c_in if j == 0 else c_out, c_out, shape["dropout"])
         if shape["residual"] != "none":
             same = shape["residual"] == "identity" and c_in == c_out
             body = [Residual(body=tuple(body), shortcut=() if same else (Conv(c_out, k=1),))]
@@ -256,15 +255,6 @@ def arch_for_width(shape: dict, width: int) -> ArchSpec:
             blocks.append(Pool(op=shape["pool"]))
     blocks += _head(shape)
     return ArchSpec(blocks=tuple(blocks))
-
-
-def _stage_block(shape: dict, conv, c_in: int, c_out: int) -> list[Block]:
-    drop = shape["dropout"]
-    if shape["block"] == "separable":
-        return [conv(c_in, depthwise=True), conv(c_out, k=1, dropout=drop)]
-    if shape["block"] == "bottleneck":
-        return [conv(max(1, c_out // 2), k=1), conv(c_out, dropout=drop)]
-    return [conv(c_out, dropout=drop)]
 
 
 def _head(shape: dict, classes: int = 10) -> list[Block]:

@@ -6,81 +6,26 @@ stores its candidate's JSON so any trial can be rebuilt without re-running the s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-ACTIVATIONS = ("none", "relu", "gelu", "silu")
-POOL_KINDS = ("max", "avg")
+from nas.blocks import KINDS as BLOCK_KINDS
+from nas.blocks import Block
+# declared in nas.blocks with the rest of each block kind; importable from here as they always were
+from nas.blocks import (ACTIVATIONS, POOL_KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool,  # noqa: F401
+                        Residual)
+from nas.errors import UserError
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):  # still a ValueError, as before UserError existed
     """A spec that cannot describe a valid network or recipe."""
-
-
-@dataclass(frozen=True)
-class Conv:
-    out: int
-    k: int = 3
-    stride: int = 1
-    padding: int | None = None  # None: "same" padding, k // 2
-    depthwise: bool = False  # groups = in_channels; `out` must be a multiple of them
-    bias: bool = True
-    bn: bool = False
-    act: str = "none"
-    dropout: float = 0.0
-
-
-@dataclass(frozen=True)
-class Pool:
-    op: str = "max"
-    k: int = 2
-    ceil: bool = True  # so odd sizes shrink 7 -> 4 -> 2 rather than dropping a row
-
-
-@dataclass(frozen=True)
-class Residual:
-    body: tuple["Block", ...]
-    shortcut: tuple["Block", ...] = ()  # empty: identity
-
-
-@dataclass(frozen=True)
-class GlobalAvgPool:
-    """Averages each channel to one value and flattens."""
-
-
-@dataclass(frozen=True)
-class Flatten:
-    pass
-
-
-@dataclass(frozen=True)
-class Linear:
-    out: int
-    act: str = "none"
-    bias: bool = True
-
-
-@dataclass(frozen=True)
-class Dropout:
-    p: float
-
-
-Block = Union[Conv, Pool, Residual, GlobalAvgPool, Flatten, Linear, Dropout]
-BLOCK_KINDS: dict[str, type] = {
-    "conv": Conv,
-    "pool": Pool,
-    "residual": Residual,
-    "gap": GlobalAvgPool,
-    "flatten": Flatten,
-    "linear": Linear,
-    "dropout": Dropout,
-}
-_KIND_OF = {cls: kind for kind, cls in BLOCK_KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -188,12 +133,11 @@ class Candidate:
 
 
 def _block_to_dict(block: Block) -> dict:
-    d: dict[str, Any] = {"kind": _KIND_OF[type(block)]}
+    d: dict[str, Any] = {"kind": block.kind}
     for f in dataclasses.fields(block):
         value = getattr(block, f.name)
-        if isinstance(block, Residual):
-            value = [_block_to_dict(b) for b in value]
-        d[f.name] = value
+        nested = isinstance(value, tuple) and all(isinstance(b, Block) for b in value)  # a residual's body, say
+        d[f.name] = [_block_to_dict(b) for b in value] if nested else value
     return d
 
 
@@ -209,23 +153,9 @@ def _block_from_dict(d: Any, where: str) -> Block:
     kind = d["kind"]
     if kind not in BLOCK_KINDS:
         raise SpecError(f"{where}.kind: unknown block kind {kind!r}; expected one of {sorted(BLOCK_KINDS)}")
-    rest = {k: v for k, v in d.items() if k != "kind"}
-    if kind == "residual":
-        rest = _expect_table(rest, where, required={"body"}, allowed={"body", "shortcut"})
-        return Residual(body=_blocks_from_list(rest["body"], f"{where}.body"),
-                        shortcut=_blocks_from_list(rest.get("shortcut", []), f"{where}.shortcut"))
-    block = _dataclass_from_dict(BLOCK_KINDS[kind], rest, where)
-    for name in ("act",):
-        if hasattr(block, name):
-            _check_choice(getattr(block, name), ACTIVATIONS, f"{where}.{name}")
-    if isinstance(block, Pool):
-        _check_choice(block.op, POOL_KINDS, f"{where}.op")
-    for name in ("dropout", "p"):
-        if hasattr(block, name) and not 0 <= getattr(block, name) < 1:
-            raise SpecError(f"{where}.{name}: must lie in [0, 1)")
-    for name in ("out", "k", "stride"):
-        if hasattr(block, name) and getattr(block, name) < 1:
-            raise SpecError(f"{where}.{name}: must be a positive integer")
+    block = _dataclass_from_dict(BLOCK_KINDS[kind], {k: v for k, v in d.items() if k != "kind"}, where)
+    for name, problem in block.problems():
+        raise SpecError(f"{where}.{name}: {problem}")
     return block
 
 
@@ -234,12 +164,17 @@ def _dataclass_from_dict(cls: type, d: Any, where: str):
     required = {n for n, f in fields.items()
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
     d = _expect_table(d, where, required=required, allowed=set(fields))
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()})
+
+
+_type_hints = functools.cache(get_type_hints)  # resolving string annotations is most of the time spent reading a spec
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Checks a JSON value against a field's type; ints are accepted where floats are expected."""
+    if hint == tuple[Block, ...]:  # nested blocks, such as a residual's body
+        return _blocks_from_list(value, where)
     options = get_args(hint) if get_origin(hint) is Union or type(hint).__name__ == "UnionType" else (hint,)
     for t in options:
         if t is type(None) and value is None:

@@ -17,15 +17,11 @@ from nas.build import inference_copy
 from nas.data import Splits
 from nas.spec import TrainRecipe
 
-# measured on a 2-core CPU, 20k images: for R1 128 took 0.37 s to 256's 0.42 s (2 threads) and 0.80 s to 0.81 s
-# (1 thread); other networks tied; 2,000 was 2x slower, its activations falling out of cache
-EVAL_BATCH = 128
+EVAL_BATCH = 128  # the fastest measured on a 2-core CPU: larger batches fall out of cache (bench/RESULTS.md)
 # fractions of the run at which a pruner gets a reading: only early ones, where stopping saves most of the cost
-# (see nas.study.EarlyPruner); each reading is evaluation time that short trials feel (1-2% of an R1 trial)
 PROGRESS_POINTS = (0.2, 0.4)
-# the shuffled training images are copied out this many at a time, then batches are views into the copy: in R1's
-# epoch one gather per 32 batches took 45 us a step less than one per batch (the random reads of 64 scattered
-# images cost more than the bytes they move)
+# shuffled training images are copied out this many at a time and batches are views into the copy: one gather of
+# many images costs less than one per batch of scattered reads (bench/RESULTS.md)
 GATHER_IMAGES = 2048
 PROGRESS_VAL_SIZE = 1000  # a slice of the hold-out: cheap enough to read twice an epoch
 
@@ -168,10 +164,11 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 class _Ema:
-    """An exponential moving average of weights and BatchNorm statistics.
+    """An exponential moving average of weights and BatchNorm statistics; integer buffers (batch counts) are copied.
 
-    The decay warms up as (1 + t) / (10 + t): a one-epoch run has too few steps for a fixed 0.999 to forget the
-    random initial weights (0.999 ** 1700 still leaves them 18% of the average, which measured 94% accuracy).
+    The decay warms up as (1 + t) / (10 + t): a one-epoch run has too few steps for a fixed decay to forget the
+    random initial weights. Hand-written: torch's AveragedModel walks the module tree at every update and measured
+    slower (bench/RESULTS.md).
     """
 
     def __init__(self, model: nn.Module, decay: float):

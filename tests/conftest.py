@@ -13,14 +13,24 @@ SPACE_FILES = sorted(SPACES_DIR.glob("*.toml"))
 REFERENCES = all_references()
 
 
-def data_root() -> Path | None:
-    """Real MNIST for integration tests; missing data skips them locally but fails them under CI."""
-    root = os.environ.get(data_mod.ENV_VAR)
-    if root and data_mod.raw_dir("mnist", Path(root)).is_dir():
-        return Path(root).resolve()  # absolute: subprocesses run in other folders
+def data_root() -> Path:
+    """Real MNIST for integration tests: $NAS_DATA_DIR, else ./data, downloaded there by torchvision if missing.
+
+    Without either, the integration tests skip with one line locally and fail under CI.
+    """
+    root = Path(os.environ.get(data_mod.ENV_VAR) or ROOT / data_mod.DEFAULT_ROOT).resolve()  # absolute for subprocesses
+    if not _has_mnist(root):
+        data_mod.download_files("mnist", root)
+    if _has_mnist(root):
+        return root
+    reason = f"real MNIST is not in {root} and could not be downloaded; set {data_mod.ENV_VAR} to a folder holding MNIST/raw"
     if os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs real MNIST: set {data_mod.ENV_VAR} to a folder holding MNIST/raw")
-    pytest.skip(f"real MNIST not found (set {data_mod.ENV_VAR})")
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _has_mnist(root: Path) -> bool:
+    return data_mod.missing_files("mnist", root) == []
 
 
 @pytest.fixture(scope="session")

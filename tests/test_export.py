@@ -1,9 +1,11 @@
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from nas import export
+from nas import commands, export
 from nas.build import build
 from nas.spec import Candidate
 from tests.conftest import REFERENCES
@@ -34,12 +36,30 @@ def test_weights_that_do_not_fit_the_spec_are_refused(tmp_path):
         export.load(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"not safetensors at all", pickle.dumps({"w": [1, 2, 3]})])
-def test_garbage_and_pickles_are_refused_without_unpickling(tmp_path, content):
+class _Booby:
+    """Unpickling this creates `marker`: proof that a file was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage", "pickle", "torch.save"])
+def test_garbage_and_pickles_are_refused_without_unpickling(tmp_path, kind):
+    marker = tmp_path / "unpickled"
     path = tmp_path / "m.safetensors"
-    path.write_bytes(content)
+    if kind == "torch.save":
+        torch.save({"w": _Booby(marker)}, path)
+    else:
+        path.write_bytes({"empty": b"", "garbage": b"not safetensors at all",
+                          "pickle": pickle.dumps({"w": _Booby(marker)})}[kind])
     with pytest.raises(export.WeightsError, match="m.safetensors"):
         export.load(path)
+    with pytest.raises(export.WeightsError, match="m.safetensors"):
+        commands.candidate_from(str(path))  # what `describe` and `evaluate --spec` read
+    assert not marker.exists()
 
 
 def test_truncated_weights_are_refused(tmp_path):
@@ -48,3 +68,32 @@ def test_truncated_weights_are_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(export.WeightsError):
         export.load(path)
+
+
+def test_a_crash_while_saving_weights_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    candidate = REFERENCES["R2"]
+    model = build(candidate.arch)
+    best = tmp_path / "best.safetensors"
+    export.save(model, candidate, best)
+    good = best.read_bytes()
+
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export.save(model, candidate, best)
+    assert best.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
+    export.load(best)
+
+
+def test_a_file_whose_spec_travels_inside_is_read_before_the_sidecar(tmp_path):
+    r1, r2 = REFERENCES["R1"], REFERENCES["R2"]
+    path = tmp_path / "w.safetensors"
+    export.save(build(r2.arch), r2, path)
+    path.with_suffix(".json").write_text(r1.to_json())  # a stale sidecar does not win
+    assert export.read_candidate(path) == r2
+    save_file(build(r2.arch).state_dict(), str(path))  # no spec inside: the sidecar is used
+    assert export.read_candidate(path) == r1

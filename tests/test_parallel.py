@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import study as study_mod
+from nas import storage as storage_mod, study as study_mod
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
@@ -38,7 +38,7 @@ def study_name(postgres_url):
     name = f"test-parallel-{uuid.uuid4().hex[:10]}"
     yield name
     try:
-        optuna.delete_study(study_name=name, storage=study_mod.sqlalchemy_url(postgres_url))
+        optuna.delete_study(study_name=name, storage=storage_mod.sqlalchemy_url(postgres_url))
     except KeyError:
         pass
 
@@ -55,7 +55,7 @@ def environment(mnist_root):
 
 
 def trials_of(url, name):
-    return optuna.load_study(study_name=name, storage=study_mod.sqlalchemy_url(url)).get_trials()
+    return optuna.load_study(study_name=name, storage=storage_mod.sqlalchemy_url(url)).get_trials()
 
 
 def check_trained_trials(trials):

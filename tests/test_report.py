@@ -1,3 +1,5 @@
+import datetime
+
 import optuna
 import pandas as pd
 import pytest
@@ -59,6 +61,22 @@ def test_trials_frame_has_every_trial_and_the_counting_rules():
     assert df.loc[1, "rejected"] == REJECTED and pd.isna(df.loc[1, "pruned_at"])
     assert df.loc[3, "pruned_at"] == 20 and df.loc[3, "last_reading"] == 0.5
     assert [is_trained(t) for t in study.trials] == [True, False, True, True, True]
+
+
+def test_trials_frame_keeps_the_newest_reading_exact_durations_and_none_for_absent_attributes():
+    study = optuna.create_study(direction="maximize")
+    start = datetime.datetime(2026, 1, 1)
+    took = datetime.timedelta(microseconds=10_002_942)  # where pandas' total_seconds differs from Python's
+    for state, readings in [(TrialState.COMPLETE, {20: 0.5, 40: 0.7, 100: 0.9}), (TrialState.FAIL, {20: 0.3})]:
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=state, value=0.9 if state == TrialState.COMPLETE else None, values=None,
+            datetime_start=start, datetime_complete=start + took, params={}, distributions={},
+            user_attrs={"params": 5}, system_attrs={}, intermediate_values=readings))
+    df = report.trials_frame(study)
+    assert list(df.columns) == report.COLUMNS and df["last_reading"].tolist() == [0.9, 0.3]
+    assert df["pruned_at"].tolist() == [None, None] and df["reference"].tolist() == [None, None]
+    assert df["duration_s"].tolist() == [took.total_seconds()] * 2
+    assert report.trials_frame(optuna.create_study()).to_csv(index=False).strip() == ",".join(report.COLUMNS)
 
 
 def test_write_reports(tmp_path):

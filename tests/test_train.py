@@ -7,7 +7,7 @@ import torch
 from nas import data as data_mod
 from nas import train as train_mod
 from nas.build import build
-from nas.search import prepare_model, to_device
+from nas.device import prepare_model, to_device
 from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
 from tests.conftest import REFERENCES
@@ -130,74 +130,33 @@ def test_a_run_projected_over_its_time_limit_stops_early(toy):
     train(build(TINY, seed=0), TrainRecipe(batch_size=64), toy, time_limit=3600)  # a generous limit never stops
 
 
-def test_evaluation_folds_batchnorm_and_swaps_max_pools_without_changing_outputs(toy):
-    from nas.build import inference_copy
-
-    # 28 -> 14 -> 5 (k=3, ceil) -> 3 (k=2, ceil): even and odd maps
-    spec = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Conv(8, k=3, depthwise=True, bias=False, bn=True), Pool(),
-                            Conv(16, bn=True, act="relu"), Pool(k=3), Pool(), GlobalAvgPool(), Linear(10)))
-    model = build(spec, seed=0)
-    train(model, TrainRecipe(batch_size=32), toy)  # non-trivial running statistics
-    model.eval()
-    fused = inference_copy(model)
-    for layer in (torch.nn.BatchNorm2d, torch.nn.MaxPool2d):
-        assert not any(isinstance(m, layer) for m in fused.modules())
-        assert any(isinstance(m, layer) for m in model.modules())  # the original is untouched
-    with torch.no_grad():
-        torch.testing.assert_close(fused(toy.x_test), model(toy.x_test), rtol=1e-4, atol=1e-4)
-
-
-def test_relu_before_a_max_pool_runs_after_it_with_the_same_values_gradients_and_weight_names(toy, monkeypatch):
-    from nas import build as build_mod
-
-    spec = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(8, act="gelu"), Pool(), Flatten(), Linear(10)))
-    models = {}
-    for swapped in (True, False):
-        if not swapped:
-            monkeypatch.setattr(build_mod, "_relu_then_max_pool", lambda *blocks: False)
-        model = build(spec, seed=0)
-        loss = torch.nn.functional.cross_entropy(model(toy.x_train[:32]), toy.y_train[:32])
-        loss.backward()
-        models[swapped] = model, loss
-    (swapped, loss), (plain, plain_loss) = models[True], models[False]
-    assert isinstance(swapped[1][-1], torch.nn.ReLU) and isinstance(swapped[0][-1], torch.nn.Identity)
-    assert isinstance(swapped[2][-1], torch.nn.GELU)  # GELU is not monotonic: a max pool does not commute with it
-    assert list(swapped.state_dict()) == list(plain.state_dict())  # weights files saved before still load
-    assert torch.equal(loss, plain_loss)
-    for a, b in zip(swapped.parameters(), plain.parameters()):
-        assert torch.equal(a.grad, b.grad)
-
-
-@pytest.mark.parametrize("k", [2, 3])
-@pytest.mark.parametrize("ceil", [True, False])
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_window_max_gives_max_pool_values_exactly(k, ceil, channels_last):
-    from nas.build import WindowMax
-
-    for h, w in [(28, 28), (7, 7), (8, 5), (k, k + 1)]:
-        x = torch.randn(3, 4, h, w)
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        expected = torch.nn.MaxPool2d(k, ceil_mode=ceil)(x)
-        assert torch.equal(WindowMax(k, ceil)(x), expected), (h, w)
-
-
-@pytest.mark.parametrize("p", [0.2, 0.5])
-def test_dropout_keeps_each_element_with_probability_1_minus_p_scaled_up(p):
-    from nas.build import FastDropout
-
-    layer, x = FastDropout(p), torch.ones(400, 1000)
-    kept = layer(x)
-    assert kept.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
-    assert (kept == 0).float().mean().item() == pytest.approx(p, abs=0.005)  # 400k draws: sd 0.0008
-    assert torch.equal(layer.eval()(x), x)
-
-
 def test_ema_forgets_the_random_initial_weights(toy):
     """A high decay over few steps must not leave the untrained weights a large share of the average."""
     short = TrainRecipe(optimizer="sgd", nesterov=True, lr=0.1, batch_size=32)
     plain = train(build(TINY, seed=0), short, toy, epochs=2)
     averaged = train(build(TINY, seed=0), dataclasses.replace(short, ema=0.999), toy, epochs=2)
     assert averaged.test_acc > plain.test_acc - 0.1
+
+
+def test_ema_is_the_warmed_up_average_of_weights_and_batchnorm_statistics():
+    """Against the rule written out per tensor: decay min(d, (1 + t) / (10 + t)) at update t; batch counts copied."""
+    model, decay = build(TINY, seed=0), 0.5
+    ema = train_mod._Ema(model, decay)
+    expected = {key: value.clone() for key, value in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    for t in range(1, 13):  # the warm-up reaches the decay at t = 8: (1 + 8) / (10 + 8) = 0.5
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+            model(torch.randn(4, 1, 28, 28, generator=g))  # train mode: moves BatchNorm's statistics and counts
+        ema.update(model)
+        d = min(decay, (1 + t) / (10 + t))
+        for key, value in model.state_dict().items():
+            expected[key] = d * expected[key] + (1 - d) * value if value.dtype.is_floating_point else value.clone()
+    averaged = ema.model.state_dict()
+    assert averaged.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(averaged[key], value, msg=lambda message: f"{key}: {message}")
 
 
 @pytest.mark.parametrize("cycle", [True, False])

@@ -1,11 +1,16 @@
-"""Damaged data files: each of the four IDX files in turn, truncated or with a flipped magic number."""
+"""Reading the IDX files: synthetic files load; each damaged or missing file gives a one-line error naming it."""
 import gzip
+import os
 import shutil
 import struct
+import subprocess
+import sys
 
 import pytest
 
 from nas import data as data_mod
+from nas.errors import UserError
+from tests.conftest import ROOT
 
 N_TRAIN, N_TEST = 30, 10
 
@@ -70,7 +75,7 @@ def test_flipped_magic_number_names_the_file(tmp_path, key):
 def test_missing_file_is_named(tmp_path, key):
     root = _root(tmp_path)
     (data_mod.raw_dir("mnist", root) / data_mod.FILES[key]).unlink()
-    with pytest.raises(data_mod.DataError, match=data_mod.FILES[key]):
+    with pytest.raises(UserError, match=data_mod.FILES[key]):  # a UserError: the command line prints it in one line
         _load(root)
 
 
@@ -105,3 +110,17 @@ def test_cli_reports_a_damaged_data_file_in_one_line(tmp_path, capsys):
     rc = main(["evaluate", "--spec", "R2", "--data-dir", str(root), "--threads", "1", "--seeds", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and str(path) in err
+
+
+@pytest.mark.parametrize("ci, outcome", [("", "1 skipped"), ("true", "1 error")])
+def test_integration_tests_without_data_skip_locally_and_fail_under_ci(tmp_path, ci, outcome):
+    """On a fresh clone with no data and no download, the README's test command still runs."""
+    (tmp_path / "test_needs_mnist.py").write_text("def test_it(mnist_root):\n    pass\n")
+    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F401,F403\n")
+    # a closed port as the proxy makes torchvision's download fail at once, with or without internet
+    env = {**os.environ, data_mod.ENV_VAR: str(tmp_path / "empty"), "CI": ci, "PYTHONPATH": str(ROOT),
+           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert outcome in proc.stdout, proc.stdout
+    assert "could not be downloaded" in proc.stdout
