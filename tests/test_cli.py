@@ -1,112 +1,170 @@
-"""End to end: search.py in a subprocess on real MNIST subsets."""
-import os
+"""nas.cli: the default command, flag checks, one-line messages and exit codes. Bad inputs end to end are in
+test_cli_errors.py; these call the functions in-process, with the commands stubbed."""
+import argparse
 import subprocess
 import sys
-from pathlib import Path
 
-import optuna
-import pandas as pd
 import pytest
-import torch
 
-from nas import data as data_mod, export, references
-from nas.train import evaluate
+from nas import cli, commands
+from nas.data import DataError
+from nas.errors import CliError, SearchError, StudyError, UserError
+from nas.export import WeightsError
+from nas.space import SpaceError
+from nas.spec import SpecError
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.integration
+
+@pytest.mark.parametrize("argv, command", [
+    ([], "search"),
+    (["--trials", "3"], "search"),
+    (["search", "--trials", "3"], "search"),
+    (["report", "--study", "s"], "report"),
+    (["describe", "x.json"], "describe"),
+])
+def test_parse_runs_search_unless_a_command_is_named(argv, command):
+    assert cli.parse(argv).command == command
 
 
-def search_py(*args, env_extra=None, timeout=600):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, str(ROOT / "search.py"), *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+def test_parse_fills_in_the_search_defaults():
+    args = cli.parse(["--trials", "3"])
+    assert (args.trials, args.max_params, args.sampler, args.epochs, args.seed) == (3, 25_000, "tpe", 1, 0)
 
 
-@pytest.fixture(scope="module")
-def small_search(tmp_path_factory, mnist_root):
-    """Three trained trials under a tight budget, so the filter has candidates to reject."""
-    results = tmp_path_factory.mktemp("results")
-    proc = search_py("--trials", 3, "--train-subset", 1500, "--max-params", 4000, "--results-dir", results,
-                     "--study", "t", "--seed", 3, "--threads", 1, "--jobs", 1, "--data-dir", mnist_root)
-    assert proc.returncode == 0, proc.stderr
-    return results, proc
+def test_every_subcommand_is_known_to_the_default_command_rule():
+    """A command missing from COMMANDS would be read as a flag of `search` and refused."""
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(cli.COMMANDS)
 
 
-def test_search_writes_every_result_file(small_search):
-    results, proc = small_search
-    for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json"):
-        assert (results / "t" / name).is_file(), name
-    assert (results / "nas.db").is_file()
-    assert "optuna-dashboard sqlite:///" in proc.stdout
-    assert "Traceback" not in proc.stderr
+def test_help_alone_is_the_top_level_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "{" + ",".join(cli.COMMANDS) + "}" in out and "--trials" not in out
 
 
-def test_over_budget_candidates_were_never_trained(small_search):
-    results, _ = small_search
-    trials = pd.read_csv(results / "t" / "trials.csv")
-    trained = trials[trials["state"] == "COMPLETE"]
-    rejected = trials[trials["rejected"] == "over_budget"]
-    assert (trained["params"] < 4000).all()
-    assert (rejected["params"] >= 4000).all()
-    assert rejected["train_seconds"].isna().all() and rejected["val_acc"].isna().all()
-    study = optuna.load_study(study_name="t", storage=f"sqlite:///{results}/nas.db")
-    counted = [t for t in study.trials if t.user_attrs.get("rejected") != "over_budget" and t.state.is_finished()]
-    assert len(counted) == 3
+@pytest.mark.parametrize("minimum, text, value", [(1, "1", 1), (1, "25000", 25_000), (0, "0", 0)])
+def test_positive_int_accepts_whole_numbers_from_its_minimum(minimum, text, value):
+    assert cli._positive_int("--x", minimum)(text) == value
 
 
-def test_exported_weights_reload_to_the_recorded_test_accuracy(small_search, mnist):
-    results, _ = small_search
-    study = optuna.load_study(study_name="t", storage=f"sqlite:///{results}/nas.db")
-    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
-    model = export.load(results / "t" / "best.safetensors")
-    x = mnist.x_test.contiguous(memory_format=torch.channels_last)
-    model = model.to(memory_format=torch.channels_last)
-    assert evaluate(model, x, mnist.y_test) == pytest.approx(best.user_attrs["test_acc"], abs=1e-4)
+@pytest.mark.parametrize("minimum, text, message", [
+    (1, "0", "--x must be at least 1, got 0"),
+    (0, "-1", "--x must be at least 0, got -1"),
+    (1, "2.0", "--x takes a whole number, got '2.0'"),
+    (1, "", "--x takes a whole number, got ''"),
+])
+def test_positive_int_refuses_with_the_flag_and_the_value(minimum, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as e:
+        cli._positive_int("--x", minimum)(text)
+    assert str(e.value) == message
 
 
-def test_report_regenerates_from_the_storage_alone(small_search):
-    results, _ = small_search
-    for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors"):
-        (results / "t" / name).unlink()
-    proc = search_py("report", "--study", "t", "--results-dir", results)
-    assert proc.returncode == 0, proc.stderr
-    for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors"):
-        assert (results / "t" / name).is_file()
+@pytest.mark.parametrize("text, value", [("90", 90.0), ("0.5", 0.5), ("1e-9", 1e-9)])
+def test_positive_float_accepts_positive_finite_numbers(text, value):
+    assert cli._positive_float("--x")(text) == value
 
 
-def test_export_any_trial(small_search, tmp_path):
-    results, _ = small_search
-    proc = search_py("export", "--study", "t", "--results-dir", results, "--out", tmp_path / "x.safetensors")
-    assert proc.returncode == 0, proc.stderr
-    assert export.load(tmp_path / "x.safetensors") is not None and (tmp_path / "x.json").is_file()
+@pytest.mark.parametrize("text, message", [
+    ("0", "--x must be a positive number, got 0"),
+    ("-0.0", "--x must be a positive number, got -0.0"),
+    ("inf", "--x must be a positive number, got inf"),
+    ("-inf", "--x must be a positive number, got -inf"),
+    ("NaN", "--x must be a positive number, got NaN"),
+    ("soon", "--x takes a number, got 'soon'"),
+])
+def test_positive_float_refuses_zero_infinite_nan_and_words(text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as e:
+        cli._positive_float("--x")(text)
+    assert str(e.value) == message
 
 
-def test_rerun_resumes_the_study(small_search, mnist_root):
-    results, _ = small_search
-    proc = search_py("--trials", 4, "--train-subset", 1500, "--max-params", 4000, "--results-dir", results,
-                     "--study", "t", "--seed", 3, "--threads", 1, "--jobs", 1, "--data-dir", mnist_root)
-    assert proc.returncode == 0, proc.stderr
-    assert "3 trained trial(s) so far" in proc.stdout
-    study = optuna.load_study(study_name="t", storage=f"sqlite:///{results}/nas.db")
-    assert sum(t.state.is_finished() and t.user_attrs.get("rejected") != "over_budget" for t in study.trials) == 4
+def test_a_bad_flag_exits_2_with_one_line_naming_it(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse(["--trial-time-limit", "0"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --trial-time-limit: --trial-time-limit must be a positive "
+                                       "number, got 0 (see --help)\n")
 
 
-def test_describe_prints_the_layer_table_and_exact_total():
-    proc = search_py("describe", ROOT / "search_spaces/reference/r2_residual_gap.json")
-    assert proc.returncode == 0, proc.stderr
-    assert "total: 8,530 trainable parameters" in proc.stdout
-    assert "(24, 7, 7)" in proc.stdout
+def test_a_line_break_in_a_bad_argument_stays_on_the_error_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse(["--frob\nnicate"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: unrecognized arguments: --frob\\nnicate (see --help)\n"
 
 
-def test_baselines_train_the_references_through_the_same_trainer(tmp_path, mnist_root):
-    proc = search_py("baselines", "--only", "R1,R2", "--train-subset", 1000, "--results-dir", tmp_path,
-                     "--threads", 1, "--data-dir", mnist_root)
-    assert proc.returncode == 0, proc.stderr
-    assert "20,586" in proc.stdout and "8,530" in proc.stdout
-    study = optuna.load_study(study_name="baselines-mnist", storage=f"sqlite:///{tmp_path}/nas.db")
-    assert sorted(t.user_attrs["reference"] for t in study.trials) == ["R1", "R2"]
-    # drawn only on frontiers scored alike: same hold-out, same training subset
-    storage = study._storage
-    assert sorted(references.baseline_frame(storage, "mnist", data_mod.VAL_SIZE, 1000)["reference"]) == ["R1", "R2"]
-    assert references.baseline_frame(storage, "mnist", data_mod.VAL_SIZE, None).empty
-    assert references.baseline_frame(storage, "mnist", data_mod.LEGACY_VAL_SIZE, 1000).empty
+@pytest.mark.parametrize("text, expected", [
+    ("plain", "plain"),
+    ("a\nb\r\nc", "a\\nb\\r\\nc"),
+    ("x\x0by\x0cz\x85w\u2028v\u2029", "x\\x0by\\x0cz\\x85w\\u2028v\\u2029"),
+    ("tab\tand é stay", "tab\tand é stay"),
+    (KeyError("k"), "'k'"),
+])
+def test_one_line_escapes_only_line_breaks(text, expected):
+    assert cli.one_line(text) == expected
+
+
+@pytest.mark.parametrize("error", [
+    UserError("u"), CliError("c"), SearchError("s"), StudyError("t"), DataError("d"), SpecError("p"),
+    SpaceError("q"), WeightsError("w"),
+])
+def test_user_errors_are_reported_by_their_message(error):
+    assert cli._user_message(error) == str(error)
+
+
+@pytest.mark.parametrize("error, message", [
+    (FileNotFoundError(2, "No such file or directory", "/x/y.toml"), "/x/y.toml: No such file or directory"),
+    (PermissionError(13, "Permission denied"), "Permission denied"),
+    (OSError("disk gone"), "disk gone"),
+])
+def test_os_errors_are_reported_by_file_and_reason(error, message):
+    assert cli._user_message(error) == message
+
+
+@pytest.mark.parametrize("error", [ValueError("v"), RuntimeError("r"), KeyError("k"), AssertionError()])
+def test_other_errors_are_bugs_and_get_no_message(error):
+    assert cli._user_message(error) is None
+
+
+def _command_raises(monkeypatch, error):
+    def fail(config, args):
+        raise error
+
+    monkeypatch.setattr(commands, "cmd_report", fail)
+    return cli.main(["report", "--study", "s"])
+
+
+def test_main_prints_a_user_error_as_one_line_and_returns_2(monkeypatch, capsys):
+    assert _command_raises(monkeypatch, StudyError("no study 's'\nhere")) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: no study 's'\\nhere\n" and captured.out == ""
+
+
+def test_main_returns_130_on_ctrl_c(monkeypatch, capsys):
+    assert _command_raises(monkeypatch, KeyboardInterrupt()) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == ["interrupted"] and captured.out == ""
+
+
+def test_main_lets_a_bug_keep_its_traceback(monkeypatch, capsys):
+    with pytest.raises(ZeroDivisionError):
+        _command_raises(monkeypatch, ZeroDivisionError("a bug"))
+    assert capsys.readouterr().err == ""
+
+
+def test_main_runs_the_command_from_sys_argv_and_returns_its_code(monkeypatch):
+    seen = []
+    monkeypatch.setattr(commands, "cmd_report", lambda config, args: seen.append((args.study, config.seed)) or 5)
+    monkeypatch.setattr(sys, "argv", ["search.py", "report", "--study", "mine", "--seed", "4"])
+    assert cli.main() == 5
+    assert seen == [("mine", 4)]
+
+
+def test_bad_flags_fail_before_torch_is_imported():
+    code = ("import sys\nfrom nas import cli\ntry:\n    cli.main(['--trials', 'x'])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr

@@ -1,0 +1,265 @@
+"""nas.commands in-process: describe, report, export, evaluate and baselines, on a storage made here and on the
+synthetic toy task instead of MNIST."""
+import json
+import statistics
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from optuna.trial import TrialState
+from safetensors.torch import load_file
+
+from nas import cli, commands, data as data_mod, export, references
+from nas.budget import count_params
+from nas.build import build
+from nas.config import SearchConfig
+from nas.device import to_device
+from nas.objective import record_candidate, record_result
+from nas.spec import Candidate, SpecError
+from nas.train import TrainingDiverged, TrainResult
+from tests.conftest import REFERENCES, synthetic_splits
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+REFERENCE_FILES = sorted(references.REFERENCE_DIR.glob("*.json"))
+
+
+def run(*argv) -> int:
+    return commands.dispatch(cli.parse([str(a) for a in argv]))
+
+
+def size(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def made_up_result(acc: float) -> TrainResult:
+    return TrainResult(val_acc=acc, test_acc=acc - 0.01, train_seconds=1.0, eval_seconds=0.1, steps=1, final_loss=0.1)
+
+
+SCORES = {"R1": 0.97, "R2": 0.99, "R4": 0.98}  # trial numbers 0, 1, 2; R2 is the best
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A storage as a search leaves it: study "s" of R1, R2 and R4 with made-up scores and untrained weights (built
+    with seed = trial number, so each trial's weights differ), then a failed trial; no result files yet."""
+    results = tmp_path_factory.mktemp("results")
+    config = SearchConfig(results_dir=str(results), study="s")
+    study = optuna.create_study(study_name="s", storage=config.storage_url, direction="maximize")
+    store = export.artifact_store(config.artifacts("s"))
+    for number, (name, acc) in enumerate(SCORES.items()):
+        candidate, trial = REFERENCES[name], study.ask()
+        record_candidate(trial, candidate, count_params(candidate.arch))
+        record_result(trial, made_up_result(acc), build(candidate.arch, seed=number), candidate, store, results / "tmp")
+        study.tell(trial, acc)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    return results
+
+
+# -- describe -------------------------------------------------------------------------------------------------
+def _table(out: str) -> tuple[list[str], list[list[str]]]:
+    lines = out.splitlines()
+    return lines, [line.split() for line in lines[2:-2]]
+
+
+@pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
+def test_describe_prints_a_row_per_block_adding_up_to_the_exact_total(path, capsys):
+    candidate = Candidate.from_json(path.read_text())
+    assert run("describe", path) == 0
+    lines, rows = _table(capsys.readouterr().out)
+    total = count_params(candidate.arch)
+    assert lines[0] == f"{candidate.name}  (id {candidate.id})"
+    assert [r[0] for r in rows] == ["input"] + [f"blocks[{i}]" for i in range(len(candidate.arch.blocks))]
+    assert rows[0][-4:] == ["(1,", "28,", "28)", "0"] and rows[-1][-2] == "(10,)"
+    assert sum(int(r[-1].replace(",", "")) for r in rows) == total
+    assert lines[-2] == f"total: {total:,} trainable parameters"
+    assert json.loads(lines[-1].removeprefix("recipe: ")) == candidate.recipe.to_dict()
+
+
+def test_describe_shows_each_block_its_output_shape_and_its_own_parameters(capsys):
+    commands.describe(str(references.REFERENCE_DIR / "r2_residual_gap.json"))
+    lines, rows = _table(capsys.readouterr().out)
+    residual = next(line for line in lines if line.startswith("blocks[3]"))
+    assert residual.split()[1:] == ["residual(2", "body,", "1", "shortcut)", "(24,", "14,", "14)", "4,560"]
+    pool = next(line for line in lines if line.startswith("blocks[4]"))
+    assert pool.split()[1:] == ["pool(op=max,", "k=2,", "ceil=True)", "(24,", "7,", "7)", "0"]
+    assert lines[-2] == "total: 8,530 trainable parameters"
+
+
+def test_describe_of_a_nameless_weights_file_is_titled_by_the_file(tmp_path, capsys):
+    candidate = Candidate(REFERENCES["R2"].arch, REFERENCES["R2"].recipe)
+    export.save(build(candidate.arch), candidate, tmp_path / "mine.safetensors")
+    commands.describe(str(tmp_path / "mine.safetensors"))
+    assert capsys.readouterr().out.splitlines()[0] == f"mine.safetensors  (id {candidate.id})"
+
+
+# -- candidate_from ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ref, name", [("R1", "R1"), ("r4", "R4"), ("R2 Residual+GAP", "R2")])
+def test_candidate_from_a_reference_name(ref, name):
+    assert commands.candidate_from(ref) == REFERENCES[name]
+
+
+@pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
+def test_candidate_from_a_json_file(path):
+    assert commands.candidate_from(str(path)) == Candidate.from_json(path.read_text())
+
+
+def test_candidate_from_a_weights_file_reads_the_spec_inside_it(tmp_path):
+    path = tmp_path / "w.safetensors"
+    export.save(build(REFERENCES["R4"].arch), REFERENCES["R4"], path)
+    path.with_suffix(".json").unlink()
+    assert commands.candidate_from(str(path)) == REFERENCES["R4"]
+
+
+def test_candidate_from_a_file_named_like_a_reference_reads_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "R1").write_text(REFERENCES["R2"].to_json())
+    assert commands.candidate_from("R1") == REFERENCES["R2"]
+
+
+@pytest.mark.parametrize("ref", ["R9", "nope.json", "search_spaces"])
+def test_candidate_from_anything_else_names_it_and_the_references(ref):
+    with pytest.raises(SpecError) as e:
+        commands.candidate_from(ref)
+    assert str(e.value) == f"{ref}: no such file, and not a reference name (R1, R2, R4)"
+
+
+# -- dispatch ----------------------------------------------------------------------------------------------
+COMMAND_ARGS = {"search": [], "report": ["--study", "s"], "export": ["--study", "s", "--out", "x.safetensors"],
+                "evaluate": ["--spec", "R1"], "baselines": []}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_ARGS))
+def test_dispatch_runs_the_named_command_with_its_settings_and_threads(command, monkeypatch):
+    calls, threads = [], []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    for name in COMMAND_ARGS:
+        monkeypatch.setattr(commands, f"cmd_{name}", lambda config, args, name=name: calls.append((name, config)) or 7)
+    assert run(command, *COMMAND_ARGS[command], "--seed", 5, "--dataset", "fashion-mnist", "--threads", 2) == 7
+    assert [(name, config.seed, config.dataset) for name, config in calls] == [(command, 5, "fashion-mnist")]
+    assert threads == [2]
+
+
+# -- report and export ---------------------------------------------------------------------------------------
+def test_report_writes_the_result_files_from_the_storage_and_lists_them(stored, capsys):
+    assert run("report", "--study", "s", "--results-dir", stored) == 0
+    listed = dict(line.strip().split(": ") for line in capsys.readouterr().out.splitlines())
+    out_dir = stored / "s"
+    assert listed == {"trials": str(out_dir / "trials.csv"), "frontier": str(out_dir / "frontier.csv"),
+                      "html": str(out_dir / "frontier.html"), "best": str(out_dir / "best.safetensors")}
+    trials = pd.read_csv(out_dir / "trials.csv")
+    assert trials["state"].tolist() == ["COMPLETE"] * 3 + ["FAIL"]
+    assert pd.read_csv(out_dir / "frontier.csv")["number"].tolist() == [1]  # R2: smallest and most accurate
+    assert export.read_candidate(out_dir / "best.safetensors") == REFERENCES["R2"]
+
+
+@pytest.mark.parametrize("trial, name", [(None, "R2"), (0, "R1"), (2, "R4")], ids=["best", "trial-0", "trial-2"])
+def test_export_copies_the_chosen_trial_else_the_best(stored, tmp_path, capsys, trial, name):
+    out = tmp_path / "sub" / "m.safetensors"
+    chosen = [] if trial is None else ["--trial", trial]
+    assert run("export", "--study", "s", *chosen, "--results-dir", stored, "--out", out) == 0
+    number, candidate = list(SCORES).index(name), REFERENCES[name]
+    assert capsys.readouterr().out == (f"trial {number} ({count_params(candidate.arch):,} params, test "
+                                       f"{SCORES[name] - 0.01:.2%}) -> {out} and {out.with_suffix('.json')}\n")
+    assert export.read_candidate(out) == candidate == Candidate.from_json(out.with_suffix(".json").read_text())
+    weights, expected = load_file(out), build(candidate.arch, seed=number).state_dict()
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
+
+
+# -- evaluate ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def toy_data(monkeypatch):
+    """MNIST loading replaced by the toy task (128 training images, no hold-out); the calls are recorded."""
+    calls = []
+
+    def load(*args, **kwargs):
+        calls.append((args, kwargs))
+        return synthetic_splits(n_train=128, n_val=0, n_test=64)
+
+    monkeypatch.setattr(data_mod, "load", load)
+    return calls
+
+
+@pytest.fixture
+def trainings(monkeypatch):
+    """Each training's seed, training-set size and result; trains for real."""
+    runs, real = [], commands.train
+
+    def train(model, recipe, splits, **kwargs):
+        result = real(model, recipe, splits, **kwargs)
+        runs.append((kwargs["seed"], len(splits.x_train), size(model), result))
+        return result
+
+    monkeypatch.setattr(commands, "train", train)
+    return runs
+
+
+def test_evaluate_retrains_per_seed_on_the_whole_training_set_and_gives_mean_and_spread(toy_data, trainings, capsys):
+    assert run("evaluate", "--spec", "R1", "--seeds", 2, "--dataset", "fashion-mnist", "--train-subset", 300,
+               "--device", "cpu") == 0
+    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300})]
+    assert [(seed, n, params) for seed, n, params, _ in trainings] == [(0, 128, 20_586), (1, 128, 20_586)]
+    accs = [result.test_acc for *_, result in trainings]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "evaluating R1: 20,586 params, 128 training images, 2 seed(s)"
+    assert [line.split("(")[0] for line in lines[1:3]] == [f"  seed {i}: test {a:.2%}  " for i, a in enumerate(accs)]
+    assert lines[3] == f"test accuracy: {statistics.mean(accs):.2%} ± {statistics.stdev(accs):.2%} over 2 seed(s)"
+
+
+def test_evaluate_a_study_trial_retrains_its_recorded_candidate(stored, toy_data, monkeypatch, capsys):
+    built = []
+    monkeypatch.setattr(commands, "train", lambda model, *a, **k: built.append(size(model)) or made_up_result(0.5))
+    assert run("evaluate", "--study", "s", "--trial", 2, "--seeds", 1, "--results-dir", stored, "--device", "cpu") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert built == [count_params(REFERENCES["R4"].arch)]
+    assert lines[0].startswith(f"evaluating s trial 2: {built[0]:,} params")
+    assert lines[-1] == "test accuracy: 49.00% ± 0.00% over 1 seed(s)"
+
+
+# -- baselines ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def toy_baselines(monkeypatch):
+    """Baselines' data is the toy task (128 training, 64 hold-out images); the configs asked for are recorded."""
+    configs = []
+    splits = synthetic_splits(128, 64, 64)
+    monkeypatch.setattr(commands, "load_data",
+                        lambda config, device: configs.append(config) or to_device(splits, device))
+    return configs
+
+
+def _baselines_study(results):
+    return optuna.load_study(study_name="baselines-mnist", storage=f"sqlite:///{results}/nas.db")
+
+
+def test_baselines_train_the_named_references_and_store_them_as_trials(tmp_path, toy_baselines, trainings, capsys):
+    assert run("baselines", "--only", "R2, R1", "--train-subset", 512, "--results-dir", tmp_path, "--seed", 4,
+               "--device", "cpu") == 0
+    assert [c.train_subset for c in toy_baselines] == [512]
+    assert [(seed, n, params) for seed, n, params, _ in trainings] == [(4, 128, 8_530), (4, 128, 20_586)]
+    study = _baselines_study(tmp_path)
+    store = export.artifact_store(tmp_path / "baselines-mnist" / "artifacts")
+    for trial, name, (*_, result) in zip(study.trials, ["R2", "R1"], trainings):
+        assert trial.state == TrialState.COMPLETE and trial.value == result.val_acc
+        assert {k: trial.user_attrs[k] for k in ("reference", "params", "spec", "train_size", "val_size",
+                                                 "train_subset", "test_acc")} == {
+            "reference": name, "params": count_params(REFERENCES[name].arch), "spec": REFERENCES[name].to_json(),
+            "train_size": 128, "val_size": 64, "train_subset": 512, "test_acc": result.test_acc}
+        export.export_trial(trial, store, tmp_path / f"{name}.safetensors")
+        assert export.read_candidate(tmp_path / f"{name}.safetensors") == REFERENCES[name]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "params", "val", "acc", "test", "acc", "seconds"]
+    rows = [line.split()[:3] for line in lines[1:3]]
+    assert rows == [["R2", "Residual+GAP", "8,530"], ["R1", "LightMNIST", "20,586"]]
+    assert "'baselines-mnist'" in lines[3]
+
+
+def test_a_baseline_whose_training_fails_is_stored_failed_with_its_reason(tmp_path, toy_baselines, monkeypatch):
+    def diverge(*args, **kwargs):
+        raise TrainingDiverged("loss became nan at step 3")
+
+    monkeypatch.setattr(commands, "train", diverge)
+    with pytest.raises(TrainingDiverged):
+        run("baselines", "--only", "R2", "--results-dir", tmp_path, "--device", "cpu")
+    [trial] = _baselines_study(tmp_path).trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs["reference"] == "R2"
+    assert trial.user_attrs["fail_reason"] == "TrainingDiverged: loss became nan at step 3"
