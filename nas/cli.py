@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from nas.errors import CliError, UserError
@@ -53,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--results-dir", default="results", help="where studies' reports go (default: results)")
     common.add_argument("--artifact-dir", help="where trial weights are stored (default: <results-dir>/<study>/artifacts)")
     common.add_argument("--data-dir", help="data root holding MNIST/raw or FashionMNIST/raw (default: $NAS_DATA_DIR, else ./data)")
-    common.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    # --dataset and --train-subset default to None, "not given": report, export and evaluate --study then take the
+    # study's value, and refuse another; SearchConfig's defaults fill in the rest (nas.config.config_from)
+    common.add_argument("--dataset", choices=sorted(DATASETS),
+                        help="default: mnist; report, export and evaluate --study: the study's")
     common.add_argument("--device", default="auto", choices=DEVICES)
     common.add_argument("--threads", type=_positive_int("--threads"), help="CPU threads per worker (default: cores / jobs)")
     common.add_argument("--train-subset", type=_positive_int("--train-subset"), metavar="N",
-                        help="train on only N images (smoke tests and CI)")
+                        help="train on only N images (smoke tests and CI; report, export and evaluate --study: "
+                             "the study's)")
     common.add_argument("--seed", type=_positive_int("--seed", 0), default=0)
     common.add_argument("--quiet", action="store_true", help="no per-trial lines")
 
@@ -94,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--spec", help="evaluate a candidate JSON file or a reference name (R1, R2, R4)")
     v.add_argument("--trial", type=_positive_int("--trial", 0))
     v.add_argument("--seeds", type=_positive_int("--seeds"), default=3)
+    v.add_argument("--epochs", type=_positive_int("--epochs"),
+                   help="epochs per run (default 1; with --study, the study's)")
 
     b = sub.add_parser("baselines", parents=[common], help="train the reference models with their own recipes")
     b.add_argument("--only", help="comma-separated reference names (default: all)")
@@ -119,19 +126,23 @@ def main(argv: list[str] | None = None) -> int:
         from nas import commands
 
         return commands.dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # 128 + the signal's number, as a shell reports a process it killed
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except Exception as e:  # noqa: BLE001 - user errors get one line; anything else is a bug and keeps its traceback
         message = _user_message(e)
         if message is None:
             raise
         print(f"error: {one_line(message)}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)  # UserError's, or 2 for an OSError
 
 
 def _user_message(e: Exception) -> str | None:
     """The one-line message for an error caused by the input or the environment, or None for a bug."""
+    if not isinstance(e, (UserError, OSError)):
+        from nas.retry import unreachable  # Optuna's cleanup can hide a storage outage behind its own error
+
+        e = unreachable(e) or e
     if isinstance(e, UserError):
         return str(e)
     if isinstance(e, OSError):  # a file or folder that cannot be read or written

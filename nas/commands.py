@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import warnings
@@ -15,7 +16,7 @@ from nas import export, references, study as study_mod
 from nas.blocks import describe as describe_block
 from nas.budget import count_params
 from nas.build import Network, build, layer_shapes
-from nas.config import SearchConfig, config_from
+from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
 from nas.device import load_data, prepare_model, resolve_device, to_device
 from nas.errors import CliError, StudyError
 from nas.fileio import writable_dir
@@ -48,8 +49,21 @@ def _study(config: SearchConfig, name: str) -> optuna.Study:
     return study_mod.load_study(open_storage(config.storage_url), name)
 
 
+def as_made(config: SearchConfig, args, study: optuna.Study) -> SearchConfig:
+    """`config` with the dataset, epochs and train subset `study` was made with; a flag given with another value is
+    an error, since the results would be compared with the wrong data."""
+    recorded = recorded_identity(study.user_attrs)
+    for key in STUDY_SETTINGS:
+        given, flag = getattr(args, key, None), "--" + key.replace("_", "-")
+        if key in recorded and given is not None and given != recorded[key]:
+            made = "no " + flag if recorded[key] is None else f"{flag} {recorded[key]}"
+            raise CliError(f"{flag} {given}: study {study.study_name!r} was made with {made}; leave {flag} out")
+    return dataclasses.replace(config, **{key: recorded[key] for key in STUDY_SETTINGS if key in recorded})
+
+
 def cmd_report(config: SearchConfig, args) -> int:
     study = _study(config, args.study)
+    config = as_made(config, args, study)
     writable_dir(config.out_dir(study.study_name), "--results-dir")
     paths = write_all(study, config, config.out_dir(study.study_name))
     for kind, path in paths.items():
@@ -59,6 +73,7 @@ def cmd_report(config: SearchConfig, args) -> int:
 
 def cmd_export(config: SearchConfig, args) -> int:
     study = _study(config, args.study)
+    as_made(config, args, study)  # only checks the flags: the weights are copied as they are
     trial = _pick_trial(study, args.trial)
     writable_dir(Path(args.out).parent, "--out")
     out = export.export_trial(trial, export.artifact_store(config.artifacts(study.study_name)), args.out)
@@ -99,13 +114,15 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
     if args.spec:
         candidate, label = candidate_from(args.spec), args.spec
     else:
-        trial = _pick_trial(_study(config, args.study), args.trial)
+        study = _study(config, args.study)
+        config = as_made(config, args, study)
+        trial = _pick_trial(study, args.trial)
         candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
     device = resolve_device(config.device)
     splits = data_mod.load(config.dataset, config.data_dir, val_size=0, train_subset=config.train_subset)
     splits = to_device(splits, device)
-    print(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} training images, "
-          f"{args.seeds} seed(s)")
+    print(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} {config.dataset} "
+          f"training images, {config.epochs} epoch(s), {args.seeds} seed(s)")
     accs = []
     for seed in range(args.seeds):
         model = prepare_model(candidate, seed, device)

@@ -56,9 +56,10 @@ class SearchConfig:
 
 
 def config_from(args: dict) -> SearchConfig:
-    """The settings among parsed command-line arguments; the others are ignored."""
+    """The settings among parsed command-line arguments; the others are ignored, and None (a flag not given) leaves
+    the default."""
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    return SearchConfig(**{k: v for k, v in args.items() if k in fields})
+    return SearchConfig(**{k: v for k, v in args.items() if k in fields and v is not None})
 
 
 def space_fingerprint(space: SearchSpace) -> str:
@@ -72,6 +73,14 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 # what a study made before a label existed was made with
 ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE}
+# the labels that report, export and evaluate take from the study; a flag saying otherwise is refused
+STUDY_SETTINGS = ("dataset", "epochs", "train_subset")
+
+
+def recorded_identity(attrs: dict) -> dict:
+    """What a study's user attrs say it was made with, ASSUMED_IDENTITY filling the labels of older studies. A study
+    with no labels was not made by a search (e.g. `baselines`) and says nothing."""
+    return {**ASSUMED_IDENTITY, **attrs} if attrs else {}
 
 
 def study_identity(config: SearchConfig, space: SearchSpace) -> dict:

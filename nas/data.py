@@ -63,12 +63,12 @@ def load(dataset: str = "mnist", data_dir=None, val_size: int = VAL_SIZE, train_
         raise DataError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
     root = resolve_root(data_dir)
     raw = raw_dir(dataset, root)
-    if missing_files(dataset, root) and download:
-        download_files(dataset, root)
+    failure = download_files(dataset, root) if missing_files(dataset, root) and download else None
     missing = missing_files(dataset, root)
     if missing:
-        raise DataError(f"{DATASETS[dataset][0]} files missing from {raw} ({', '.join(missing)}) and the "
-                        f"download did not provide them. Put the four IDX files (.gz or not) there, or pass "
+        outcome = f"the download failed: {failure}" if failure else "the download did not provide them"
+        raise DataError(f"{DATASETS[dataset][0]} files missing from {raw} ({', '.join(missing)}) and {outcome}. "
+                        f"Put the four IDX files (.gz or not) there, or pass "
                         f"--data-dir DIR / set {ENV_VAR}=DIR to a folder holding {DATASETS[dataset][0]}/raw/.")
     x_train = read_images(_find(raw, FILES["train_images"]))
     y_train = read_labels(_find(raw, FILES["train_labels"]), len(x_train))
@@ -158,13 +158,17 @@ def read_labels(path: Path, expected: int) -> torch.Tensor:
     return labels
 
 
-def download_files(dataset: str, root: Path) -> None:
-    """torchvision's download, for users with internet access; the caller reports the files still missing."""
+def download_files(dataset: str, root: Path) -> str | None:
+    """torchvision's download, for users with internet access. Returns why it failed, in one line, or None; the
+    caller reports the files still missing."""
     try:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, DATASETS[dataset][1])
         for train in (True, False):
             cls(str(root), train=train, download=True)
-    except Exception:  # noqa: BLE001 - any failure means "not downloadable here"; the caller says what to do
-        pass
+    except Exception as e:  # noqa: BLE001 - any failure means "not downloadable here"; the caller says what to do
+        # torchvision puts each mirror's error (HTTP, SSL) on the lines after "Error downloading X:", so all of them
+        text = " ".join(str(e).split())
+        return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+    return None

@@ -1,6 +1,8 @@
 """Weights files: safetensors (no pickle, safe to load) carrying the candidate spec in their metadata."""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import optuna
@@ -25,7 +27,10 @@ def save(model: torch.nn.Module, candidate: Candidate, path: str | Path) -> None
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={SPEC_KEY: candidate.to_json()})
+        try:
+            save_file(tensors, str(tmp), metadata={SPEC_KEY: candidate.to_json()})
+        except safetensors.SafetensorError as e:
+            raise _os_error(e) from None
     write_text(path.with_suffix(".json"), candidate.to_json(indent=2) + "\n")
 
 
@@ -71,7 +76,12 @@ def upload_weights(trial: optuna.Trial, model: torch.nn.Module, candidate: Candi
     """Stores the trial's weights as an Optuna artifact, so the dashboard lists them and export can fetch them."""
     scratch.mkdir(parents=True, exist_ok=True)
     path = scratch / f"trial-{trial.number}-{candidate.id}.safetensors"
-    save(model, candidate, path)
+    try:
+        save(model, candidate, path)
+    except OSError as e:  # named by the folder, not this trial's file: a full disk fails every trial the same way
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(scratch)) from None
     try:
         return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                                 mimetype="application/octet-stream")
@@ -90,12 +100,20 @@ def export_trial(trial: optuna.trial.FrozenTrial, store, out: str | Path) -> Pat
         tmp.unlink()
         try:
             optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(tmp))
+        except OSError:
+            raise  # writing `out` failed (a full disk), or the artifact is unreadable: the error names the file
         except Exception as e:  # noqa: BLE001
             raise WeightsError(f"trial {trial.number}: weights artifact {artifact_id} not found in the artifact "
                                f"store ({_first_line(e)}); pass --artifact-dir if it lives elsewhere") from None
     candidate = Candidate.from_json(trial.user_attrs["spec"])
     write_text(out.with_suffix(".json"), candidate.to_json(indent=2) + "\n")
     return out
+
+
+def _os_error(e: Exception) -> Exception:
+    """safetensors reports a failed write (a full disk) as "... (os error 28)": the OSError it was, else `e`."""
+    found = re.search(r"\(os error (\d+)\)", str(e))
+    return OSError(int(found[1]), os.strerror(int(found[1]))) if found else e
 
 
 def _first_line(e: Exception) -> str:

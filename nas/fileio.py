@@ -11,17 +11,31 @@ from nas.errors import SearchError
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yields a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yields a temporary path beside `path`; on success it replaces `path` in one rename, with the mode a new file
+    gets under the umask. A write that fails (a full disk) leaves `path` as it was and raises an OSError naming it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files 0600, unreadable to a group or a web server
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None or e.filename is not None and os.fspath(e.filename) != tmp:
+            raise  # not a write error, or one about another file (an input): its message already says which
+        raise OSError(e.errno, e.strerror, str(path)) from None  # named by the result file, not the temporary one
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

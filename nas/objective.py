@@ -14,8 +14,9 @@ from nas.device import prepare_model
 from nas.interrupts import CTRL_C
 from nas.space import SearchSpace
 from nas.spec import Candidate
-from nas.train import TooSlow, train
+from nas.train import TooSlow, TrainingDiverged, train
 
+OUT_OF_MEMORY = "out of memory: "  # how an out-of-memory error's `fail_reason` starts
 FINAL_STEP = 100  # intermediate values are percent of the run; the final validation accuracy is reported at 100
 
 
@@ -26,15 +27,23 @@ class Objective:
         self.config, self.space, self.splits, self.device = config, space, splits, device
         self.store, self.scratch = store, scratch
         self.rejected_in_a_row = 0
+        self.params = None  # the running trial's, for its failure line
 
     def __call__(self, trial: optuna.Trial) -> float:
         with CTRL_C.trial():
-            return self._run(trial)
+            self.params = None
+            try:
+                return self._run(trial)
+            except optuna.TrialPruned:
+                raise
+            except Exception as e:  # noqa: BLE001 - NaN loss, out of memory, any other fault: fail this trial, go on
+                self._fail(trial, e)
+                raise
 
     def _run(self, trial: optuna.Trial) -> float:
         reference = trial.user_attrs.get("reference")
         candidate = references.by_name(reference) if reference else self.space.sample(trial, self.config.max_params)
-        params = count_params(candidate.arch)
+        params = self.params = count_params(candidate.arch)
         record_candidate(trial, candidate, params)
         self._filter(trial, candidate, params, exempt=bool(reference))
         # a trial re-queued after its worker was killed carries the user attrs of the original: the same candidate
@@ -54,25 +63,28 @@ class Objective:
                 raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
 
         try:
-            with CTRL_C.training():
+            with CTRL_C.stoppable():
                 model = prepare_model(candidate, seed, self.device)
                 result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
                                on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit)
-        except optuna.TrialPruned:
-            raise
         except TooSlow as e:
             trial.set_user_attr("slow_reason", str(e))
             self._reject(trial, study_mod.REJECTED_SLOW, f"{params:>7,} params  rejected as too slow: {e}, not counted")
-        except Exception as e:  # noqa: BLE001 - NaN loss, out of memory, any other fault: fail this trial, go on
-            reason = failure_reason(e)
-            trial.set_user_attr("fail_reason", reason)
-            logs.trial_line(trial.number, f"{params:>7,} params  failed: {reason}")
-            raise
         record_result(trial, result, model, candidate, self.store, self.scratch)
         name = f"  [{reference}]" if reference else ""
         logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  test {result.test_acc:.2%}  "
                                       f"{result.train_seconds:5.1f}s{name}")
         return result.val_acc
+
+    def _fail(self, trial: optuna.Trial, e: Exception) -> None:
+        """Records why the trial failed, and whether its candidate caused it: only then does it count as trained."""
+        reason = failure_reason(e)
+        own = isinstance(e, TrainingDiverged) or reason.startswith(OUT_OF_MEMORY)
+        # the kind first: a trial cut off between the two writes then has a kind only, and is not counted
+        trial.set_user_attr("fail_kind", study_mod.FAILED_BY_CANDIDATE if own else study_mod.FAILED_BY_ERROR)
+        trial.set_user_attr("fail_reason", reason)
+        params = "" if self.params is None else f"{self.params:>7,} params  "
+        logs.trial_line(trial.number, f"{params}failed: {reason}" + ("" if own else " (an error, not counted)"))
 
     def _filter(self, trial: optuna.Trial, candidate: Candidate, params: int, exempt: bool) -> None:
         """Rejects, before any training, a candidate over the parameter budget or the space's compute ceiling."""
@@ -116,5 +128,5 @@ def failure_reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, MemoryError) or isinstance(e, RuntimeError) and (
             "out of memory" in text.lower() or "can't allocate memory" in text.lower()):
-        return f"out of memory: {text or type(e).__name__}"[:500]
+        return f"{OUT_OF_MEMORY}{text or type(e).__name__}"[:500]
     return f"{type(e).__name__}: {text}"[:500]

@@ -59,7 +59,7 @@ def reference_points(df: pd.DataFrame, baselines: pd.DataFrame | None) -> pd.Dat
 
 
 def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame, max_params: int | None,
-                    title: str) -> go.Figure:
+                    title: str, epochs: int = 1) -> go.Figure:
     fig = go.Figure()
     done = df[(df["state"] == "COMPLETE") & df["reference"].isna()]
     early = df[df["pruned_at"].notna() & df["last_reading"].notna()]
@@ -83,13 +83,14 @@ def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame
     if max_params:
         fig.add_vline(x=max_params, line_dash="dash", line_color="firebrick",
                       annotation_text=f"budget {max_params:,}", annotation_position="top left")
-    fig.update_layout(title=title, xaxis_title="parameters", yaxis_title="validation accuracy (one epoch)",
+    trained = "one epoch" if epochs == 1 else f"{epochs} epochs"
+    fig.update_layout(title=title, xaxis_title="parameters", yaxis_title=f"validation accuracy ({trained})",
                       yaxis_tickformat=".1%", template="plotly_white", legend=dict(orientation="h", y=-0.2))
     return fig
 
 
 def write_reports(study: optuna.Study, out_dir: Path, max_params: int | None,
-                  baselines: pd.DataFrame | None = None) -> dict[str, Path]:
+                  baselines: pd.DataFrame | None = None, epochs: int = 1) -> dict[str, Path]:
     out_dir = Path(out_dir)
     df = trials_frame(study)
     frontier = pareto_frontier(df)
@@ -97,7 +98,7 @@ def write_reports(study: optuna.Study, out_dir: Path, max_params: int | None,
     paths = {"trials": out_dir / "trials.csv", "frontier": out_dir / "frontier.csv", "html": out_dir / "frontier.html"}
     write_text(paths["trials"], df.to_csv(index=False))
     write_text(paths["frontier"], frontier.to_csv(index=False))
-    fig = frontier_figure(df, frontier, refs, max_params, f"{study.study_name}: accuracy against size")
+    fig = frontier_figure(df, frontier, refs, max_params, f"{study.study_name}: accuracy against size", epochs)
     with atomic_path(paths["html"]) as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
     return paths

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import time
 
@@ -11,15 +12,25 @@ from nas import logs, references, summary, workers
 from nas import study as study_mod
 from nas.config import ASSUMED_IDENTITY, SearchConfig, study_identity
 from nas.device import default_jobs, resolve_device
-from nas.errors import SearchError
+from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir
+from nas.interrupts import CTRL_C
 from nas.space import SearchSpace, load_space
 from nas.storage import fail_stale_trials, open_storage, redact
 
 
 def run(config: SearchConfig) -> dict:
-    """The whole `search.py` job. Ctrl-C writes the reports from the finished trials, then raises KeyboardInterrupt;
-    a second Ctrl-C stops at once, and result files are written atomically, so none is left half-written."""
+    """The whole `search.py` job, with SIGINT and SIGTERM handled by CTRL_C for all of it."""
+    CTRL_C.install()
+    try:
+        return _run(config)
+    finally:
+        CTRL_C.uninstall()
+
+
+def _run(config: SearchConfig) -> dict:
+    """A first signal, or a failed worker, writes the reports from the finished trials, then raises (Interrupted or
+    SearchFailed). A second signal stops at once; result files are written atomically, so none is left half-written."""
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs.configure(config.quiet)
@@ -39,16 +50,28 @@ def run(config: SearchConfig) -> dict:
               f"{config.jobs} worker(s) on {device}")
     try:
         cannot_fit = workers.run_all(config)
+        CTRL_C.check()  # a signal after the last trial ended
     except KeyboardInterrupt:
-        print("\ninterrupted: writing the reports from the finished trials (Ctrl-C again to stop at once)",
+        if CTRL_C.presses > 1:
+            raise
+        name = signal.Signals(CTRL_C.signum).name
+        print(f"\ninterrupted by {name}: writing the reports from the finished trials ({name} again to stop at once)",
               file=sys.stderr, flush=True)
         summary.finish(config, study, time.perf_counter() - started)
         raise
+    except SearchFailed:
+        summary.finish(config, study, time.perf_counter() - started)
+        raise
     result = summary.finish(config, study, time.perf_counter() - started)
+    CTRL_C.check()  # a signal while the reports were written
     if cannot_fit:
         raise SearchError(f"{workers.MAX_CONSECUTIVE_REJECTIONS} candidates in a row were over the budget of "
                           f"{config.max_params:,}: the space {space.path} cannot fit it; raise --max-params or "
                           f"narrow the widths/depth in the space file")
+    if result["best"] is None:
+        reasons = [t.user_attrs["fail_reason"] for t in study.get_trials(deepcopy=False) if "fail_reason" in t.user_attrs]
+        raise SearchFailed(f"no trial completed in study {study.study_name!r}"
+                           + (f"; {len(reasons)} failed, the last: {reasons[-1]}" if reasons else ""))
     return result
 
 

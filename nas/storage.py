@@ -1,23 +1,33 @@
-"""Optuna's RDB storage: opening it (SQLite or PostgreSQL), heartbeats, and re-queueing the trials of dead workers."""
+"""Optuna's RDB storage: opening it (SQLite or PostgreSQL), riding out a database server's outage, heartbeats, and
+re-queueing the trials of dead workers."""
 from __future__ import annotations
 
+import copy
 import datetime
+import functools
 import os
 import random
 import time
 import warnings
 
 import optuna
-from optuna.trial import TrialState
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from nas.errors import StudyError
+from nas.retry import Outage, StorageUnreachable
 
 HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60  # a trial whose worker stopped beating this long ago is failed and re-queued
 HEARTBEAT_ENV, GRACE_ENV = "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS"  # override both (tests use 1 and 3)
 OPEN_ATTEMPTS = 5  # opening the storage, when concurrent workers race to create its tables
 MAX_RETRY = 2  # a killed worker's trial is re-queued (same params) at most this many times
+# a server's connections: a host that does not answer fails in 10 s, and a connection to a vanished server is found
+# dead in about 30 s, rather than after the system's TCP timeouts (minutes)
+SERVER_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                       "keepalives_count": 3, "tcp_user_timeout": 30_000}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -58,26 +68,162 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried, not stuck RUNNING."""
+def open_storage(url: str, wait: bool = False) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried, not stuck RUNNING. Once
+    opened, a server's (PostgreSQL's) outages are waited out (RetryingStorage). One that cannot be reached now fails
+    at once, unless `wait`: a worker's own open, when the command has already opened the storage once."""
     url = sqlalchemy_url(url)
     interval, grace = heartbeat_settings()
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    if url.startswith("sqlite"):
+        kind, engine_kwargs = optuna.storages.RDBStorage, {"connect_args": {"timeout": 60}}
+    else:
+        kind = RetryingStorage
+        engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = dict(SERVER_CONNECT_ARGS)
+
+    def attempts(again: bool = False) -> optuna.storages.BaseStorage:
         for attempt in range(OPEN_ATTEMPTS):
             try:
-                return optuna.storages.RDBStorage(
+                return kind(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 )
             except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary; the user needs the reason
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 # workers started together on a fresh PostgreSQL database race to create Optuna's tables
-                racing = "duplicate key" in reason or "already exists" in reason
+                racing = "duplicate key" in str(e) or "already exists" in str(e)
                 if not racing or attempt == OPEN_ATTEMPTS - 1:
-                    raise StudyError(f"cannot open storage {redact(url)}: {reason}") from None
+                    raise
                 time.sleep(0.5 + random.random())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return Outage(redact(url)).call(attempts) if wait and kind is RetryingStorage else attempts()
+        except StorageUnreachable:
+            raise
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary; the user needs the reason
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StudyError(f"cannot open storage {redact(url)}: {reason}") from None
+
+
+class RetryingStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, whose every call waits out an outage of the database server (a restart, a network cut)
+    for up to `retry.RETRY_SECONDS`, then fails with one line (StorageUnreachable). Opening it does not wait.
+
+    A write whose connection drops while it is committed may have been stored: its retry must not store it twice.
+    Attribute, parameter, intermediate-value and heartbeat writes are upserts, harmless to repeat. The others:
+    - a new trial carries a start time chosen here, to the microsecond: the retry first looks for a RUNNING trial
+      of the study with that start time, and takes it rather than creating a second one;
+    - finishing a trial: if the retry finds it already finished in the state asked, that was this call's write;
+    - taking a WAITING trial: if the retry finds it already RUNNING, Optuna moves on to another trial, and the one
+      taken may have been this call's, left without a worker; it gets one heartbeat, so that the stale-trial sweep
+      fails and re-queues it a grace period later (one extra beat is harmless if another worker does own it).
+    Re-queued (WAITING) trials have no start time to find them by; a lost commit there re-queues a trial twice.
+
+    Every worker saw the same outage, and no heartbeat was recorded during it: for a grace period after it ends,
+    this worker does not fail other workers' trials as stale, so that their heartbeats have time to resume.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)  # a server that cannot be reached fails here, at once
+        self._outage = Outage(redact(self.url))
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        del state["_outage"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._outage = Outage(redact(self.url))
+
+    def _retried(self, attempt):
+        def again_in_a_new_session(again: bool):
+            if again:  # the thread's session went through the failure: start the retry with a fresh one
+                self.scoped_session.remove()
+            return attempt(again)
+        return self._outage.call(again_in_a_new_session)
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        template = template_trial if template_trial is not None else FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
+            datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+            intermediate_values={}, trial_id=-1)
+        started = template.datetime_start if template.state == TrialState.RUNNING else None
+
+        def attempt(again: bool) -> FrozenTrial:
+            if again and started is not None:
+                found = self._running_trial_started_at(study_id, started)
+                if found is not None:
+                    return found
+            # Optuna's own _create_new_trial, less its blind retries (which may create the trial twice)
+            with _create_scoped_session(self.scoped_session) as session:
+                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                trial = self._get_prepared_new_trial(study_id, template, session)
+                frozen = copy.deepcopy(template)
+                frozen.number, frozen.datetime_start, frozen._trial_id = \
+                    trial.number, trial.datetime_start, trial.trial_id
+            return frozen
+
+        return self._retried(attempt)
+
+    def _running_trial_started_at(self, study_id: int, started: datetime.datetime) -> FrozenTrial | None:
+        with _create_scoped_session(self.scoped_session) as session:
+            running = session.query(models.TrialModel).filter(models.TrialModel.study_id == study_id,
+                                                               models.TrialModel.state == TrialState.RUNNING)
+            ids = [t.trial_id for t in running.all() if t.datetime_start == started]  # as Optuna converts it
+        return optuna.storages.RDBStorage.get_trial(self, ids[0]) if len(ids) == 1 else None
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        def attempt(again: bool) -> bool:
+            try:
+                done = optuna.storages.RDBStorage.set_trial_state_values(self, trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if again and state.is_finished():
+                    stored = optuna.storages.RDBStorage.get_trial(self, trial_id)
+                    if stored.state == state and (values is None or stored.values == list(values)):
+                        return True  # the failed attempt was stored; only its answer was lost
+                raise
+            if again and state == TrialState.RUNNING and not done:
+                optuna.storages.RDBStorage.record_heartbeat(self, trial_id)
+            return done
+
+        return self._retried(attempt)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self._retried(lambda again: optuna.storages.RDBStorage.record_heartbeat(self, trial_id))
+        except StorageUnreachable:
+            pass  # the heartbeat thread stops quietly; the worker's own next call reports the outage
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        if self._outage.recovered_within(grace):
+            return []
+        return self._retried(lambda again: optuna.storages.RDBStorage._get_stale_trial_ids(self, study_id))
+
+
+def _retrying(name: str):
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return self._retried(lambda again: method(self, *args, **kwargs))
+    return call
+
+
+# every other call that reaches the database, those _CachedStorage makes to its backend included (create_new_trial
+# is not: it calls _create_new_trial, whose retries must keep one start time)
+RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+           "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+           "get_study_system_attrs", "get_all_studies", "set_trial_param", "_set_trial_param",
+           "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+           "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial", "get_all_trials",
+           "_get_trials", "get_n_trials", "get_best_trial", "_get_best_trial_id", "get_trial_params",
+           "get_trial_user_attrs", "get_trial_system_attrs")
+for _name in RETRIED:
+    setattr(RetryingStorage, _name, _retrying(_name))
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

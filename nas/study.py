@@ -71,17 +71,30 @@ def make_pruner() -> optuna.pruners.BasePruner:
     return EarlyPruner(optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=0))
 
 
+FAILED_BY_ERROR = "error"  # `fail_kind` of a trial failed by anything but its candidate: a bug, an install, a disk
+FAILED_BY_CANDIDATE = "candidate"  # `fail_kind` of a trial whose loss diverged or that ran out of memory
+
+
 def is_trained(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward --trials: it ran training and ended by itself.
 
     Rejections (over budget, over the compute ceiling, too slow) were never trained. Trials failed from outside
-    (a killed worker, Ctrl-C) carry no `fail_reason`; they are retried, so counting them would lose a trial.
+    (a killed worker, Ctrl-C) carry no `fail_reason`; they are retried, so counting them would lose a trial. A failure
+    counts only if the candidate caused it; trials stored before `fail_kind` existed count as they did.
     """
     if trial.state == TrialState.COMPLETE:
         return True
     if trial.state == TrialState.PRUNED:
         return "rejected" not in trial.user_attrs
-    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+    return (trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+            and trial.user_attrs.get("fail_kind") != FAILED_BY_ERROR)
+
+
+def error_reason(trial: FrozenTrial) -> str | None:
+    """The `fail_reason` of a trial failed by an error rather than its candidate; None for any other trial."""
+    if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") == FAILED_BY_ERROR:
+        return trial.user_attrs.get("fail_reason", "")
+    return None
 
 
 def trained_count(study: optuna.Study) -> int:

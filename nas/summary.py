@@ -22,14 +22,15 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     fail_stale_trials(study)
     paths = write_all(study, config, out_dir)
     df = report.trials_frame(study)
-    counts = df["state"].value_counts().to_dict()
+    failed = df[df["state"] == "FAIL"]
+    interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
     rejected = df["rejected"].value_counts()
     logs.line("")
     logs.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
               f"{rejected.get(study_mod.REJECTED, 0)} over the param budget (never trained), "
               f"{rejected.get(study_mod.REJECTED_FLOPS, 0)} over the compute ceiling (never trained), "
               f"{rejected.get(study_mod.REJECTED_SLOW, 0)} too slow (stopped after 50 steps); "
-              f"{counts.get('FAIL', 0)} failed")
+              f"{len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
     frontier = report.pareto_frontier(df)
     if len(frontier):
         logs.line("Pareto frontier (params, val acc, test acc):")
@@ -55,7 +56,7 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
     baselines = references.baseline_frame(study._storage, config.dataset,
                                           identity.get("val_size", data.LEGACY_VAL_SIZE), identity.get("train_subset"))
     max_params = identity.get("max_params", config.max_params)
-    paths = report.write_reports(study, out_dir, max_params, baselines)
+    paths = report.write_reports(study, out_dir, max_params, baselines, config.epochs)
     best = study_mod.best_trial(study)
     if best is not None and best.user_attrs.get("weights_artifact"):
         store = export.artifact_store(config.artifacts(study.study_name))

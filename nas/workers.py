@@ -1,10 +1,13 @@
-"""Worker processes: each pulls trials from the shared study until its total is reached. Threads per worker,
-Ctrl-C in each, a watch on the parent, and the exit codes through which a worker tells the parent why it stopped."""
+"""Worker processes: each pulls trials from the shared study until its total is reached. Threads per worker, the
+parent's signals relayed to each worker, a watch on the parent, and how a worker tells the parent why it stopped."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
 import threading
 import time
@@ -16,29 +19,58 @@ from nas import data, export, logs
 from nas import study as study_mod
 from nas.config import SearchConfig
 from nas.device import load_data, resolve_device
-from nas.errors import SearchError
-from nas.interrupts import CTRL_C
-from nas.objective import Objective
+from nas.errors import SearchFailed, UserError
+from nas.interrupts import CTRL_C, held, shielded
+from nas.objective import Objective, failure_reason
 from nas.space import load_space
+from nas.retry import unreachable
 from nas.storage import heartbeat_settings, open_storage
 
 MAX_CONSECUTIVE_REJECTIONS = 200
-WORKER_CANNOT_FIT, WORKER_FAILED = 3, 4  # exit codes of a --jobs worker process
+MAX_ERRORS_IN_A_ROW = 5  # trials failed by the same error, not by the candidate: a bug, a broken install, a full disk
+WORKER_CANNOT_FIT, WORKER_FAILED, WORKER_INTERRUPTED = 3, 4, 130  # exit codes of a --jobs worker process
+POLL_SECONDS = 0.5  # how often the parent passes its signals on, and a worker looks for them and for its parent
 
 
 class Stopper:
-    """Stops the worker when the study holds enough trained trials, or when the space cannot fit the budget."""
+    """Stops the worker when the study holds enough trained trials, when the space cannot fit the budget, or when
+    this worker's last MAX_ERRORS_IN_A_ROW trials failed with the same error."""
 
     def __init__(self, target: int, objective: Objective):
         self.target, self.objective = target, objective
         self.space_cannot_fit = False
+        self.errors: list[int] = []  # numbers of the trials in the current run of the same error
+        self.last_error = ""
 
     def __call__(self, study: optuna.Study, trial) -> None:
+        self._count_errors(trial)
         if self.objective.rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
             self.space_cannot_fit = True
             study.stop()
+        elif len(self.errors) >= MAX_ERRORS_IN_A_ROW:
+            study.stop()
         elif study_mod.is_trained(trial) and study_mod.trained_count(study) >= self.target:
             study.stop()
+
+    def _count_errors(self, trial) -> None:
+        """Errors of one type in a row (their messages may name a file or a trial). A trained trial ends the run; a
+        rejection or an interruption says nothing about the error, and neither ends nor extends it."""
+        reason = study_mod.error_reason(trial)
+        if reason is None:
+            if study_mod.is_trained(trial):
+                self.errors = []
+            return
+        if reason.split(":")[0] != self.last_error.split(":")[0]:
+            self.errors = []
+        self.errors.append(trial.number)
+        self.last_error = reason
+
+    def repeated_errors(self) -> str | None:
+        """Why the worker stopped, if it was for repeated errors: the error and the trials' numbers."""
+        if len(self.errors) < MAX_ERRORS_IN_A_ROW:
+            return None
+        return (f"stopped after {len(self.errors)} trials in a row failed with the same error (trials "
+                f"{', '.join(map(str, self.errors))}): {self.last_error}")
 
 
 def settle_heap(*_) -> None:
@@ -50,32 +82,28 @@ def settle_heap(*_) -> None:
 
 def run_all(config: SearchConfig) -> bool:
     """Runs `config.jobs` workers until the study's total is reached; True if the space could not fit the budget.
-    Ctrl-C raises KeyboardInterrupt once every worker has marked its running trial."""
+    SearchFailed if a worker failed. The caller handles signals with CTRL_C: on one, Interrupted is raised once every
+    worker has marked its running trial."""
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.jobs)
     if config.jobs == 1:
-        CTRL_C.install()
-        try:
-            cannot_fit = run_worker(config, 0, threads)
-            CTRL_C.check()  # pressed after the last trial ended
-        finally:
-            CTRL_C.uninstall()
-        return cannot_fit
+        return run_worker(config, 0, threads)
     return _run_processes(config, threads)
 
 
 def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None) -> bool:
     """One worker: pulls trials from the shared study until its total of trained trials is reached. Returns True
-    when it stopped because the space cannot fit the budget."""
+    when it stopped because the space cannot fit the budget; SearchFailed when it stopped for repeated errors."""
     if threads:
         torch.set_num_threads(threads)
     # ERROR: Optuna logs every failed trial (NaN loss, Ctrl-C) with its traceback; our own line gives the reason
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logs.configure(config.quiet, f"[w{worker}] " if config.jobs > 1 else "")
-    space = load_space(config.space)
-    device = resolve_device(config.device)
-    splits = load_data(config, device)
+    with CTRL_C.stoppable():  # nothing is written yet: a signal while the data loads stops the worker at once
+        space = load_space(config.space)
+        device = resolve_device(config.device)
+        splits = load_data(config, device)
     name = config.study_name(space)
-    study = optuna.load_study(study_name=name, storage=open_storage(config.storage_url),
+    study = optuna.load_study(study_name=name, storage=open_storage(config.storage_url, wait=True),
                               sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000),
                               pruner=study_mod.make_pruner())
     objective = Objective(config, space, splits, device, export.artifact_store(config.artifacts(name)),
@@ -87,56 +115,82 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
                            gc_after_trial=False)
         finally:
             gc.unfreeze()
+    if stopper.repeated_errors():
+        raise SearchFailed(stopper.repeated_errors())
     return stopper.space_cannot_fit
 
 
 def _run_processes(config: SearchConfig, threads: int) -> bool:
+    """The --jobs workers, each in a process. The parent's SIGINT or SIGTERM is passed on to every worker, and so is
+    a stop once any worker failed: the others mark their running trial and exit, and their finished trials stay."""
     # the data is checked here, once, so a bad data root is one clear error rather than one per worker
     data.load(config.dataset, config.data_dir, train_subset=config.train_subset)
+    CTRL_C.check()  # a signal while the data was checked: no worker starts
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(config, i, threads, os.getpid())) for i in range(config.jobs)]
-    for p in procs:
-        p.start()
+    stop = ctx.RawValue("i", 0)  # how many stop signals the workers act on; a worker polls it
+    pipes = [ctx.Pipe(duplex=False) for _ in range(config.jobs)]  # a failed worker's last error, for the parent
+    settings = dataclasses.asdict(config)  # plain values: see interrupts.shielded
+    entry = (_worker_entry.__module__, _worker_entry.__name__)  # by name: see interrupts.shielded
+    procs = [ctx.Process(target=shielded, args=(*entry, settings, i, threads, os.getpid(), stop, pipes[i][1]))
+             for i in range(config.jobs)]
+    with held():
+        for p in procs:
+            p.start()
     try:
+        while any(p.exitcode is None for p in procs):
+            stop.value = max(CTRL_C.presses, int(bool(_failed(procs))))
+            multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], POLL_SECONDS)
+    except KeyboardInterrupt:  # a second signal: the workers stop at once too
+        stop.value = CTRL_C.presses
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:  # Ctrl-C reached every worker too: each marks its running trial and exits
-        for p in procs:
-            p.join()
+            p.join(timeout=5)
         raise
-    failed = [i for i, p in enumerate(procs) if p.exitcode not in (0, WORKER_CANNOT_FIT) and p.exitcode > 0]
-    if failed and len(failed) == len(procs):
-        raise SearchError(f"every worker failed ({', '.join(f'worker {i}' for i in failed)}); "
-                          f"see the error lines above")
-    for i, p in enumerate(procs):
-        if p.exitcode is not None and p.exitcode < 0:
-            logs.line(f"worker {i} was killed by signal {-p.exitcode}; its trial is failed and re-queued once its "
-                      f"heartbeat is {heartbeat_settings()[1]} s old, at the next trial or run")
+    CTRL_C.check()  # the parent was signalled: whatever the workers did, the search was interrupted
+    failed = _failed(procs)
+    if failed:
+        raise SearchFailed("; ".join(f"worker {i} failed: {_last_error(procs[i], pipes[i][0])}" for i in failed))
     return any(p.exitcode == WORKER_CANNOT_FIT for p in procs)
 
 
-def _worker_entry(config: SearchConfig, worker: int, threads: int, parent: int | None = None) -> None:
-    """A --jobs worker process: one line on stderr and a distinct exit code when it cannot go on."""
-    if parent is not None:
-        _exit_with_parent(parent)
-    CTRL_C.install()  # the terminal's Ctrl-C reaches every worker too
+def _failed(procs) -> list[int]:
+    """The workers that ended with an error, a crash or a kill. A worker exits WORKER_INTERRUPTED only when told."""
+    return [i for i, p in enumerate(procs) if p.exitcode not in (None, 0, WORKER_CANNOT_FIT, WORKER_INTERRUPTED)]
+
+
+def _last_error(proc, pipe) -> str:
+    """What a failed worker sent before it exited, else how it ended."""
+    if pipe.poll():
+        return pipe.recv()
+    if proc.exitcode < 0:
+        return (f"killed by {signal.Signals(-proc.exitcode).name}; its running trial is failed and re-queued once "
+                f"its heartbeat is {heartbeat_settings()[1]} s old, by the next run")
+    return f"exited with code {proc.exitcode}"
+
+
+def _worker_entry(settings: dict, worker: int, threads: int, parent: int, stop, error_pipe) -> None:
+    """A --jobs worker process, started through `interrupts.shielded`: stops when the parent says so, and gives the
+    parent its last error and a distinct exit code when it cannot go on."""
+    CTRL_C.install(relayed=True)
+    _watch_parent(parent, stop)
     try:
-        cannot_fit = run_worker(config, worker, threads)
-        CTRL_C.check()  # pressed after the worker's last trial ended
+        cannot_fit = run_worker(SearchConfig(**settings), worker, threads)
+        CTRL_C.check()  # told to stop after the worker's last trial ended
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(WORKER_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - the parent reports it; a traceback per worker would bury the cause
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: worker {worker}: {text}", file=sys.stderr, flush=True)
+        e = unreachable(e) or e  # Optuna's cleanup can hide a storage outage behind its own error
+        error_pipe.send(str(e) if isinstance(e, UserError) else failure_reason(e))
         sys.exit(WORKER_FAILED)
     sys.exit(WORKER_CANNOT_FIT if cannot_fit else 0)
 
 
-def _exit_with_parent(parent: int, every: float = 2.0) -> None:
-    """A worker whose parent is gone (killed, say) exits too, rather than training on unattended. Its running
-    trial is then failed by the heartbeat check and re-queued, like any killed worker's."""
+def _watch_parent(parent: int, stop, every: float = POLL_SECONDS) -> None:
+    """A thread that passes the parent's stop signals to this worker's main thread, and exits the worker when its
+    parent is gone (killed, say) rather than train on unattended. Its running trial is then failed by the heartbeat
+    check and re-queued, like any killed worker's."""
     def watch() -> None:
         while os.getppid() == parent:
+            CTRL_C.relay(stop.value)
             time.sleep(every)
         os._exit(WORKER_FAILED)
 

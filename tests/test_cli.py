@@ -1,15 +1,18 @@
 """nas.cli: the default command, flag checks, one-line messages and exit codes. Bad inputs end to end are in
 test_cli_errors.py; these call the functions in-process, with the commands stubbed."""
 import argparse
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from nas import cli, commands
+from nas.config import config_from
 from nas.data import DataError
-from nas.errors import CliError, SearchError, StudyError, UserError
+from nas.errors import CliError, SearchError, SearchFailed, StudyError, UserError
 from nas.export import WeightsError
+from nas.interrupts import Interrupted
 from nas.space import SpaceError
 from nas.spec import SpecError
 from tests.conftest import ROOT
@@ -29,6 +32,24 @@ def test_parse_runs_search_unless_a_command_is_named(argv, command):
 def test_parse_fills_in_the_search_defaults():
     args = cli.parse(["--trials", "3"])
     assert (args.trials, args.max_params, args.sampler, args.epochs, args.seed) == (3, 25_000, "tpe", 1, 0)
+
+
+@pytest.mark.parametrize("argv", [[], ["evaluate", "--spec", "R1"], ["baselines"]])
+def test_settings_not_given_take_their_defaults(argv):
+    config = config_from(vars(cli.parse(argv)))
+    assert (config.dataset, config.epochs, config.train_subset) == ("mnist", 1, None)
+
+
+@pytest.mark.parametrize("argv", [["report", "--study", "s"], ["export", "--study", "s", "--out", "m.safetensors"],
+                                  ["evaluate", "--study", "s"]])
+def test_study_commands_tell_a_setting_left_out_from_one_given(argv):
+    """None: take the study's. A default here would contradict a study made with other settings."""
+    args = cli.parse(argv)
+    assert (args.dataset, getattr(args, "epochs", None), args.train_subset) == (None, None, None)
+    given = cli.parse([*argv, "--dataset", "fashion-mnist", "--train-subset", "9"] + ["--epochs", "2"] * (
+        argv[0] == "evaluate"))
+    assert (given.dataset, given.train_subset) == ("fashion-mnist", 9)
+    assert getattr(given, "epochs", 2) == 2
 
 
 def test_every_subcommand_is_known_to_the_default_command_rule():
@@ -143,10 +164,26 @@ def test_main_prints_a_user_error_as_one_line_and_returns_2(monkeypatch, capsys)
     assert captured.err == "error: no study 's'\\nhere\n" and captured.out == ""
 
 
-def test_main_returns_130_on_ctrl_c(monkeypatch, capsys):
-    assert _command_raises(monkeypatch, KeyboardInterrupt()) == 130
+@pytest.mark.parametrize("error, code", [(KeyboardInterrupt(), 130), (Interrupted(signal.SIGINT), 130),
+                                         (Interrupted(signal.SIGTERM), 143)], ids=["ctrl-c", "sigint", "sigterm"])
+def test_main_returns_128_plus_the_signal_on_an_interrupt(monkeypatch, capsys, error, code):
+    assert _command_raises(monkeypatch, error) == code
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == ["interrupted"] and captured.out == ""
+
+
+def test_main_finds_a_storage_outage_behind_optunas_cleanup_error(monkeypatch, capsys):
+    from nas.retry import StorageUnreachable
+
+    bug = UnboundLocalError("cannot access local variable 'frozen_trial'")
+    bug.__context__ = StorageUnreachable("storage postgresql://u:***@db/nas unreachable for 90 s, giving up: refused")
+    assert _command_raises(monkeypatch, bug) == 2
+    assert capsys.readouterr().err == "error: storage postgresql://u:***@db/nas unreachable for 90 s, giving up: refused\n"
+
+
+def test_main_returns_3_when_the_search_ran_but_failed(monkeypatch, capsys):
+    assert _command_raises(monkeypatch, SearchFailed("no trial completed in study 's'")) == 3
+    assert capsys.readouterr().err == "error: no trial completed in study 's'\n"
 
 
 def test_main_lets_a_bug_keep_its_traceback(monkeypatch, capsys):

@@ -48,6 +48,7 @@ def assert_one_line_error(stderr: str, *mentions: str) -> None:
     (["--jobs", "x"], "--jobs"),
     (["--seed", "-1"], "--seed"),
     (["--epochs", "0"], "--epochs"),
+    (["evaluate", "--spec", "R1", "--epochs", "x"], "--epochs"),
     (["--train-subset", "0"], "--train-subset"),
     (["--dataset", "cifar"], "--dataset"),
     (["--sampler", "grid"], "--sampler"),

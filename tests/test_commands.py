@@ -1,7 +1,11 @@
 """nas.commands in-process: describe, report, export, evaluate and baselines, on a storage made here and on the
 synthetic toy task instead of MNIST."""
+import errno
 import json
+import os
+import stat
 import statistics
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -13,9 +17,11 @@ from safetensors.torch import load_file
 from nas import cli, commands, data as data_mod, export, references
 from nas.budget import count_params
 from nas.build import build
-from nas.config import SearchConfig
+from nas.config import SearchConfig, study_identity
 from nas.device import to_device
+from nas.errors import CliError
 from nas.objective import record_candidate, record_result
+from nas.space import load_space
 from nas.spec import Candidate, SpecError
 from nas.train import TrainingDiverged, TrainResult
 from tests.conftest import REFERENCES, synthetic_splits
@@ -43,12 +49,18 @@ SCORES = {"R1": 0.97, "R2": 0.99, "R4": 0.98}  # trial numbers 0, 1, 2; R2 is th
 def stored(tmp_path_factory):
     """A storage as a search leaves it: study "s" of R1, R2 and R4 with made-up scores and untrained weights (built
     with seed = trial number, so each trial's weights differ), then a failed trial; no result files yet."""
-    results = tmp_path_factory.mktemp("results")
-    config = SearchConfig(results_dir=str(results), study="s")
-    study = optuna.create_study(study_name="s", storage=config.storage_url, direction="maximize")
-    store = export.artifact_store(config.artifacts("s"))
-    for number, (name, acc) in enumerate(SCORES.items()):
-        candidate, trial = REFERENCES[name], study.ask()
+    return _store(tmp_path_factory.mktemp("results"), "s")
+
+
+def _store(results, name: str, identity: dict | None = None):
+    """Study `name` as `stored` describes, labelled with `identity` as a search labels its study."""
+    config = SearchConfig(results_dir=str(results), study=name)
+    study = optuna.create_study(study_name=name, storage=config.storage_url, direction="maximize")
+    for key, value in (identity or {}).items():
+        study.set_user_attr(key, value)
+    store = export.artifact_store(config.artifacts(name))
+    for number, (ref, acc) in enumerate(SCORES.items()):
+        candidate, trial = REFERENCES[ref], study.ask()
         record_candidate(trial, candidate, count_params(candidate.arch))
         record_result(trial, made_up_result(acc), build(candidate.arch, seed=number), candidate, store, results / "tmp")
         study.tell(trial, acc)
@@ -166,6 +178,46 @@ def test_export_copies_the_chosen_trial_else_the_best(stored, tmp_path, capsys, 
     assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
 
 
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_report_and_export_write_files_readable_as_the_umask_allows(stored, tmp_path, umask_022):
+    assert run("report", "--study", "s", "--results-dir", stored) == 0
+    assert run("export", "--study", "s", "--results-dir", stored, "--out", tmp_path / "m.safetensors") == 0
+    written = [stored / "s" / name for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors",
+                                                "best.json")] + [tmp_path / "m.safetensors", tmp_path / "m.json"]
+    assert {path.name: _mode(path) for path in written} == {path.name: 0o644 for path in written}
+
+
+def _half_then_full(path) -> None:
+    Path.write_bytes(Path(path), b"half")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(stored, tmp_path, monkeypatch, capsys, command):
+    """The write of trials.csv (report) or of the exported weights (export) fails half-way with ENOSPC."""
+    if command == "report":
+        target, extra = stored / "s" / "trials.csv", []
+        monkeypatch.setattr(Path, "write_text", lambda self, text, *a, **k: _half_then_full(self))
+    else:
+        target, extra = tmp_path / "m.safetensors", ["--out", str(tmp_path / "m.safetensors")]
+        monkeypatch.setattr(optuna.artifacts, "download_artifact", lambda **k: _half_then_full(k["file_path"]))
+    Path.write_bytes(target, b"old")
+    before = sorted(p.name for p in target.parent.iterdir())
+    assert cli.main([command, "--study", "s", "--results-dir", str(stored), *extra]) == 2
+    assert capsys.readouterr().err == f"error: {target}: No space left on device\n"
+    assert target.read_bytes() == b"old" and sorted(p.name for p in target.parent.iterdir()) == before
+
+
 # -- evaluate ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def toy_data(monkeypatch):
@@ -196,24 +248,91 @@ def trainings(monkeypatch):
 
 def test_evaluate_retrains_per_seed_on_the_whole_training_set_and_gives_mean_and_spread(toy_data, trainings, capsys):
     assert run("evaluate", "--spec", "R1", "--seeds", 2, "--dataset", "fashion-mnist", "--train-subset", 300,
-               "--device", "cpu") == 0
+               "--epochs", 2, "--device", "cpu") == 0
     assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300})]
     assert [(seed, n, params) for seed, n, params, _ in trainings] == [(0, 128, 20_586), (1, 128, 20_586)]
     accs = [result.test_acc for *_, result in trainings]
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "evaluating R1: 20,586 params, 128 training images, 2 seed(s)"
+    assert lines[0] == "evaluating R1: 20,586 params, 128 fashion-mnist training images, 2 epoch(s), 2 seed(s)"
     assert [line.split("(")[0] for line in lines[1:3]] == [f"  seed {i}: test {a:.2%}  " for i, a in enumerate(accs)]
     assert lines[3] == f"test accuracy: {statistics.mean(accs):.2%} ± {statistics.stdev(accs):.2%} over 2 seed(s)"
 
 
 def test_evaluate_a_study_trial_retrains_its_recorded_candidate(stored, toy_data, monkeypatch, capsys):
+    """Study "s" records no settings (not made by a search): the flags give them."""
     built = []
-    monkeypatch.setattr(commands, "train", lambda model, *a, **k: built.append(size(model)) or made_up_result(0.5))
-    assert run("evaluate", "--study", "s", "--trial", 2, "--seeds", 1, "--results-dir", stored, "--device", "cpu") == 0
+    monkeypatch.setattr(commands, "train", lambda model, *a, **k: built.append((size(model), k["epochs"])) or
+                        made_up_result(0.5))
+    assert run("evaluate", "--study", "s", "--trial", 2, "--seeds", 1, "--results-dir", stored, "--device", "cpu",
+               "--dataset", "fashion-mnist", "--epochs", 2) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert built == [count_params(REFERENCES["R4"].arch)]
-    assert lines[0].startswith(f"evaluating s trial 2: {built[0]:,} params")
+    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": None})]
+    params = count_params(REFERENCES["R4"].arch)
+    assert built == [(params, 2)]
+    assert lines[0].startswith(f"evaluating s trial 2: {params:,} params")
     assert lines[-1] == "test accuracy: 49.00% ± 0.00% over 1 seed(s)"
+
+
+# -- the settings a study was made with ---------------------------------------------------------------------
+MADE_WITH = SearchConfig(dataset="fashion-mnist", epochs=3, train_subset=300)
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """Study "fm", labelled as a search with MADE_WITH's settings labels its study."""
+    return _store(tmp_path_factory.mktemp("fashion"), "fm", study_identity(MADE_WITH, load_space()))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    epochs = []
+    monkeypatch.setattr(commands, "train", lambda *a, **k: epochs.append(k["epochs"]) or made_up_result(0.5))
+    return epochs
+
+
+def test_report_draws_the_baselines_of_the_studys_data_and_labels_its_epochs(fashion, monkeypatch):
+    asked, real = [], references.baseline_frame
+    monkeypatch.setattr(references, "baseline_frame", lambda storage, *key: asked.append(key) or real(storage, *key))
+    assert run("report", "--study", "fm", "--results-dir", fashion) == 0
+    assert asked == [("fashion-mnist", data_mod.VAL_SIZE, 300)]
+    assert "validation accuracy (3 epochs)" in (fashion / "fm" / "frontier.html").read_text()
+
+
+def test_evaluate_a_study_trial_retrains_on_the_studys_data_for_its_epochs(fashion, toy_data, no_training, capsys):
+    assert run("evaluate", "--study", "fm", "--seeds", 1, "--results-dir", fashion, "--device", "cpu") == 0
+    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300})] and no_training == [3]
+    assert "fashion-mnist training images, 3 epoch(s)" in capsys.readouterr().out
+
+
+def test_flags_that_agree_with_the_study_are_accepted(fashion, toy_data, no_training, tmp_path):
+    same = ["--study", "fm", "--results-dir", fashion, "--dataset", "fashion-mnist", "--train-subset", 300]
+    assert run("report", *same) == 0
+    assert run("export", *same, "--out", tmp_path / "m.safetensors") == 0
+    assert run("evaluate", *same, "--epochs", 3, "--seeds", 1, "--device", "cpu") == 0 and no_training == [3]
+
+
+MADE = {"--dataset": "--dataset fashion-mnist", "--train-subset": "--train-subset 300", "--epochs": "--epochs 3"}
+CONTRADICTIONS = [(command, flag, value) for command in ("report", "export", "evaluate")
+                  for flag, value in (("--dataset", "mnist"), ("--train-subset", "100"), ("--epochs", "1"))
+                  if flag != "--epochs" or command == "evaluate"]  # only evaluate trains, so only it has --epochs
+
+
+@pytest.mark.parametrize("command, flag, value", CONTRADICTIONS)
+def test_a_flag_contradicting_the_study_is_refused_in_one_line(fashion, toy_data, no_training, tmp_path, capsys,
+                                                               command, flag, value):
+    out = ["--out", str(tmp_path / "m.safetensors")] if command == "export" else []
+    assert cli.main([command, "--study", "fm", "--results-dir", str(fashion), flag, value, *out]) == 2
+    assert capsys.readouterr().err == (f"error: {flag} {value}: study 'fm' was made with {MADE[flag]}; "
+                                       f"leave {flag} out\n")
+    assert not list(tmp_path.iterdir()) and not toy_data and not no_training
+
+
+def test_a_subset_for_a_study_made_on_every_image_is_refused():
+    study = optuna.create_study(study_name="full")
+    study.set_user_attr("train_subset", None)
+    with pytest.raises(CliError) as e:
+        commands.as_made(SearchConfig(), cli.parse(["report", "--study", "full", "--train-subset", "100"]), study)
+    assert str(e.value) == "--train-subset 100: study 'full' was made with no --train-subset; leave --train-subset out"
 
 
 # -- baselines ---------------------------------------------------------------------------------------------

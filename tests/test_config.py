@@ -2,7 +2,8 @@
 import hashlib
 import json
 
-from nas.config import SearchConfig, config_from, space_fingerprint, study_identity
+from nas import data
+from nas.config import SearchConfig, config_from, recorded_identity, space_fingerprint, study_identity
 from nas.space import DEFAULT_SPACE, load_space
 
 
@@ -25,6 +26,18 @@ def test_paths_follow_the_results_folder_unless_told_otherwise():
 def test_settings_are_taken_from_parsed_arguments_and_the_rest_ignored():
     config = config_from({"trials": 7, "max_params": 9000, "command": "search", "out": "x.safetensors"})
     assert (config.trials, config.max_params, config.seed) == (7, 9000, 0)
+
+
+def test_a_setting_given_as_none_is_a_flag_left_out_and_keeps_its_default():
+    config = config_from({"dataset": None, "epochs": None, "train_subset": None, "trials": 7})
+    assert (config.dataset, config.epochs, config.train_subset, config.trials) == ("mnist", 1, None, 7)
+
+
+def test_a_study_made_before_a_label_existed_is_taken_as_made_with_the_assumed_value():
+    assert recorded_identity({"dataset": "fashion-mnist", "epochs": 2}) == {
+        "val_size": data.LEGACY_VAL_SIZE, "dataset": "fashion-mnist", "epochs": 2}
+    assert recorded_identity({"val_size": 10_000})["val_size"] == 10_000
+    assert recorded_identity({}) == {}  # no labels at all: not a search's study, so nothing is assumed
 
 
 def test_the_identity_records_data_budget_and_space():

@@ -101,6 +101,31 @@ def test_label_out_of_range_and_not_gzip(tmp_path):
         _load(root)
 
 
+@pytest.mark.parametrize("error, reason", [
+    (None, None),
+    # torchvision's own message: each mirror's error on the lines after the first
+    (RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://m1/, got:\nHTTP Error 503: Service "
+                  "Unavailable\nTried https://m2/, got:\n<urlopen error [SSL: CERTIFICATE_VERIFY_FAILED]>\n"),
+     "RuntimeError: Error downloading train-images-idx3-ubyte.gz: Tried https://m1/, got: HTTP Error 503: Service "
+     "Unavailable Tried https://m2/, got: <urlopen error [SSL: CERTIFICATE_VERIFY_FAILED]>"),
+    (OSError(28, "No space left on device"), "OSError: [Errno 28] No space left on device"),
+    (ConnectionResetError(), "ConnectionResetError"),
+], ids=["no-error", "mirrors", "disk", "no-message"])
+def test_a_failed_download_gives_its_reason_in_the_one_line_error(tmp_path, monkeypatch, error, reason):
+    import torchvision.datasets as tvd
+
+    def download(*args, **kwargs):
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(tvd, "MNIST", download)
+    with pytest.raises(data_mod.DataError) as e:
+        data_mod.load("mnist", tmp_path)
+    outcome = "did not provide them" if reason is None else f"failed: {reason}"
+    assert f"t10k-labels-idx1-ubyte) and the download {outcome}. Put the four IDX files" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
 def test_cli_reports_a_damaged_data_file_in_one_line(tmp_path, capsys):
     from nas.cli import main
 

@@ -1,4 +1,5 @@
 """End to end: `python search.py` in a subprocess on real MNIST subsets, as a user runs it."""
+import contextlib
 import os
 import signal
 import sqlite3
@@ -143,15 +144,16 @@ ema = 0.0
 """
 
 
-def _start(tmp_path, mnist_root, trials, env=None):
+def _start(tmp_path, mnist_root, trials, env=None, jobs=1):
+    """In a session of its own, so that a test can signal its whole process group as a terminal's Ctrl-C does."""
     space = tmp_path / "tiny.toml"
     space.write_text(TINY_SPACE)
     args = [sys.executable, "search.py", "--space", space, "--max-params", "2000", "--trials", trials,
-            "--train-subset", "500", "--threads", "1", "--jobs", "1", "--results-dir", tmp_path / "r",
+            "--train-subset", "500", "--threads", "1", "--jobs", jobs, "--results-dir", tmp_path / "r",
             "--data-dir", mnist_root]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.Popen([str(a) for a in args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
 
 
 def _wait_for_first_trial(proc, tmp_path) -> None:
@@ -163,7 +165,7 @@ def _wait_for_first_trial(proc, tmp_path) -> None:
         if not line:
             break
         lines.append(line)
-        if line.startswith("trial") and "val" in line:
+        if "trial" in line and " val " in line:  # "trial 0 ..." or, from a --jobs worker, "[w0] trial 0 ..."
             while time.monotonic() < deadline:
                 with sqlite3.connect(tmp_path / "r" / "nas.db", timeout=30) as db:
                     if db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]:
@@ -177,19 +179,48 @@ def _tiny_trials(tmp_path):
     return load(tmp_path / "r", "tiny-2000-sub500").get_trials()
 
 
-def test_ctrl_c_marks_the_running_trial_writes_reports_and_exits_130(tmp_path, mnist_root):
-    proc = _start(tmp_path, mnist_root, trials=50)
-    _wait_for_first_trial(proc, tmp_path)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted" in err
+def _workers(pid: int) -> list[int]:
+    """The --jobs worker processes of a search: its children started by multiprocessing's spawn."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if b"spawn_main" in _cmdline(int(p))]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:  # gone already
+        return b""
+
+
+@pytest.mark.parametrize("jobs, signum, to", [
+    (1, signal.SIGINT, "pid"), (1, signal.SIGTERM, "pid"), (2, signal.SIGINT, "pid"), (2, signal.SIGTERM, "pid"),
+    (2, signal.SIGINT, "group"),  # a terminal's Ctrl-C: every process of the group at once, counted once
+], ids=["jobs1-SIGINT", "jobs1-SIGTERM", "jobs2-SIGINT", "jobs2-SIGTERM", "jobs2-ctrl-c-in-a-terminal"])
+def test_a_signal_stops_every_worker_marks_the_running_trials_writes_reports_and_exits_128_plus_it(
+        tmp_path, mnist_root, jobs, signum, to):
+    proc = _start(tmp_path, mnist_root, trials=50, jobs=jobs)
+    try:
+        _wait_for_first_trial(proc, tmp_path)
+        spawned = _workers(proc.pid)
+        assert len(spawned) == (jobs if jobs > 1 else 0)
+        (os.killpg if to == "group" else os.kill)(proc.pid, signum)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_cmdline(p) for p in spawned):
+            time.sleep(0.2)
+        assert not [p for p in spawned if _cmdline(p)], "workers still running 10 s after the signal"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the search, if a check failed
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and f"interrupted by {signum.name}" in err
     results = tmp_path / "r" / "tiny-2000-sub500"
     for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json"):
         assert (results / name).is_file(), name
     trials = _tiny_trials(tmp_path)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert trials[0].state == TrialState.COMPLETE and "weights_artifact" in trials[0].user_attrs
+    assert not [t for t in trials if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs]
     assert not list(results.glob(".*.tmp"))
     export.load(results / "best.safetensors")  # the exported best model is whole
 

@@ -1,11 +1,16 @@
+import errno
+import os
 import pickle
+import stat
 from pathlib import Path
 
+import optuna
 import pytest
+import safetensors
 import torch
 from safetensors.torch import save_file
 
-from nas import commands, export
+from nas import cli, commands, export
 from nas.build import build
 from nas.spec import Candidate
 from tests.conftest import REFERENCES
@@ -87,6 +92,46 @@ def test_a_crash_while_saving_weights_leaves_the_previous_file_whole(tmp_path, m
     assert best.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
     export.load(best)
+
+
+def _full_disk(tensors, filename, metadata=None):
+    """What safetensors raises when the disk fills up mid-write: not an OSError."""
+    Path(filename).write_bytes(b"partial")
+    raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def test_a_full_disk_while_saving_weights_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    candidate, best = REFERENCES["R2"], tmp_path / "best.safetensors"
+    export.save(build(candidate.arch), candidate, best)
+    good = best.read_bytes()
+    monkeypatch.setattr(export, "save_file", _full_disk)
+    with pytest.raises(OSError) as e:
+        export.save(build(candidate.arch), candidate, best)
+    assert cli._user_message(e.value) == f"{best}: No space left on device"
+    assert best.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
+
+
+def test_a_full_disk_fails_every_trials_weights_with_the_same_reason(tmp_path, monkeypatch):
+    """The error names the scratch folder, not the trial's file, so the failures of a full disk read alike."""
+    monkeypatch.setattr(export, "save_file", _full_disk)
+    study, store, scratch = optuna.create_study(), export.artifact_store(tmp_path / "art"), tmp_path / "scratch"
+    reasons = set()
+    for _ in range(2):
+        with pytest.raises(OSError) as e:
+            export.upload_weights(study.ask(), build(REFERENCES["R2"].arch), REFERENCES["R2"], store, scratch)
+        reasons.add(str(e.value))
+    assert reasons == {f"[Errno {errno.ENOSPC}] No space left on device: '{scratch}'"}
+    assert not list(scratch.iterdir())
+
+
+def test_weights_and_spec_files_have_the_mode_the_umask_gives_a_new_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        export.save(build(REFERENCES["R2"].arch), REFERENCES["R2"], tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {"m.json": 0o644,
+                                                                                     "m.safetensors": 0o644}
 
 
 def test_a_file_whose_spec_travels_inside_is_read_before_the_sidecar(tmp_path):

@@ -8,7 +8,7 @@ from nas import export, objective as objective_mod
 from nas.config import SearchConfig
 from nas.objective import FINAL_STEP, Objective, failure_reason
 from nas.space import load_space
-from nas.study import REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
+from nas.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
 from nas.train import PROGRESS_POINTS
 from nas.workers import Stopper
 from tests.conftest import synthetic_splits
@@ -64,6 +64,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path,
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) >= 2
     assert all("fail_reason" in t.user_attrs and "loss became" in t.user_attrs["fail_reason"] for t in failed)
+    assert all(is_trained(t) for t in failed)  # the candidate's own failure counts
 
 
 def test_candidates_over_the_compute_ceiling_are_rejected_untrained(tmp_path, toy):
@@ -133,6 +134,25 @@ def test_out_of_memory_fails_the_trial_with_a_reason(tmp_path, monkeypatch):
     reasons = [t.user_attrs.get("fail_reason", "") for t in study.trials]
     assert all(r.startswith("out of memory") for r in reasons), reasons
     assert all(is_trained(t) for t in study.trials)  # counted: a search of such trials ends
+    assert {t.user_attrs["fail_kind"] for t in study.trials} == {FAILED_BY_CANDIDATE}
+
+
+def _disk_full(*a, **k):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["train", "upload_weights"], ids=["in-training", "saving-the-weights"])
+def test_an_error_not_the_candidates_fails_the_trial_with_its_reason_and_is_not_counted(tmp_path, monkeypatch, where):
+    """A bug, a broken install or a full disk would fail any candidate: counting it would end a search untrained."""
+    monkeypatch.setattr(objective_mod if where == "train" else objective_mod.export, where, _disk_full)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    small = synthetic_splits(n_train=128, n_val=64, n_test=64)
+    study.optimize(_objective(tmp_path, small, max_params=25_000), n_trials=2, catch=(Exception,))
+    failed = [t for t in study.trials if "rejected" not in t.user_attrs]
+    assert failed and all(t.state == TrialState.FAIL for t in failed)
+    assert {t.user_attrs.get("fail_reason") for t in failed} == {"OSError: [Errno 28] No space left on device"}
+    assert {t.user_attrs.get("fail_kind") for t in failed} == {FAILED_BY_ERROR}
+    assert trained_count(study) == 0
 
 
 @pytest.mark.parametrize("error, expected", [

@@ -3,6 +3,7 @@
 Each test runs `search.py` in subprocesses on a small real-MNIST subset, under a fresh study name it deletes after.
 """
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,6 +32,17 @@ def postgres_url() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail("CI needs PostgreSQL: set NAS_TEST_POSTGRES_URL (.ci/run starts a throwaway server)")
     pytest.skip("no PostgreSQL server (set NAS_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST:PORT/DB)")
+
+
+@pytest.fixture(scope="module")
+def postgres_ctl(postgres_url) -> list[str]:
+    """The command that controls the test server: `pg_ctl -D DATA ...` (and `runuser -u postgres --` as root)."""
+    ctl = os.environ.get("NAS_TEST_POSTGRES_CTL")
+    if ctl:
+        return shlex.split(ctl)
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI needs NAS_TEST_POSTGRES_CTL to stop and start the test server (.ci/run sets it)")
+    pytest.skip("no control of the PostgreSQL server (set NAS_TEST_POSTGRES_CTL='pg_ctl -D DATA -l LOG -w')")
 
 
 @pytest.fixture
@@ -151,6 +163,62 @@ def test_a_worker_killed_mid_trial_is_resumed_without_losing_or_sticking(postgre
     assert retry.params == killed.params
     for key in ("spec", "candidate_id", "seed"):
         assert retry.user_attrs[key] == killed.user_attrs[key], key
+    trained = [t for t in after.values() if study_mod.is_trained(t)]
+    assert len(trained) == target, [(t.number, t.state.name) for t in after.values()]
+    check_trained_trials(after.values())
+
+
+OUTAGE_SECONDS = 15
+
+
+def wait_for_trained(url, name, worker, count, deadline=120) -> dict:
+    """Polls the study until it holds `count` trained trials; their snapshot."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and worker.poll() is None:
+        try:
+            trained = {t.number: t for t in trials_of(url, name) if study_mod.is_trained(t)}
+        except KeyError:  # the study is not created yet
+            trained = {}
+        if len(trained) >= count:
+            return trained
+        time.sleep(0.2)
+    out = worker.communicate(timeout=30)[0] if worker.poll() is not None else ""
+    raise AssertionError(f"the search never reached {count} trained trial(s) (exit code {worker.poll()}):\n{out}")
+
+
+def test_a_postgres_outage_mid_search_is_waited_out(postgres_url, postgres_ctl, study_name, mnist_root, tmp_path):
+    """The server stopped for 15 s mid-search, later restarted at once: the worker waits, goes on, and finishes."""
+    target = 5
+    worker = subprocess.Popen(command(postgres_url, study_name, tmp_path, target), cwd=tmp_path,
+                              env=environment(mnist_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    down = False
+    try:
+        snapshots = [wait_for_trained(postgres_url, study_name, worker, 1)]
+        subprocess.run(postgres_ctl + ["stop", "-m", "fast"], check=True, capture_output=True, timeout=60)
+        down = True
+        time.sleep(OUTAGE_SECONDS)
+        assert worker.poll() is None, "the search ended while the server was down:\n" + worker.communicate()[0][-3000:]
+        subprocess.run(postgres_ctl + ["start"], check=True, capture_output=True, timeout=60)
+        down = False
+        snapshots.append(wait_for_trained(postgres_url, study_name, worker, len(snapshots[0]) + 1))
+        subprocess.run(postgres_ctl + ["restart", "-m", "fast"], check=True, capture_output=True, timeout=60)
+        out = worker.communicate(timeout=180)[0]
+    finally:
+        if down:
+            subprocess.run(postgres_ctl + ["start"], capture_output=True, timeout=60)
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate(timeout=30)
+    assert worker.returncode == 0, out
+    assert "storage unreachable" in out and "storage reachable again" in out, out
+
+    after = {t.number: t for t in trials_of(postgres_url, study_name)}
+    for n, t in [item for snapshot in snapshots for item in snapshot.items()]:  # no finished trial lost or changed
+        a = after[n]
+        assert (a.state, a.value, a.params, a.user_attrs, a.intermediate_values) == \
+               (t.state, t.value, t.params, t.user_attrs, t.intermediate_values), f"trial {n} changed"
+    assert not [t.number for t in after.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sorted(after) == list(range(len(after))), "trial numbers are duplicated or missing"
     trained = [t for t in after.values() if study_mod.is_trained(t)]
     assert len(trained) == target, [(t.number, t.state.name) for t in after.values()]
     check_trained_trials(after.values())

@@ -1,11 +1,16 @@
 """The search loop in-process, on a toy task: the study reaches its total, then reports, export and summary."""
+import os
+import signal
+
 import optuna
 import pytest
+from optuna.trial import TrialState
 
-from nas import search, workers
+from nas import objective as objective_mod, search, workers
 from nas.config import SearchConfig
-from nas.errors import SearchError
+from nas.errors import SearchError, SearchFailed
 from nas.study import trained_count
+from nas.train import TrainingDiverged
 
 RESULT_FILES = ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json")
 
@@ -44,7 +49,7 @@ def test_ctrl_c_writes_the_reports_from_the_finished_trials_then_stops(toy_searc
     monkeypatch.setattr(workers, "run_all", interrupted_after_the_trials)
     with pytest.raises(KeyboardInterrupt):
         search.run(toy_search)
-    assert "interrupted: writing the reports" in capsys.readouterr().err
+    assert "interrupted by SIGINT: writing the reports" in capsys.readouterr().err
     assert all((tmp_path / "s" / name).is_file() for name in RESULT_FILES)
 
 
@@ -59,3 +64,46 @@ def test_a_budget_below_the_smallest_network_fails_before_any_study(toy_search, 
     with pytest.raises(SearchError, match="below the smallest network"):
         search.run(SearchConfig(**{**toy_search.__dict__, "max_params": 10}))
     assert not (tmp_path / "nas.db").exists()
+
+
+def test_a_sigterm_during_the_search_writes_the_reports_then_stops_with_its_signal(toy_search, tmp_path, monkeypatch,
+                                                                                   capsys):
+    def unhandled(signum, frame):
+        pytest.fail("SIGTERM was not handled")
+
+    monkeypatch.setattr(workers, "run_all", lambda config: os.kill(os.getpid(), signal.SIGTERM))  # between trials
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(KeyboardInterrupt) as e:
+            search.run(toy_search)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back once the search is over
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert e.value.signum == signal.SIGTERM
+    assert "interrupted by SIGTERM: writing the reports" in capsys.readouterr().err
+    assert (tmp_path / "s" / "trials.csv").is_file()
+
+
+def _failing_training(monkeypatch, error):
+    def train(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(objective_mod, "train", train)
+
+
+def test_repeated_errors_stop_the_search_with_their_reason_and_trials_after_the_reports(toy_search, tmp_path,
+                                                                                          monkeypatch):
+    _failing_training(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(SearchFailed, match=r"5 trials in a row failed with the same error \(trials (\d+, ){4}\d+\): "
+                                           r"OSError: \[Errno 28\] No space left on device$"):
+        search.run(SearchConfig(**{**toy_search.__dict__, "trials": 10}))
+    study = optuna.load_study(study_name="s", storage=toy_search.storage_url)
+    assert trained_count(study) == 0 and sum(t.state == TrialState.FAIL for t in study.trials) == 5
+    assert (tmp_path / "s" / "trials.csv").is_file()
+
+
+def test_a_search_that_completes_no_trial_is_an_error(toy_search, monkeypatch):
+    _failing_training(monkeypatch, TrainingDiverged("loss became nan at step 3"))
+    with pytest.raises(SearchFailed, match=r"^no trial completed in study 's'; 2 failed, the last: "
+                                           r"TrainingDiverged: loss became nan at step 3$"):
+        search.run(toy_search)

@@ -1,13 +1,24 @@
-"""Opening the storage, hiding passwords, heartbeats, and re-queueing the trials of dead workers."""
+"""Opening the storage, hiding passwords, riding out outages, heartbeats, and re-queueing the trials of dead
+workers. The outage tests inject the faults into SQLite; tests/test_parallel.py stops a real PostgreSQL server."""
+import contextlib
+import inspect
 import time
+import warnings
 
 import optuna
 import pytest
+import sqlalchemy.exc
+from optuna.storages._rdb import storage as rdb_module
 from optuna.trial import TrialState
 
+from nas import retry
 from nas import storage as storage_mod
 from nas.errors import StudyError
-from nas.storage import fail_stale_trials, heartbeat_settings, open_storage, redact, sqlalchemy_url
+from nas.retry import Outage, StorageUnreachable
+from nas.storage import RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact, sqlalchemy_url
+
+# the tests drive trials with ask and tell, without Study.optimize: Optuna warns that heartbeats then do not run
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -41,9 +52,11 @@ def test_heartbeat_periods_default_and_follow_the_environment(monkeypatch):
 
 
 def test_an_unusable_storage_is_one_error_without_the_password():
+    started = time.monotonic()
     with pytest.raises(StudyError) as caught:
         open_storage("postgresql://u:hunter2@127.0.0.1:1/db")
     assert "cannot open storage" in str(caught.value) and "hunter2" not in str(caught.value)
+    assert time.monotonic() - started < 5, "an unreachable storage at the start is not waited for"
 
 
 def test_a_trial_that_never_beat_is_failed_and_requeued(tmp_path, monkeypatch):
@@ -59,3 +72,242 @@ def test_a_trial_that_never_beat_is_failed_and_requeued(tmp_path, monkeypatch):
     fail_stale_trials(study)
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and TrialState.WAITING in states[1:]
+
+
+def test_a_workers_own_open_waits_out_an_outage_but_the_first_open_does_not(monkeypatch):
+    calls = []
+
+    def flaky(url, **kwargs):  # the server is down for the first two tries
+        calls.append(url)
+        if len(calls) <= 2:
+            raise refused()
+        return "storage"
+    monkeypatch.setattr(storage_mod, "RetryingStorage", flaky)
+    monkeypatch.setattr(retry, "FIRST_DELAY", 0.01)
+    with pytest.raises(StudyError, match="cannot open storage postgresql.*Connection refused"):
+        open_storage("postgresql://u:p@db/nas")
+    assert len(calls) == 1
+    calls.clear()
+    assert open_storage("postgresql://u:p@db/nas", wait=True) == "storage" and len(calls) == 3
+
+
+def refused(text='connection to server at "127.0.0.1", port 5432 failed: Connection refused'):
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(text))
+
+
+class FakeClock:
+    def __init__(self):
+        self.time, self.slept = 1000.0, []
+
+    def now(self):
+        return self.time
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.time += seconds
+
+
+def failing(errors, result="ok"):
+    """An attempt that raises each of `errors` in turn, then returns `result`; it counts its calls."""
+    errors = list(errors)
+
+    def attempt(again):
+        attempt.calls.append(again)
+        if errors:
+            raise errors.pop(0)
+        return result
+    attempt.calls = []
+    return attempt
+
+
+def test_an_outage_is_waited_out_with_backoff_and_one_line_at_each_end(capsys):
+    clock = FakeClock()
+    outage = Outage("postgresql://u:***@db/nas", sleep=clock.sleep, clock=clock.now)
+    attempt = failing([refused()] * 6)
+    assert outage.call(attempt) == "ok"
+    assert attempt.calls == [False] + [True] * 6  # `again`: a previous attempt failed, and may have been stored
+    assert clock.slept == [0.5, 1, 2, 4, 5, 5]
+    out = capsys.readouterr().out.splitlines()
+    assert out == ['storage unreachable, retrying for up to 90 s: connection to server at "127.0.0.1", port 5432 '
+                   'failed: Connection refused', "storage reachable again after 18 s"]
+
+
+def test_an_outage_longer_than_the_retry_period_is_one_error_then_no_more_waiting(capsys):
+    clock = FakeClock()
+    outage = Outage("postgresql://u:***@db/nas", sleep=clock.sleep, clock=clock.now)
+    with pytest.raises(StorageUnreachable) as caught:
+        outage.call(failing([refused()] * 1000))
+    assert isinstance(caught.value, StudyError)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("storage postgresql://u:***@db/nas unreachable for 90 s")
+    assert message.endswith("Connection refused") and sum(clock.slept) == pytest.approx(90)
+    # a worker that is stopping makes more calls (its trial's failure, say): one attempt each, no more waiting
+    slept = len(clock.slept)
+    attempt = failing([refused()])
+    with pytest.raises(StorageUnreachable):
+        outage.call(attempt)
+    assert attempt.calls == [False] and len(clock.slept) == slept
+    assert outage.call(failing([])) == "ok"  # the server is back: all is normal again
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0].split(" after")[0] for line in lines] == \
+           ["storage unreachable, retrying for up to 90 s", "storage still unreachable", "storage reachable again"]
+
+
+def test_only_a_lost_connection_is_retried():
+    outage = Outage("db", sleep=lambda s: pytest.fail("slept"))
+    attempt = failing([ValueError("bad value")])
+    with pytest.raises(ValueError):
+        outage.call(attempt)
+    assert attempt.calls == [False]
+    # how Optuna wraps SQLAlchemy's errors, and how SQLAlchemy reports a connection it found dead
+    try:
+        try:
+            raise refused()
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+    except optuna.exceptions.StorageInternalError as e:
+        wrapped = e
+    assert retry.transient(wrapped) and retry.reason(wrapped).endswith("Connection refused")
+    assert retry.transient(sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("the connection is closed")))
+    invalidated = sqlalchemy.exc.DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    assert retry.transient(invalidated)
+    assert not retry.transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not retry.transient(KeyError("no such study"))
+
+
+@pytest.fixture
+def retrying(tmp_path):
+    """A RetryingStorage over SQLite, which waits for nothing between its attempts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RetryingStorage(f"sqlite:///{tmp_path / 'retry.db'}", heartbeat_interval=1, grace_period=2)
+    storage._outage._sleep = lambda seconds: None
+    return storage
+
+
+def inject(monkeypatch, refuse=0, lose_answer=False):
+    """Faults in the next sessions: `refuse` sessions fail to connect; with `lose_answer`, the next one that gets
+    through commits and then loses its connection, so the write is stored but its caller gets an error. Each error
+    is wrapped as Optuna wraps SQLAlchemy's."""
+    real = rdb_module._create_scoped_session
+    left = {"refuse": refuse, "lose": lose_answer}
+
+    def fail(error):
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from error
+
+    @contextlib.contextmanager
+    def session(*args, **kwargs):
+        if left["refuse"]:
+            left["refuse"] -= 1
+            fail(refused())
+        with real(*args, **kwargs) as s:
+            yield s
+        if left["lose"]:
+            left["lose"] = False
+            fail(refused("server closed the connection unexpectedly"))
+    monkeypatch.setattr(rdb_module, "_create_scoped_session", session)
+    monkeypatch.setattr(storage_mod, "_create_scoped_session", session)
+    return left
+
+
+def test_a_search_goes_on_through_an_outage(retrying, monkeypatch):
+    """Without the retries, Optuna dies at the first refused connection (an UnboundLocalError when it is the tell)."""
+    study = optuna.create_study(storage=retrying, study_name="outage")
+    left = inject(monkeypatch)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        left["refuse"] = 3  # the server goes down during every trial
+        trial.report(x, 1)
+        left["refuse"] = 3
+        return x
+
+    study.optimize(objective, n_trials=3)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert all(t.intermediate_values == {1: t.value} for t in study.trials)
+
+
+def test_a_new_trial_whose_commit_answer_was_lost_is_not_made_twice(retrying, monkeypatch):
+    study = optuna.create_study(storage=retrying, study_name="lost-create")
+    inject(monkeypatch, lose_answer=True)
+    trial_id = retrying.create_new_trial(study._study_id)  # what Study.ask does, less its reads
+    assert [(t._trial_id, t.number, t.state) for t in study.get_trials()] == [(trial_id, 0, TrialState.RUNNING)]
+    study.tell(0, 0.5)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def test_a_finish_whose_commit_answer_was_lost_is_not_an_error(retrying, monkeypatch):
+    study = optuna.create_study(storage=retrying, study_name="lost-finish")
+    trial = study.ask()
+    inject(monkeypatch, lose_answer=True)
+    assert retrying.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5]) is True
+    assert study.get_trials()[0].state == TrialState.COMPLETE and study.get_trials()[0].value == 0.5
+    # a trial that someone else finished (the stale sweep) is still an error
+    trial = study.ask()
+    retrying.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    inject(monkeypatch, refuse=1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        retrying.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5])
+
+
+def test_a_waiting_trial_taken_with_a_lost_answer_is_left_for_the_stale_sweep(retrying, monkeypatch):
+    study = optuna.create_study(storage=retrying, study_name="lost-take")
+    study.enqueue_trial({"x": 0.5})
+    waiting = study.get_trials()[0]
+    inject(monkeypatch, lose_answer=True)
+    # the retry finds it RUNNING, as if another worker had taken it: Optuna moves on to another trial
+    assert retrying.set_trial_state_values(waiting._trial_id, TrialState.RUNNING) is False
+    # it has a heartbeat now, so the sweep fails it a grace period later, whoever took it
+    assert waiting._trial_id in _trials_with_a_heartbeat(retrying)
+
+
+def _trials_with_a_heartbeat(storage):
+    from optuna.storages._rdb import models
+    with rdb_module._create_scoped_session(storage.scoped_session) as session:
+        return {row.trial_id for row in session.query(models.TrialHeartbeatModel).all()}
+
+
+def test_after_an_outage_no_trial_is_failed_as_stale_for_a_grace_period(retrying, monkeypatch):
+    """No worker could beat during the outage: the others get a grace period to resume before any sweep."""
+    study = optuna.create_study(storage=retrying, study_name="stale")
+    trial = study.ask()
+    retrying.record_heartbeat(trial._trial_id)
+    time.sleep(3.2)  # stale, by SQLite's one-second clock
+    inject(monkeypatch, refuse=1)
+    assert retrying.get_trial(trial._trial_id).state == TrialState.RUNNING  # meets the outage, waits it out
+    assert retrying._get_stale_trial_ids(study._study_id) == []
+    retrying._outage.recovered -= 2  # a grace period later
+    assert retrying._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+
+
+def test_a_heartbeat_that_cannot_be_recorded_does_not_kill_its_thread(retrying, monkeypatch):
+    study = optuna.create_study(storage=retrying, study_name="beat")
+    trial = study.ask()
+    retrying._outage.seconds = 0  # give up at the first failure
+    inject(monkeypatch, refuse=1)
+    retrying.record_heartbeat(trial._trial_id)  # no exception: the worker's own next call reports the outage
+
+
+def test_giving_up_is_found_behind_the_error_optuna_raises_instead(retrying, monkeypatch):
+    """Optuna's optimize turns a storage error met while finishing a trial into an UnboundLocalError."""
+    study = optuna.create_study(storage=retrying, study_name="gave-up")
+    retrying._outage.seconds = 0  # give up at the first failure
+    left = inject(monkeypatch)
+
+    def objective(trial):
+        left["refuse"] = 100
+        return 0.5
+
+    with pytest.raises(Exception) as caught:
+        study.optimize(objective, n_trials=1)
+    found = retry.unreachable(caught.value)
+    assert isinstance(found, StorageUnreachable) and "Connection refused" in str(found)
+    assert retry.unreachable(ValueError("x")) is None
+
+
+def test_every_call_that_opens_a_session_is_retried():
+    """A guard for Optuna upgrades: an RDBStorage method that reaches the database but is not retried."""
+    reaching = [name for name, f in vars(optuna.storages.RDBStorage).items()
+                if inspect.isfunction(f) and "_create_scoped_session(" in inspect.getsource(f)]
+    assert "get_trial" in reaching and "_create_new_trial" in reaching
+    assert [name for name in reaching if name not in vars(RetryingStorage)] == []

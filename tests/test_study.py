@@ -4,8 +4,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.errors import StudyError
-from nas.study import (PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, is_trained, load_study, make_pruner,
-                       make_sampler, trained_count)
+from nas.study import (FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume,
+                       error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -22,10 +22,15 @@ def test_only_trials_that_trained_and_ended_by_themselves_count():
     _finished(study, TrialState.COMPLETE, 0.9)
     _finished(study, TrialState.PRUNED)  # pruned by the pruner after training a while: counted
     _finished(study, TrialState.PRUNED, rejected=REJECTED)  # never trained
-    _finished(study, TrialState.FAIL, fail_reason="TrainingDiverged: loss became nan")  # the candidate's own fault
+    # the candidate's own fault: a NaN loss, out of memory
+    _finished(study, TrialState.FAIL, fail_reason="TrainingDiverged: loss became nan", fail_kind=FAILED_BY_CANDIDATE)
+    _finished(study, TrialState.FAIL, fail_reason="OSError: [Errno 28] No space left on device",
+              fail_kind=FAILED_BY_ERROR)  # not the candidate's: a bug, a broken install, a full disk
     _finished(study, TrialState.FAIL)  # failed from outside (killed worker, Ctrl-C): retried, so not counted
-    assert [is_trained(t) for t in study.trials] == [True, True, False, True, False]
-    assert trained_count(study) == 3
+    _finished(study, TrialState.FAIL, fail_reason="out of memory: x")  # stored before fail_kind: counted as it was
+    assert [is_trained(t) for t in study.trials] == [True, True, False, True, False, False, True]
+    assert trained_count(study) == 4
+    assert [error_reason(t) for t in study.trials[3:5]] == [None, "OSError: [Errno 28] No space left on device"]
 
 
 def test_best_is_the_highest_validation_accuracy_and_fewer_params_break_ties():

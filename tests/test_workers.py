@@ -8,12 +8,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from nas import objective as objective_mod, workers
 from nas.config import SearchConfig
+from nas.errors import SearchFailed
+from nas.interrupts import CTRL_C
 from nas.search import open_study
 from nas.space import load_space
-from nas.study import REJECTED
+from nas.study import FAILED_BY_ERROR, REJECTED
 from tests.conftest import ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,6 +54,43 @@ def test_the_stopper_gives_up_when_the_space_cannot_fit_the_budget(monkeypatch):
     assert len(study.trials) == 5 and stopper.space_cannot_fit
 
 
+class _Failing(_Rejecting):
+    """Stands in for the objective: trial N fails with errors[N] (an error, not the candidate's), else trains."""
+
+    def __init__(self, errors, rejected=()):
+        super().__init__(rejected)
+        self.errors = errors
+
+    def __call__(self, trial):
+        error = self.errors.get(trial.number)
+        if error is None:
+            return super().__call__(trial)
+        trial.set_user_attr("fail_kind", FAILED_BY_ERROR)
+        trial.set_user_attr("fail_reason", error)
+        raise RuntimeError(error)
+
+
+def _errors_in_a_row(errors, rejected=(), n_trials=30):
+    study = optuna.create_study(direction="maximize")
+    stopper = workers.Stopper(20, _Failing(errors, rejected))
+    study.optimize(stopper.objective, n_trials=n_trials, callbacks=[stopper], catch=(Exception,))
+    return study, stopper
+
+
+def test_the_stopper_stops_after_five_errors_in_a_row_and_names_them():
+    disk = {n: f"OSError: [Errno 28] No space left on device: 'trial-{n}.tmp'" for n in range(2, 30) if n != 4}
+    study, stopper = _errors_in_a_row({0: "RuntimeError: a bug", **disk}, rejected={4})
+    assert len(study.trials) == 8  # trial 4, rejected, neither ends nor extends the run of errors
+    assert stopper.repeated_errors() == ("stopped after 5 trials in a row failed with the same error (trials 2, 3, 5, 6, "
+                                         "7): OSError: [Errno 28] No space left on device: 'trial-7.tmp'")
+
+
+def test_a_trained_trial_or_another_error_ends_a_run_of_errors():
+    errors = {n: "OSError: disk" for n in (0, 1, 2, 3, 5, 6, 7, 8)} | {9: "ValueError: bug", 10: "OSError: disk"}
+    study, stopper = _errors_in_a_row(errors, n_trials=12)  # trial 4 trains; 9 is another error
+    assert len(study.trials) == 12 and stopper.repeated_errors() is None
+
+
 def test_a_worker_trains_to_the_total_and_keeps_long_lived_objects_out_of_collections_between_trials(
         tmp_path, toy, monkeypatch):
     config = SearchConfig(trials=3, max_params=25_000, quiet=True, device="cpu", jobs=1, results_dir=str(tmp_path))
@@ -68,6 +108,37 @@ def test_a_worker_trains_to_the_total_and_keeps_long_lived_objects_out_of_collec
     assert sum(t.state.is_finished() and "rejected" not in t.user_attrs for t in study.trials) == 3
     assert len(frozen) >= 3 and frozen[-1] > 0  # settled after each trial
     assert gc.get_freeze_count() == 0  # released once the worker is done: nothing it made is kept for good
+
+
+def _entry_with_a_fake_run(*args):
+    """In a worker process: the real entry around a fake run, in which worker 1 fails."""
+    workers.run_worker = _fake_run
+    workers._worker_entry(*args)
+
+
+def _fake_run(config, worker, threads):
+    if worker == 1:
+        raise ValueError("a bug\nits second line")
+    study = optuna.load_study(study_name=config.study, storage=config.storage_url)
+    study.tell(study.ask(), 0.5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # trains on, until told to stop
+        CTRL_C.check()
+        time.sleep(0.1)
+    return False
+
+
+def test_a_failed_worker_stops_the_others_and_is_named_and_their_finished_trials_are_kept(tmp_path, monkeypatch):
+    config = SearchConfig(trials=5, quiet=True, device="cpu", jobs=2, threads=1, results_dir=str(tmp_path), study="s")
+    study = open_study(config, load_space())
+    monkeypatch.setattr(workers.data, "load", lambda *a, **k: None)
+    monkeypatch.setattr(workers, "_worker_entry", _entry_with_a_fake_run)
+    started = time.monotonic()
+    with pytest.raises(SearchFailed) as e:
+        workers.run_all(config)
+    assert str(e.value) == "worker 1 failed: ValueError: a bug"
+    assert time.monotonic() - started < 40, "worker 0 was not stopped"
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
 
 
 def _running(pid: int) -> bool:
