@@ -29,12 +29,15 @@ import torch.optim.optimizer as optimizer_hooks
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
 from nas import export  # noqa: E402
-from nas import search as search_mod  # noqa: E402
+from nas import objective as objective_mod  # noqa: E402
 from nas import study as study_mod  # noqa: E402
 from nas.budget import count_params  # noqa: E402
 from nas.build import build  # noqa: E402
 from nas.references import by_name  # noqa: E402
-from nas.search import Objective, SearchConfig, prepare_model, to_device  # noqa: E402
+from nas.config import SearchConfig  # noqa: E402
+from nas.device import prepare_model, to_device  # noqa: E402
+from nas.objective import Objective  # noqa: E402
+from nas.workers import settle_heap  # noqa: E402
 from nas.space import load_space  # noqa: E402
 from nas.train import train  # noqa: E402
 
@@ -133,13 +136,13 @@ class ComputeClock:
 
     def __enter__(self):
         # a hook on the trial's root network only: a global module hook would slow every layer call it times
-        self._prepare_model = prepare = search_mod.prepare_model
-        search_mod.prepare_model = lambda *args, **kwargs: self._watch(prepare(*args, **kwargs))
+        self._prepare_model = prepare = objective_mod.prepare_model
+        objective_mod.prepare_model = lambda *args, **kwargs: self._watch(prepare(*args, **kwargs))
         self._handle = optimizer_hooks.register_optimizer_step_post_hook(self._stepped)
         return self
 
     def __exit__(self, *exc):
-        search_mod.prepare_model = self._prepare_model
+        objective_mod.prepare_model = self._prepare_model
         self._handle.remove()
 
     def _watch(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -174,7 +177,7 @@ def overhead_share(data_dir: Path, trials: int) -> None:
             with ComputeClock() as clock:
                 start = time.perf_counter()
                 # settle_heap: as a worker does after each trial
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[search_mod.settle_heap])
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[settle_heap])
                 wall = time.perf_counter() - start
             last = study.trials[-1]
             if "val_acc" in last.user_attrs:

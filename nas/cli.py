@@ -10,7 +10,9 @@ from nas.errors import CliError, UserError
 COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe")
 SAMPLERS = ("tpe", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DATASETS = ("fashion-mnist", "mnist")  # nas.data.DATASETS' names, here so that bad flags fail before torch loads
+# nas.data.NAMES, here so that bad flags fail before torch loads
+DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-letters", "emnist-balanced", "cifar10", "cifar100", "svhn",
+            "folder", "npz")
 
 
 def _positive_int(flag: str, minimum: int = 1):
@@ -53,11 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
                                           "postgresql://USER:PASS@HOST:PORT/DB for many machines")
     common.add_argument("--results-dir", default="results", help="where studies' reports go (default: results)")
     common.add_argument("--artifact-dir", help="where trial weights are stored (default: <results-dir>/<study>/artifacts)")
-    common.add_argument("--data-dir", help="data root holding MNIST/raw or FashionMNIST/raw (default: $NAS_DATA_DIR, else ./data)")
+    common.add_argument("--data-dir", help="torchvision sets: the data root holding them in torchvision's layout (e.g. "
+                                           "MNIST/raw, cifar-10-batches-py; default: $NAS_DATA_DIR, else ./data); "
+                                           "--dataset folder: DIR holding train/<class>/ (and test/<class>/); "
+                                           "--dataset npz: FILE.npz")
     # --dataset and --train-subset default to None, "not given": report, export and evaluate --study then take the
     # study's value, and refuse another; SearchConfig's defaults fill in the rest (nas.config.config_from)
-    common.add_argument("--dataset", choices=sorted(DATASETS),
-                        help="default: mnist; report, export and evaluate --study: the study's")
+    common.add_argument("--dataset", choices=DATASETS,
+                        help="a torchvision set, folder (an image folder) or npz (arrays); default: mnist; "
+                             "report, export and evaluate --study: the study's")
+    common.add_argument("--image-size", type=_positive_int("--image-size", 8), metavar="N",
+                        help="resize the images to NxN once, at load time (default: their own size; report, export "
+                             "and evaluate --study: the study's)")
     common.add_argument("--device", default="auto", choices=DEVICES)
     common.add_argument("--threads", type=_positive_int("--threads"), help="CPU threads per worker (default: cores / jobs)")
     common.add_argument("--train-subset", type=_positive_int("--train-subset"), metavar="N",

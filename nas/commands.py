@@ -11,13 +11,13 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas import data as data_mod
 from nas import export, references, study as study_mod
 from nas.blocks import describe as describe_block
 from nas.budget import count_params
 from nas.build import Network, build, layer_shapes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
-from nas.device import load_data, prepare_model, resolve_device, to_device
+from nas.data import DataInfo
+from nas.device import load_data, prepare_model, resolve_device
 from nas.errors import CliError, StudyError
 from nas.fileio import writable_dir
 from nas.objective import record_candidate, record_result
@@ -58,7 +58,11 @@ def as_made(config: SearchConfig, args, study: optuna.Study) -> SearchConfig:
         if key in recorded and given is not None and given != recorded[key]:
             made = "no " + flag if recorded[key] is None else f"{flag} {recorded[key]}"
             raise CliError(f"{flag} {given}: study {study.study_name!r} was made with {made}; leave {flag} out")
-    return dataclasses.replace(config, **{key: recorded[key] for key in STUDY_SETTINGS if key in recorded})
+    config = dataclasses.replace(config, **{key: recorded[key] for key in STUDY_SETTINGS if key in recorded})
+    source = recorded.get("data_source", "")
+    if source.startswith(("folder:", "npz:")) and config.data_dir is None:  # the folder or file the study was made from
+        config = dataclasses.replace(config, data_dir=source.split(":", 1)[1])
+    return config
 
 
 def cmd_report(config: SearchConfig, args) -> int:
@@ -73,10 +77,11 @@ def cmd_report(config: SearchConfig, args) -> int:
 
 def cmd_export(config: SearchConfig, args) -> int:
     study = _study(config, args.study)
-    as_made(config, args, study)  # only checks the flags: the weights are copied as they are
+    config = as_made(config, args, study)  # the weights are copied as they are; the data of older trials is the study's
     trial = _pick_trial(study, args.trial)
     writable_dir(Path(args.out).parent, "--out")
-    out = export.export_trial(trial, export.artifact_store(config.artifacts(study.study_name)), args.out)
+    out = export.export_trial(trial, export.artifact_store(config.artifacts(study.study_name)), args.out,
+                              export.legacy_info(config.dataset))
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, test {trial.user_attrs.get('test_acc'):.2%}) "
           f"-> {out} and {out.with_suffix('.json')}")
     return 0
@@ -95,16 +100,22 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
 
 
 def candidate_from(ref: str) -> Candidate:
+    return spec_from(ref)[0]
+
+
+def spec_from(ref: str) -> tuple[Candidate, DataInfo | None]:
+    """A weights file, a spec JSON file or a reference's name: the candidate, and the data it was trained on if the
+    file says."""
     path = Path(ref)
     if path.is_file():
         if path.suffix == ".safetensors":
-            return export.read_candidate(path)
+            return export.read_spec(path)
         try:
-            return Candidate.from_json(path.read_text(), str(path))
+            return export.read_spec_json(path.read_text(), str(path))
         except UnicodeDecodeError:
             raise SpecError(f"{path}: not a text JSON file") from None
     try:
-        return references.by_name(ref)
+        return references.by_name(ref), None
     except KeyError:
         raise SpecError(f"{ref}: no such file, and not a reference name ({', '.join(references.all_references())})") from None
 
@@ -119,8 +130,7 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
         trial = _pick_trial(study, args.trial)
         candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
     device = resolve_device(config.device)
-    splits = data_mod.load(config.dataset, config.data_dir, val_size=0, train_subset=config.train_subset)
-    splits = to_device(splits, device)
+    splits = load_data(config, device, val_size=0)
     print(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} {config.dataset} "
           f"training images, {config.epochs} epoch(s), {args.seeds} seed(s)")
     accs = []
@@ -167,7 +177,8 @@ def cmd_baselines(config: SearchConfig, args) -> int:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        record_result(trial, result, model, candidate, store, config.out_dir(study.study_name) / ".scratch")
+        record_result(trial, result, model, candidate, store, config.out_dir(study.study_name) / ".scratch",
+                      splits.info)
         study.tell(trial, result.val_acc)
         print(f"{candidate.name:<18} {trial.user_attrs['params']:>8,} {result.val_acc:>8.2%} {result.test_acc:>9.2%} "
               f"{result.train_seconds:>8.1f}", flush=True)
@@ -176,7 +187,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
 
 
 def describe(path: str) -> int:
-    candidate = candidate_from(path)
+    candidate, data = spec_from(path)
     spec = candidate.arch
     model: Network = build(spec, seed=None, device="meta")
     rows = [("input", "", str(tuple(spec.input_shape)), 0)]
@@ -191,4 +202,17 @@ def describe(path: str) -> int:
         print(f"{where:<11} {text:<{width}} {shape:<16} {params:>8,}")
     print(f"total: {total:,} trainable parameters")
     print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
+    for line in data_lines(data, spec):
+        print(line)
     return 0
+
+
+def data_lines(data: DataInfo | None, spec) -> list[str]:
+    """What the network takes and gives: its data, input shape and normalisation, and its class names."""
+    if data is None:
+        return [f"data: not recorded; input {tuple(spec.input_shape)} normalised as in training, "
+                f"{spec.num_classes} classes"]
+    return [f"data: {data.source}",
+            f"input: {tuple(data.shape)} scaled to [0, 1], normalised per channel by mean "
+            f"({', '.join(f'{m:.4g}' for m in data.mean)}) and std ({', '.join(f'{s:.4g}' for s in data.std)})",
+            f"classes ({len(data.classes)}): {', '.join(data.classes)}"]

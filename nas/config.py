@@ -25,6 +25,7 @@ class SearchConfig:
     threads: int | None = None
     data_dir: str | None = None
     dataset: str = "mnist"
+    image_size: int | None = None  # None: the data's own size
     sampler: str = "tpe"
     warm_start: bool = False
     epochs: int = 1
@@ -44,6 +45,8 @@ class SearchConfig:
             return self.study
         name = f"{space.name}-{self.max_params}"
         name += "" if self.dataset == "mnist" else f"-{self.dataset}"
+        name += f"-{Path(self.data_dir).stem}" if self.dataset in ("folder", "npz") and self.data_dir else ""
+        name += "" if self.image_size is None else f"-{self.image_size}px"
         name += "" if self.epochs == 1 else f"-e{self.epochs}"
         name += "" if self.train_subset is None else f"-sub{self.train_subset}"
         return name
@@ -74,7 +77,7 @@ def space_fingerprint(space: SearchSpace) -> str:
 # what a study made before a label existed was made with
 ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE}
 # the labels that report, export and evaluate take from the study; a flag saying otherwise is refused
-STUDY_SETTINGS = ("dataset", "epochs", "train_subset")
+STUDY_SETTINGS = ("dataset", "epochs", "train_subset", "image_size")
 
 
 def recorded_identity(attrs: dict) -> dict:
@@ -85,7 +88,10 @@ def recorded_identity(attrs: dict) -> dict:
 
 def study_identity(config: SearchConfig, space: SearchSpace) -> dict:
     """What a study's trials were made with; a resumed study must match it. val_size comes first: a study labelled
-    with any key but val_size predates it (labels are written in this order)."""
+    with any key but val_size predates it (labels are written in this order). `data_source` and `image_size` came
+    last: a study made before them was made from a torchvision set's files at their own size, and is labelled so on
+    resuming."""
     return {"val_size": data.VAL_SIZE, "space": space.name, "space_fingerprint": space_fingerprint(space),
             "max_params": config.max_params, "dataset": config.dataset, "epochs": config.epochs,
-            "train_subset": config.train_subset}
+            "train_subset": config.train_subset, "data_source": data.source_of(config.dataset, config.data_dir),
+            "image_size": config.image_size}

@@ -1,55 +1,96 @@
-"""MNIST-style datasets, read once from the standard IDX files into normalised in-memory tensors.
+"""Any small-image classification set, read once into compact uint8 tensors in memory, and normalised per batch.
 
-Per-sample DataLoaders with PIL transforms cost more than the tiny networks themselves, so training
-batches by index into these tensors instead.
+Sources (nas.sources reads them): torchvision's sets (`DATASETS`), an image folder in ImageFolder layout, and an npz
+file of arrays. Per-sample DataLoaders with PIL transforms cost more than the tiny networks themselves, so training
+batches by index into these tensors instead; the trainer normalises each gathered chunk with `normalise`.
 """
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from nas.errors import UserError
+from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir, read_folder,  # noqa: F401
+                         read_images, read_labels, read_npz, read_torchvision, _find)
 
 ENV_VAR = "NAS_DATA_DIR"
 DEFAULT_ROOT = "./data"
 VAL_SIZE = 10_000  # the hold-out that ranks trials: 5,000 read too coarsely to separate the best (bench/RESULTS.md)
 LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was recorded with them
+VAL_FRACTION = 6  # a small set holds out at most 1/6 of its training images (60,000 / 6 = VAL_SIZE: MNIST as before)
 SPLIT_SEED = 0  # fixed, so every trial of every study sees the same hold-out
-
-# folder under the root (torchvision's layout), torchvision class name, normalisation mean and std
-DATASETS = {
-    "mnist": ("MNIST", "MNIST", 0.1307, 0.3081),
-    "fashion-mnist": ("FashionMNIST", "FashionMNIST", 0.2860, 0.3530),
-}
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-_IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
+MIN_IMAGE_SIZE = 8
+NAMES = (*DATASETS, "folder", "npz")  # every --dataset; nas.cli.DATASETS repeats them so bad flags fail before torch
 
 
-class DataError(UserError):
-    """The data cannot be found or read; the message says which file and how to fix it."""
+@dataclass(frozen=True)
+class DataInfo:
+    """What a network trained on the data needs to know, and what a study records."""
+
+    source: str  # "mnist", "cifar10", "folder:<absolute dir>", "npz:<absolute file>"
+    shape: tuple[int, int, int]  # (C, H, W) as trained, after --image-size
+    classes: tuple[str, ...]  # label i is classes[i]
+    mean: tuple[float, ...]  # per channel, of the training split's images scaled to [0, 1]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataInfo":
+        return cls(source=str(d["source"]), shape=tuple(int(v) for v in d["shape"]),
+                   classes=tuple(str(c) for c in d["classes"]), mean=tuple(float(v) for v in d["mean"]),
+                   std=tuple(float(v) for v in d["std"]))
 
 
 @dataclass
 class Splits:
+    """x_* are uint8 (N, C, H, W) as loaded (float tensors, e.g. tests' synthetic ones, are taken as already
+    normalised); y_* int64. `info` defaults to one read from the tensors, with mean 0 and std 1."""
+
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    info: DataInfo = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.info is None:
+            labels = [int(y.max()) for y in (self.y_train, self.y_val, self.y_test) if len(y)]
+            channels = self.x_train.shape[1]
+            self.info = DataInfo("tensors", tuple(self.x_train.shape[1:]), tuple(str(i) for i in range(max(labels) + 1)),
+                                 (0.0,) * channels, (1.0,) * channels)
 
     def to(self, device) -> "Splits":
-        return Splits(*(t.to(device) for t in self.__dict__.values()))
+        return Splits(*(getattr(self, k).to(device) for k in TENSORS), info=self.info)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the network is fed for images `x` of these splits."""
+        return normalise(x, self.info) if x.dtype == torch.uint8 else x
+
+
+TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def normalise(x: torch.Tensor, info_or_mean_std) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 ((x / 255) - mean) / std per channel, channels_last.
+
+    One channel is computed with Python floats exactly as the images were normalised before this module kept uint8,
+    so MNIST studies resume with bit-identical inputs."""
+    mean, std = ((info_or_mean_std.mean, info_or_mean_std.std) if isinstance(info_or_mean_std, DataInfo)
+                 else info_or_mean_std)
+    mean, std = (tuple(v) if isinstance(v, (tuple, list)) else (float(v),) for v in (mean, std))
+    x = x.float() / 255.0
+    if len(mean) == 1:
+        x = (x - mean[0]) / std[0]
+    else:
+        shape = (1, len(mean), 1, 1)
+        x = (x - torch.tensor(mean, device=x.device).view(shape)) / torch.tensor(std, device=x.device).view(shape)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def resolve_root(data_dir: str | os.PathLike | None) -> Path:
@@ -57,118 +98,109 @@ def resolve_root(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir or os.environ.get(ENV_VAR) or DEFAULT_ROOT)
 
 
+def source_of(dataset: str, data_dir=None) -> str:
+    """What a study records as its data: the set's name, or the folder or file, absolute."""
+    if dataset not in NAMES:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(NAMES)}")
+    if dataset in DATASETS:
+        return dataset
+    if not data_dir:
+        what = "DIR (holding train/<class>/ images)" if dataset == "folder" else "FILE.npz"
+        raise DataError(f"--dataset {dataset} needs --data-dir {what}")
+    return f"{dataset}:{Path(data_dir).expanduser().resolve()}"
+
+
 def load(dataset: str = "mnist", data_dir=None, val_size: int = VAL_SIZE, train_subset: int | None = None,
-         download: bool = True) -> Splits:
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
-    root = resolve_root(data_dir)
-    raw = raw_dir(dataset, root)
-    failure = download_files(dataset, root) if missing_files(dataset, root) and download else None
-    missing = missing_files(dataset, root)
-    if missing:
-        outcome = f"the download failed: {failure}" if failure else "the download did not provide them"
-        raise DataError(f"{DATASETS[dataset][0]} files missing from {raw} ({', '.join(missing)}) and {outcome}. "
-                        f"Put the four IDX files (.gz or not) there, or pass "
-                        f"--data-dir DIR / set {ENV_VAR}=DIR to a folder holding {DATASETS[dataset][0]}/raw/.")
-    x_train = read_images(_find(raw, FILES["train_images"]))
-    y_train = read_labels(_find(raw, FILES["train_labels"]), len(x_train))
-    x_test = read_images(_find(raw, FILES["test_images"]))
-    y_test = read_labels(_find(raw, FILES["test_labels"]), len(x_test))
-    _, _, mean, std = DATASETS[dataset]
-    return split(normalise(x_train, mean, std), y_train, normalise(x_test, mean, std), y_test,
-                 val_size=val_size, train_subset=train_subset)
+         image_size: int | None = None, download: bool = True, cache_dir=None) -> Splits:
+    """The training set split into train and hold-out (seeded), and the test set; `cache_dir` keeps decoded image
+    folders (nas.sources.read_folder)."""
+    source = source_of(dataset, data_dir)
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise DataError(f"--image-size {image_size}: must be at least {MIN_IMAGE_SIZE}")
+    if dataset in DATASETS:
+        raw = read_torchvision(dataset, resolve_root(data_dir), download)
+    elif dataset == "folder":
+        raw = read_folder(Path(source.split(":", 1)[1]), image_size, cache_dir)
+    else:
+        raw = read_npz(Path(source.split(":", 1)[1]))
+    x_train, x_test = resize(raw.x_train, image_size), resize(raw.x_test, image_size)
+    published = DATASETS[dataset].mean_std if dataset in DATASETS else None
+    mean, std = published if published else channel_stats(x_train)
+    info = DataInfo(source, tuple(x_train.shape[1:]), tuple(raw.classes), mean, std)
+    return split(x_train, raw.y_train, x_test, raw.y_test, val_size=val_size, train_subset=train_subset, info=info,
+                 in_place=True)
 
 
-def split(x_train, y_train, x_test, y_test, val_size: int = VAL_SIZE, train_subset: int | None = None) -> Splits:
-    """A fixed, seeded hold-out; `train_subset` keeps only the first N of the remaining images.
+def split(x_train, y_train, x_test, y_test, val_size: int = VAL_SIZE, train_subset: int | None = None,
+          info: DataInfo | None = None, in_place: bool = False) -> Splits:
+    """A fixed, seeded hold-out of `val_size` images, at most 1/6 of the training set; `train_subset` keeps only
+    the first N of the remaining images.
 
-    `val_size=0` trains on the whole training set, as `evaluate` does for a final claim.
+    `val_size=0` trains on the whole training set, as `evaluate` does for a final claim. `in_place` reorders
+    `x_train` itself rather than copying it, so a large set never sits in memory twice (load does so).
     """
+    val_size = min(val_size, len(x_train) // VAL_FRACTION)
     if not 0 <= val_size < len(x_train):
         raise DataError(f"validation size {val_size} must be between 0 and {len(x_train) - 1}")
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    val, train = order[:val_size], order[val_size:]
-    if train_subset is not None:
-        train = train[:train_subset]
-    return Splits(x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test)
+    if not in_place:
+        val, train = order[:val_size], order[val_size:]
+        if train_subset is not None:
+            train = train[:train_subset]
+        return Splits(x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test, info=info)
+    permute_rows_(x_train, order)
+    y_train = y_train[order]
+    end = None if train_subset is None else val_size + train_subset
+    x_val, x_train = x_train[:val_size], x_train[val_size:end]
+    if end is not None:  # a subset: copies, so the rest of the set is freed
+        x_val, x_train = x_val.clone(), x_train.clone()
+    return Splits(x_train, y_train[val_size:end], x_val, y_train[:val_size], x_test, y_test, info=info)
 
 
-def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    return ((images.float() / 255.0 - mean) / std).unsqueeze(1).contiguous()
+def permute_rows_(x: torch.Tensor, order: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """x[:] = x[order], in place, holding at most `chunk` rows aside: along each cycle of the permutation, rows move
+    up one place a chunk at a time."""
+    nxt = order.tolist()
+    seen = bytearray(len(nxt))
+    for start in range(len(nxt)):
+        if seen[start] or nxt[start] == start:
+            continue
+        cycle, i = [], start
+        while not seen[i]:
+            seen[i] = 1
+            cycle.append(i)
+            i = nxt[i]
+        first = x[cycle[0]].clone()
+        c = torch.tensor(cycle)
+        for k in range(0, len(cycle) - 1, chunk):  # new x[c[k]] = old x[c[k + 1]]
+            src = c[k + 1:k + 1 + chunk]
+            x.index_copy_(0, c[k:k + len(src)], x.index_select(0, src))
+        x[cycle[-1]] = first
+    return x
 
 
-def raw_dir(dataset: str, root: Path) -> Path:
-    return Path(root) / DATASETS[dataset][0] / "raw"
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1], exact (from each channel's histogram, without a
+    float copy of the images)."""
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        counts = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+        n = counts.sum()
+        mean = float((counts * values).sum() / n)
+        var = float((counts * (values - mean) ** 2).sum() / n)
+        means.append(round(mean, 6))
+        stds.append(round(max(var, 1e-12) ** 0.5, 6))
+    return tuple(means), tuple(stds)
 
 
-def missing_files(dataset: str, root: Path) -> list[str]:
-    """The IDX files of `dataset` absent from its folder under `root`."""
-    raw = raw_dir(dataset, root)
-    return [name for name in FILES.values() if not _find(raw, name)]
-
-
-def _find(raw: Path, name: str) -> Path | None:
-    for candidate in (raw / name, raw / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-# The IDX files are read here rather than by torchvision's read_image_file: that reads no .gz, names no file, accepts
-# any image size and label value, and fails on a damaged file with a bare assert.
-def _read(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read ({e}); replace the file or delete it to download it again") from None
-
-
-def read_images(path: Path) -> torch.Tensor:
-    data = _read(path)
-    if len(data) < 16:
-        raise DataError(f"{path}: too short to be an IDX image file ({len(data)} bytes)")
-    magic, n, rows, cols = struct.unpack(">IIII", data[:16])
-    if magic != _IMAGE_MAGIC:
-        raise DataError(f"{path}: wrong magic number {magic} (expected {_IMAGE_MAGIC}); not an IDX image file")
-    if (rows, cols) != (28, 28):
-        raise DataError(f"{path}: images are {rows}x{cols}, expected 28x28")
-    if len(data) != 16 + n * rows * cols:
-        raise DataError(f"{path}: truncated or padded: header says {n} images, the file holds "
-                        f"{(len(data) - 16) / (rows * cols):.1f}")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=16).view(n, rows, cols)
-
-
-def read_labels(path: Path, expected: int) -> torch.Tensor:
-    data = _read(path)
-    if len(data) < 8:
-        raise DataError(f"{path}: too short to be an IDX label file ({len(data)} bytes)")
-    magic, n = struct.unpack(">II", data[:8])
-    if magic != _LABEL_MAGIC:
-        raise DataError(f"{path}: wrong magic number {magic} (expected {_LABEL_MAGIC}); not an IDX label file")
-    if len(data) != 8 + n:
-        raise DataError(f"{path}: truncated or padded: header says {n} labels, the file holds {len(data) - 8}")
-    if n != expected:
-        raise DataError(f"{path}: {n} labels for {expected} images")
-    labels = torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=8).long()
-    if n and int(labels.max()) > 9:
-        raise DataError(f"{path}: label {int(labels.max())} is out of range 0-9")
-    return labels
-
-
-def download_files(dataset: str, root: Path) -> str | None:
-    """torchvision's download, for users with internet access. Returns why it failed, in one line, or None; the
-    caller reports the files still missing."""
-    try:
-        import torchvision.datasets as tvd
-
-        cls = getattr(tvd, DATASETS[dataset][1])
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as e:  # noqa: BLE001 - any failure means "not downloadable here"; the caller says what to do
-        # torchvision puts each mirror's error (HTTP, SSL) on the lines after "Error downloading X:", so all of them
-        text = " ".join(str(e).split())
-        return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
-    return None
+def resize(x: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images resized to size x size (bilinear, antialiased), a chunk at a time; as they are without a size."""
+    if size is None or tuple(x.shape[2:]) == (size, size):
+        return x
+    out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    for i in range(0, len(x), chunk):
+        part = torch.nn.functional.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
+                                               antialias=True, align_corners=False)
+        out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -10,6 +11,8 @@ from nas.build import build
 from nas.config import SearchConfig
 from nas.errors import SearchError
 from nas.spec import Candidate
+
+CACHE_DIR = ".cache"  # under the results folder: decoded image folders (nas.sources.read_folder)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,16 +33,26 @@ def default_jobs(device: torch.device) -> int:
     return (os.cpu_count() or 1) if device.type == "cpu" else 1
 
 
-def load_data(config: SearchConfig, device: torch.device) -> data.Splits:
-    splits = data.load(config.dataset, config.data_dir, train_subset=config.train_subset)
-    return to_device(splits, device)
+def read_data(config: SearchConfig, val_size: int = data.VAL_SIZE) -> data.Splits:
+    """The search's data as `config` names it, in memory on the CPU; an image folder is decoded once and cached under
+    <results-dir>/.cache."""
+    return data.load(config.dataset, config.data_dir, val_size=val_size, train_subset=config.train_subset,
+                     image_size=config.image_size, cache_dir=Path(config.results_dir) / CACHE_DIR)
+
+
+def load_data(config: SearchConfig, device: torch.device, val_size: int = data.VAL_SIZE) -> data.Splits:
+    return to_device(read_data(config, val_size), device)
 
 
 def to_device(splits: data.Splits, device: torch.device) -> data.Splits:
-    """On CUDA the data lives on the GPU; channels_last makes the convolutions faster on a CPU."""
+    """On CUDA the data lives on the GPU; channels_last makes the convolutions faster on a CPU. uint8 images stay as
+    they are (4x smaller than floats, and not copied): the trainer normalises each chunk it gathers into channels_last
+    floats (nas.data.normalise)."""
     splits = splits.to(device)
     for name in ("x_train", "x_val", "x_test"):
-        setattr(splits, name, getattr(splits, name).contiguous(memory_format=torch.channels_last))
+        x = getattr(splits, name)
+        if x.is_floating_point():
+            setattr(splits, name, x.contiguous(memory_format=torch.channels_last))
     return splits
 
 

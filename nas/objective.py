@@ -10,6 +10,7 @@ from nas import export, logs, references
 from nas import study as study_mod
 from nas.budget import count_flops, count_params, within_budget
 from nas.config import SearchConfig
+from nas.data import DataInfo
 from nas.device import prepare_model
 from nas.interrupts import CTRL_C
 from nas.space import SearchSpace
@@ -42,9 +43,16 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float:
         reference = trial.user_attrs.get("reference")
-        candidate = references.by_name(reference) if reference else self.space.sample(trial, self.config.max_params)
+        info = self.splits.info
+        candidate = (references.by_name(reference) if reference else
+                     self.space.sample(trial, self.config.max_params, info.shape, len(info.classes)))
         params = self.params = count_params(candidate.arch)
         record_candidate(trial, candidate, params)
+        arch = candidate.arch
+        if reference and (arch.input_shape, arch.num_classes) != (info.shape, len(info.classes)):
+            self._reject(trial, study_mod.REJECTED_DATA, f"rejected: {reference} is built for "
+                         f"{'x'.join(map(str, arch.input_shape))} images and {arch.num_classes} classes, not this "
+                         f"data's, not trained")
         self._filter(trial, candidate, params, exempt=bool(reference))
         # a trial re-queued after its worker was killed carries the user attrs of the original: the same candidate
         # and the same seed, so the retry is the run the killed worker would have made
@@ -70,7 +78,7 @@ class Objective:
         except TooSlow as e:
             trial.set_user_attr("slow_reason", str(e))
             self._reject(trial, study_mod.REJECTED_SLOW, f"{params:>7,} params  rejected as too slow: {e}, not counted")
-        record_result(trial, result, model, candidate, self.store, self.scratch)
+        record_result(trial, result, model, candidate, self.store, self.scratch, info)
         name = f"  [{reference}]" if reference else ""
         logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  test {result.test_acc:.2%}  "
                                       f"{result.train_seconds:5.1f}s{name}")
@@ -113,14 +121,15 @@ def record_candidate(trial, candidate: Candidate, params: int) -> None:
     trial.set_user_attr("spec", candidate.to_json())
 
 
-def record_result(trial, result, model, candidate: Candidate, store, scratch: Path) -> None:
-    """A trained trial's scores, timings and weights (as an Optuna artifact)."""
+def record_result(trial, result, model, candidate: Candidate, store, scratch: Path,
+                  data: DataInfo | None = None) -> None:
+    """A trained trial's scores, timings and weights (as an Optuna artifact, recording `data`, what it trained on)."""
     trial.report(result.val_acc, FINAL_STEP)  # the learning curve's end point, from the score already computed
     trial.set_user_attr("val_acc", result.val_acc)
     trial.set_user_attr("test_acc", result.test_acc)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
     trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
-    trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, scratch))
+    trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, scratch, data))
 
 
 def failure_reason(e: BaseException) -> str:

@@ -15,7 +15,8 @@ from nas.device import default_jobs, resolve_device
 from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir
 from nas.interrupts import CTRL_C
-from nas.space import SearchSpace, load_space
+from nas.data import MIN_IMAGE_SIZE
+from nas.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace, load_space
 from nas.storage import fail_stale_trials, open_storage, redact
 
 
@@ -35,10 +36,7 @@ def _run(config: SearchConfig) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs.configure(config.quiet)
     space = load_space(config.space)
-    smallest = space.smallest_params()
-    if smallest >= config.max_params:
-        raise SearchError(f"--max-params {config.max_params:,} is below the smallest network the space "
-                          f"{space.path} can build ({smallest:,} params)")
+    check_budget(space, config.max_params, *least_data(config))
     device = resolve_device(config.device)  # an unavailable --device fails here, before any study is made
     config = dataclasses.replace(config, jobs=config.jobs or default_jobs(device))
     study = open_study(config, space)
@@ -73,6 +71,24 @@ def _run(config: SearchConfig) -> dict:
         raise SearchFailed(f"no trial completed in study {study.study_name!r}"
                            + (f"; {len(reasons)} failed, the last: {reasons[-1]}" if reasons else ""))
     return result
+
+
+def least_data(config: SearchConfig) -> tuple[tuple[int, int, int], int]:
+    """The smallest (C, H, W) and class count the data can have, known before it is read: MNIST's and Fashion-MNIST's
+    own size, else one channel at the smallest image size and two classes."""
+    if config.dataset in ("mnist", "fashion-mnist") and config.image_size is None:
+        return MNIST_SHAPE, MNIST_CLASSES
+    return (1, MIN_IMAGE_SIZE, MIN_IMAGE_SIZE), 2
+
+
+def check_budget(space: SearchSpace, max_params: int, input_shape: tuple[int, int, int], classes: int) -> None:
+    """A budget below the smallest network the space builds for such data is refused before any study is made.
+    Run before the data is read, with `least_data`: a budget that only the data's own networks cannot fit is caught
+    by the rejections in a row (workers.MAX_CONSECUTIVE_REJECTIONS)."""
+    smallest = space.smallest_params(input_shape, classes)
+    if smallest >= max_params:
+        raise SearchError(f"--max-params {max_params:,} is below the smallest network the space "
+                          f"{space.path} can build ({smallest:,} params)")
 
 
 def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:

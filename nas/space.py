@@ -82,6 +82,8 @@ _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": (1, 4), "p
 
 
 AUTO = "auto"
+# the data the spaces were written for: space files declare `pools` for this size (see resolution_pools)
+MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10
 
 
 def auto_convs_per_stage(max_params: int) -> int:
@@ -141,11 +143,14 @@ class SearchSpace:
     recipe: dict[str, Any]
     max_mflops: float | None = None  # a compute ceiling per image forward pass; keeps one-epoch trials short
 
-    def sample(self, trial, max_params: int) -> Candidate:
-        return Candidate(arch=self._arch(trial, max_params), recipe=self._recipe(trial))
+    def sample(self, trial, max_params: int, input_shape: tuple[int, int, int] = MNIST_SHAPE,
+               classes: int = MNIST_CLASSES) -> Candidate:
+        """A candidate for images of `input_shape` (C, H, W) in `classes` classes. The trial's parameters are the
+        same whatever the data: `pools` means what it does at 28x28 and follows the resolution (resolution_pools)."""
+        return Candidate(arch=self._arch(trial, max_params, input_shape, classes), recipe=self._recipe(trial))
 
     # -- architecture ---------------------------------------------------------------------------
-    def _arch(self, trial, max_params: int) -> ArchSpec:
+    def _arch(self, trial, max_params: int, input_shape: tuple[int, int, int], classes: int) -> ArchSpec:
         a = functools.partial(_suggest, trial, self._for_budget(max_params))
         shape = dict(
             stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
@@ -157,7 +162,8 @@ class SearchSpace:
         shape["head_hidden"] = a("head_hidden") if shape["head"] == "flatten_mlp" else 0
         shape["min_width"] = self.arch["min_width"]
         fill = a("budget_fill")
-        return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"])
+        return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"],
+                          input_shape, classes)
 
     def _for_budget(self, max_params: int) -> dict[str, Any]:
         """The arch declarations with each "auto" value replaced by what it means at this budget."""
@@ -183,8 +189,8 @@ class SearchSpace:
             ema=r("ema"),
         )
 
-    def smallest_params(self) -> int:
-        """The parameter count of the smallest network this space can propose, for a budget sanity check."""
+    def smallest_params(self, input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> int:
+        """The parameter count of the smallest network this space can propose for such data, for a budget check."""
         arch = self._for_budget(0)  # "auto" at the smallest budget: the fewest convs and pools
         shape = dict(stem_convs=_low(arch["stem_convs"]), stages=_low(arch["stages"]),
                      convs=_low(arch["convs_per_stage"]), pools=_high(arch["pools"]),
@@ -194,33 +200,48 @@ class SearchSpace:
                      head="conv1x1_gap" if "conv1x1_gap" in _choices(arch["head"]) else _first(arch["head"]),
                      growth=_low(arch["width_growth"]), head_dropout=0.0,
                      head_hidden=_low(arch["head_hidden"]), min_width=arch["min_width"])
-        return count_params(arch_for_width(shape, arch["min_width"]))
+        return count_params(arch_for_width(shape, arch["min_width"], input_shape, classes))
 
 
-def widest_fit(shape: dict, target: int, min_width: int, max_width: int) -> ArchSpec:
+def widest_fit(shape: dict, target: int, min_width: int, max_width: int,
+               input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> ArchSpec:
     """The widest last-unit width in [min_width, max_width] whose network has fewer than `target` params.
 
     Parameter count grows with width, so a binary search over exact meta-device counts finds it. Where
     even the narrowest network is too big, that one is returned and the budget filter rejects it.
     """
+    layout = functools.partial(arch_for_width, shape, input_shape=input_shape, classes=classes)
     lo, hi = min_width, max_width
-    if _params(shape, lo) >= target:
-        return arch_for_width(shape, lo)
+    if count_params(layout(lo)) >= target:
+        return layout(lo)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _params(shape, mid) < target:
+        if count_params(layout(mid)) < target:
             lo = mid
         else:
             hi = mid - 1
-    return arch_for_width(shape, lo)
+    return layout(lo)
 
 
-def _params(shape: dict, width: int) -> int:
-    return count_params(arch_for_width(shape, width))
+def resolution_pools(pools: int, input_shape: tuple[int, int, int]) -> int:
+    """How many 2x2 pools a network declared with `pools` (at 28x28, MNIST's size) gets for `input_shape`.
+
+    One more per doubling of the smaller side from 28 and one fewer per halving (rounded), so the last maps stay
+    about MNIST's 7x7 or 4x4: 64x64 pools 64->32->16->8 where 28x28 pools 28->14->7. Never a map below 2x2: 8x8
+    pools at most twice. At 20x20 to 39x39 the declared count is kept; 28x28 networks are laid out as before.
+    """
+    side = min(input_shape[1:])
+    shifted = max(0, pools + math.floor(math.log2(side / MNIST_SHAPE[1]) + 0.5))
+    most = 0
+    while side >= 4:  # a 2x2 pool (ceil mode) of a side of 4 or more leaves at least 2
+        side, most = math.ceil(side / 2), most + 1
+    return min(shifted, most)
 
 
-def arch_for_width(shape: dict, width: int) -> ArchSpec:
-    """Lays out stem, stages, pools and head for a given widest (last-unit) channel count.
+def arch_for_width(shape: dict, width: int, input_shape: tuple[int, int, int] = MNIST_SHAPE,
+                   classes: int = MNIST_CLASSES) -> ArchSpec:
+    """Lays out stem, stages, pools and head for a given widest (last-unit) channel count, for images of
+    `input_shape` (C, H, W) in `classes` classes.
 
     Earlier units are narrower by `growth` per unit, down to `min_width`: the budget goes to the deep,
     low-resolution layers where it buys the most, and even deep shapes fit small budgets.
@@ -244,7 +265,7 @@ def arch_for_width(shape: dict, width: int) -> ArchSpec:
             body = [Residual(body=tuple(body), shortcut=() if same else (Conv(c_out, k=1),))]
         units.append(body)
         c_in = c_out
-    pools = min(shape["pools"], len(units))
+    pools = min(resolution_pools(shape["pools"], input_shape), len(units))
     # "late": after the last `pools` units, so the early units keep full resolution (R4's layout); "early": after
     # the first ones, so deep networks spend their convolutions at 14x14 and 7x7, where they cost a quarter as much
     pooled = range(pools) if shape["pool_placement"] == "early" else range(len(units) - pools, len(units))
@@ -253,11 +274,11 @@ def arch_for_width(shape: dict, width: int) -> ArchSpec:
         blocks += unit
         if i in pooled:
             blocks.append(Pool(op=shape["pool"]))
-    blocks += _head(shape)
-    return ArchSpec(blocks=tuple(blocks))
+    blocks += _head(shape, classes)
+    return ArchSpec(blocks=tuple(blocks), input_shape=tuple(input_shape), num_classes=classes)
 
 
-def _head(shape: dict, classes: int = 10) -> list[Block]:
+def _head(shape: dict, classes: int) -> list[Block]:
     head = shape["head"]
     if head == "gap":
         return [GlobalAvgPool(), Linear(classes)]

@@ -111,7 +111,8 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "candidate") -> "Candidate":
-        d = _expect_table(d, where, required={"arch"}, allowed={"arch", "recipe", "name"})
+        # "data" (input shape, classes, normalisation) is written beside an export's spec; nas.export reads it
+        d = _expect_table(d, where, required={"arch"}, allowed={"arch", "recipe", "name", "data"})
         name = d.get("name", "")
         if not isinstance(name, str):
             raise SpecError(f"{where}.name: expected a string")

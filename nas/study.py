@@ -10,6 +10,7 @@ from nas.errors import StudyError
 
 REJECTED = "over_budget"
 REJECTED_FLOPS = "over_flops"  # over the space's optional compute ceiling; never trained either
+REJECTED_DATA = "other_data"  # a reference network (--warm-start) built for another input shape or class count
 REJECTED_SLOW = "too_slow"  # projected over --trial-time-limit after its first steps; stopped there, not counted
 
 

@@ -60,7 +60,8 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
     best = study_mod.best_trial(study)
     if best is not None and best.user_attrs.get("weights_artifact"):
         store = export.artifact_store(config.artifacts(study.study_name))
-        paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors")
+        legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
+        paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
     return paths
 
 

@@ -1,6 +1,7 @@
 """One epoch of training over in-memory tensors, and evaluation.
 
-Batches are slices of a `randperm` over tensors already in memory: no DataLoader, no per-image work.
+Batches are slices of a `randperm` over tensors already in memory: no DataLoader, no per-image work. The images are
+kept as uint8 and normalised a gathered chunk (or an evaluation batch) at a time.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from nas.build import inference_copy
-from nas.data import Splits
+from nas.data import DataInfo, Splits, normalise
 from nas.spec import TrainRecipe
 
 EVAL_BATCH = 128  # the fastest measured on a 2-core CPU: larger batches fall out of cache (bench/RESULTS.md)
@@ -108,7 +109,7 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
         for i in range(steps_per_epoch):
             if i % gather_steps == 0:
                 idx = order[i * batch:(i + gather_steps) * batch]
-                x_chunk, y_chunk = data.x_train[idx], data.y_train[idx]
+                x_chunk, y_chunk = data.inputs(data.x_train[idx]), data.y_train[idx]
             at = i % gather_steps * batch
             loss = loss_fn(model(x_chunk[at:at + batch]), y_chunk[at:at + batch])
             optimizer.zero_grad(set_to_none=True)
@@ -129,7 +130,8 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
                     raise TooSlow(f"projected {projected:.0f} s of training, over the {time_limit:.0f} s limit")
             if step in checkpoints:
                 t = time.perf_counter()
-                acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE])
+                acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE],
+                               info=data.info)
                 model.train()
                 eval_time += time.perf_counter() - t
                 on_progress(checkpoints[step], acc)
@@ -140,20 +142,25 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
     final = ema.model if ema else model
     if ema is not None:
         model.load_state_dict(final.state_dict())
-    val_acc = evaluate(model, data.x_val, data.y_val) if len(data.x_val) else float("nan")
-    test_acc = evaluate(model, data.x_test, data.y_test)
+    val_acc = evaluate(model, data.x_val, data.y_val, info=data.info) if len(data.x_val) else float("nan")
+    test_acc = evaluate(model, data.x_test, data.y_test, info=data.info)
     eval_time += time.perf_counter() - t
     return TrainResult(val_acc, test_acc, train_seconds, eval_time, step, float(loss.detach()))
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> float:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
+             info: DataInfo | None = None) -> float:
     """Accuracy in [0, 1], in eval mode (BatchNorm on its running statistics, folded into the convs), on a copy:
-    `model` itself is left as it was."""
+    `model` itself is left as it was. uint8 images are normalised a batch at a time with `info`'s mean and std;
+    float images are fed as they are."""
+    if x.dtype == torch.uint8 and info is None:
+        raise TypeError("evaluate: uint8 images need the DataInfo that normalises them (info=splits.info)")
     model = inference_copy(model)
     correct = 0
     for i in range(0, len(x), batch):
-        correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+        xb = normalise(x[i:i + batch], info) if x.dtype == torch.uint8 else x[i:i + batch]
+        correct += int((model(xb).argmax(1) == y[i:i + batch]).sum())
     return correct / max(1, len(x))
 
 

@@ -15,10 +15,10 @@ import time
 import optuna
 import torch
 
-from nas import data, export, logs
+from nas import export, logs
 from nas import study as study_mod
 from nas.config import SearchConfig
-from nas.device import load_data, resolve_device
+from nas.device import load_data, read_data, resolve_device
 from nas.errors import SearchFailed, UserError
 from nas.interrupts import CTRL_C, held, shielded
 from nas.objective import Objective, failure_reason
@@ -124,7 +124,7 @@ def _run_processes(config: SearchConfig, threads: int) -> bool:
     """The --jobs workers, each in a process. The parent's SIGINT or SIGTERM is passed on to every worker, and so is
     a stop once any worker failed: the others mark their running trial and exit, and their finished trials stay."""
     # the data is checked here, once, so a bad data root is one clear error rather than one per worker
-    data.load(config.dataset, config.data_dir, train_subset=config.train_subset)
+    read_data(config)  # and an image folder is decoded and cached once, for all the workers
     CTRL_C.check()  # a signal while the data was checked: no worker starts
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.RawValue("i", 0)  # how many stop signals the workers act on; a worker polls it

@@ -205,3 +205,26 @@ def test_bad_flags_fail_before_torch_is_imported():
             "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.stdout.split() == ["2", "False"], proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "7"], "argument --image-size: --image-size must be at least 8, got 7"),
+    (["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet' (choose from 'mnist', 'fashion-mnist', "
+                                "'kmnist', 'emnist-letters', 'emnist-balanced', 'cifar10', 'cifar100', 'svhn', 'folder', "
+                                "'npz')"),
+])
+def test_bad_data_flags_fail_before_torch_is_imported_listing_what_is_known(argv, message):
+    code = ("import sys\nfrom nas import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.split() == ["2", "False"] and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_every_source_and_an_image_size_parse_into_the_settings():
+    from nas.config import config_from
+
+    for dataset in cli.DATASETS:
+        args = cli.parse(["--dataset", dataset, "--data-dir", "d", "--image-size", "32"])
+        config = config_from(vars(args))
+        assert (config.dataset, config.data_dir, config.image_size) == (dataset, "d", 32)
+    assert config_from(vars(cli.parse([]))).image_size is None

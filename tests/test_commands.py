@@ -6,6 +6,7 @@ import os
 import stat
 import statistics
 from pathlib import Path
+from unittest.mock import ANY
 
 import optuna
 import pandas as pd
@@ -18,6 +19,7 @@ from nas import cli, commands, data as data_mod, export, references
 from nas.budget import count_params
 from nas.build import build
 from nas.config import SearchConfig, study_identity
+from nas.data import DataInfo
 from nas.device import to_device
 from nas.errors import CliError
 from nas.objective import record_candidate, record_result
@@ -70,8 +72,10 @@ def _store(results, name: str, identity: dict | None = None):
 
 # -- describe -------------------------------------------------------------------------------------------------
 def _table(out: str) -> tuple[list[str], list[list[str]]]:
+    """The lines from the title to the recipe (the data's lines follow it), and the table's rows split into words."""
     lines = out.splitlines()
-    return lines, [line.split() for line in lines[2:-2]]
+    total = next(i for i, line in enumerate(lines) if line.startswith("total: "))
+    return lines[:total + 2], [line.split() for line in lines[2:total]]
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
@@ -96,6 +100,29 @@ def test_describe_shows_each_block_its_output_shape_and_its_own_parameters(capsy
     pool = next(line for line in lines if line.startswith("blocks[4]"))
     assert pool.split()[1:] == ["pool(op=max,", "k=2,", "ceil=True)", "(24,", "7,", "7)", "0"]
     assert lines[-2] == "total: 8,530 trainable parameters"
+
+
+def test_describe_prints_the_data_the_input_shape_the_normalisation_and_the_classes(tmp_path, capsys):
+    info = DataInfo("folder:/data/leaves", (3, 16, 16), ("oak", "ash", "elm"), (0.51234, 0.4, 0.3), (0.2, 0.21, 0.22))
+    candidate = load_space().sample(optuna.trial.FixedTrial(dict(stem_convs=1, pools=2, block="conv", head="gap",
+                                                                 width_growth=1.2, budget_fill=0.5, sgd_lr=0.1,
+                                                                 warmup=0.3, weight_decay=1e-4, label_smoothing=0.1,
+                                                                 ema=0.0)),
+                                    25_000, info.shape, len(info.classes))
+    export.save(build(candidate.arch), candidate, tmp_path / "leaves.safetensors", info)
+    for path in ("leaves.safetensors", "leaves.json"):
+        assert run("describe", tmp_path / path) == 0
+        out = capsys.readouterr().out
+        lines, rows = _table(out)
+        assert rows[0][-4:] == ["(3,", "16,", "16)", "0"] and rows[-1][-2] == "(3,)"
+        assert out.splitlines()[len(lines):] == [
+            "data: folder:/data/leaves",
+            "input: (3, 16, 16) scaled to [0, 1], normalised per channel by mean (0.5123, 0.4, 0.3) and std "
+            "(0.2, 0.21, 0.22)",
+            "classes (3): oak, ash, elm"]
+    assert run("describe", "R1") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("data: not recorded; input (1, 28, 28) normalised as in "
+                                                        "training, 10 classes")
 
 
 def test_describe_of_a_nameless_weights_file_is_titled_by_the_file(tmp_path, capsys):
@@ -173,7 +200,9 @@ def test_export_copies_the_chosen_trial_else_the_best(stored, tmp_path, capsys, 
     number, candidate = list(SCORES).index(name), REFERENCES[name]
     assert capsys.readouterr().out == (f"trial {number} ({count_params(candidate.arch):,} params, test "
                                        f"{SCORES[name] - 0.01:.2%}) -> {out} and {out.with_suffix('.json')}\n")
-    assert export.read_candidate(out) == candidate == Candidate.from_json(out.with_suffix(".json").read_text())
+    # trials that did not record their data (made so here) get the study's: MNIST, as the study is not labelled
+    assert export.read_spec(out) == (candidate, export.legacy_info("mnist"))
+    assert export.read_spec_json(out.with_suffix(".json").read_text(), "m.json") == export.read_spec(out)
     weights, expected = load_file(out), build(candidate.arch, seed=number).state_dict()
     assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
 
@@ -249,7 +278,8 @@ def trainings(monkeypatch):
 def test_evaluate_retrains_per_seed_on_the_whole_training_set_and_gives_mean_and_spread(toy_data, trainings, capsys):
     assert run("evaluate", "--spec", "R1", "--seeds", 2, "--dataset", "fashion-mnist", "--train-subset", 300,
                "--epochs", 2, "--device", "cpu") == 0
-    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300})]
+    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300, "image_size": None,
+                                                 "cache_dir": ANY})]
     assert [(seed, n, params) for seed, n, params, _ in trainings] == [(0, 128, 20_586), (1, 128, 20_586)]
     accs = [result.test_acc for *_, result in trainings]
     lines = capsys.readouterr().out.splitlines()
@@ -266,7 +296,8 @@ def test_evaluate_a_study_trial_retrains_its_recorded_candidate(stored, toy_data
     assert run("evaluate", "--study", "s", "--trial", 2, "--seeds", 1, "--results-dir", stored, "--device", "cpu",
                "--dataset", "fashion-mnist", "--epochs", 2) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": None})]
+    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": None, "image_size": None,
+                                                 "cache_dir": ANY})]
     params = count_params(REFERENCES["R4"].arch)
     assert built == [(params, 2)]
     assert lines[0].startswith(f"evaluating s trial 2: {params:,} params")
@@ -300,8 +331,19 @@ def test_report_draws_the_baselines_of_the_studys_data_and_labels_its_epochs(fas
 
 def test_evaluate_a_study_trial_retrains_on_the_studys_data_for_its_epochs(fashion, toy_data, no_training, capsys):
     assert run("evaluate", "--study", "fm", "--seeds", 1, "--results-dir", fashion, "--device", "cpu") == 0
-    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300})] and no_training == [3]
+    assert toy_data == [(("fashion-mnist", None), {"val_size": 0, "train_subset": 300, "image_size": None,
+                                                 "cache_dir": ANY})] and no_training == [3]
     assert "fashion-mnist training images, 3 epoch(s)" in capsys.readouterr().out
+
+
+def test_evaluate_a_study_made_from_an_image_folder_reads_that_folder_at_its_size(tmp_path, toy_data, no_training):
+    made = SearchConfig(dataset="folder", data_dir=str(tmp_path / "leaves"), image_size=16)
+    _store(tmp_path, "lv", study_identity(made, load_space()))
+    assert run("evaluate", "--study", "lv", "--seeds", 1, "--results-dir", tmp_path, "--device", "cpu") == 0
+    assert toy_data == [(("folder", str((tmp_path / "leaves").resolve())),
+                         {"val_size": 0, "train_subset": None, "image_size": 16, "cache_dir": tmp_path / ".cache"})]
+    with pytest.raises(CliError, match="--image-size 32: study 'lv' was made with --image-size 16"):
+        commands.dispatch(cli.parse(["evaluate", "--study", "lv", "--results-dir", str(tmp_path), "--image-size", "32"]))
 
 
 def test_flags_that_agree_with_the_study_are_accepted(fashion, toy_data, no_training, tmp_path):
@@ -382,3 +424,13 @@ def test_a_baseline_whose_training_fails_is_stored_failed_with_its_reason(tmp_pa
     [trial] = _baselines_study(tmp_path).trials
     assert trial.state == TrialState.FAIL and trial.user_attrs["reference"] == "R2"
     assert trial.user_attrs["fail_reason"] == "TrainingDiverged: loss became nan at step 3"
+
+
+def test_report_and_export_give_older_trials_the_data_of_their_study(fashion, tmp_path):
+    """Trials whose weights do not record their data (made before it was) are exported with the study's: here
+    Fashion-MNIST, whose normalisation is not MNIST's."""
+    assert run("export", "--study", "fm", "--results-dir", fashion, "--out", tmp_path / "m.safetensors") == 0
+    assert run("report", "--study", "fm", "--results-dir", fashion) == 0
+    for out in (tmp_path / "m.safetensors", fashion / "fm" / "best.safetensors"):
+        assert export.read_spec(out) == (REFERENCES["R2"], export.legacy_info("fashion-mnist"))
+        assert export.load(out).info.mean == (0.2860,)

@@ -57,3 +57,40 @@ def test_studies_of_space_files_without_newer_keys_still_resume(tmp_path):
                                          sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert space_fingerprint(old) == recorded
     assert space_fingerprint(load_space()) != recorded  # an explicit non-default value is a different space
+
+
+def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data_is_refused(tmp_path):
+    import optuna
+    import pytest
+
+    from nas import study as study_mod
+    from nas.errors import StudyError
+
+    space = load_space()
+    identity = study_identity(SearchConfig(dataset="folder", data_dir=str(tmp_path / "a"), image_size=16), space)
+    assert identity["data_source"] == f"folder:{(tmp_path / 'a').resolve()}" and identity["image_size"] == 16
+    assert study_identity(SearchConfig(), space)["data_source"] == "mnist"
+    assert SearchConfig(dataset="npz", data_dir="/d/leaves.npz", image_size=32).study_name(space) == \
+        "mnist-25000-npz-leaves-32px"
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study_mod.create_or_resume(storage, "s", identity, optuna.samplers.RandomSampler())
+    other = study_identity(SearchConfig(dataset="folder", data_dir=str(tmp_path / "b"), image_size=16), space)
+    with pytest.raises(StudyError, match="was made with data_source='folder:.*a', not 'folder:.*b'"):
+        study_mod.create_or_resume(storage, "s", other, optuna.samplers.RandomSampler())
+    resized = study_identity(SearchConfig(dataset="folder", data_dir=str(tmp_path / "a"), image_size=24), space)
+    with pytest.raises(StudyError, match="image_size=16, not 24"):
+        study_mod.create_or_resume(storage, "s", resized, optuna.samplers.RandomSampler())
+
+
+def test_a_study_made_before_the_data_source_was_recorded_still_resumes(tmp_path):
+    import optuna
+
+    from nas import study as study_mod
+
+    space = load_space()
+    storage = f"sqlite:///{tmp_path}/s.db"
+    before = {k: v for k, v in study_identity(SearchConfig(), space).items() if k not in ("data_source", "image_size")}
+    study_mod.create_or_resume(storage, "old", before, optuna.samplers.RandomSampler())
+    resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
+                                         optuna.samplers.RandomSampler())
+    assert resumed.user_attrs["data_source"] == "mnist" and resumed.user_attrs["image_size"] is None

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from nas import data as data_mod
 from nas.errors import UserError
@@ -149,3 +150,97 @@ def test_integration_tests_without_data_skip_locally_and_fail_under_ci(tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
     assert outcome in proc.stdout, proc.stdout
     assert "could not be downloaded" in proc.stdout
+
+
+# -- MNIST as before, and the same MNIST through the three kinds of source -----------------------------------------
+def _float_tensors_of_before(images, mean, std):
+    """nas.data.normalise as it was when the splits held float tensors (a536d30): studies made then must resume."""
+    return ((images.float() / 255.0 - mean) / std).unsqueeze(1).contiguous()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_inputs_are_bit_identical_to_the_float_tensors_of_before(mnist_root, dataset):
+    if data_mod.missing_files(dataset, mnist_root):
+        pytest.skip(f"{dataset} is not in {mnist_root}")
+    raw = data_mod.raw_dir(dataset, mnist_root)
+    images = data_mod.read_images(data_mod._find(raw, data_mod.FILES["train_images"]))
+    mean, std = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}[dataset]  # the published constants
+    before = _float_tensors_of_before(images, mean, std)
+    splits = data_mod.load(dataset, mnist_root, download=False)
+    assert (splits.info.mean, splits.info.std) == ((mean,), (std,))
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(data_mod.SPLIT_SEED))
+    assert len(splits.x_val) == data_mod.VAL_SIZE and splits.x_train.dtype == torch.uint8
+    for x, idx in ((splits.x_train[:3000], order[data_mod.VAL_SIZE:][:3000]), (splits.x_val[:3000], order[:3000])):
+        assert torch.equal(splits.inputs(x), before[idx])
+
+
+def _subset_as_idx_folder_and_npz(mnist_root, tmp_path, n_train=2000, n_test=500):
+    """The first MNIST images written out as IDX files, a PNG folder of numbered images, and an npz."""
+    from PIL import Image
+
+    raw = data_mod.raw_dir("mnist", mnist_root)
+    read = {k: (data_mod.read_images if "images" in k else lambda p: data_mod.read_labels(p, 60_000 if "train" in k
+                                                                                        else 10_000))(
+        data_mod._find(raw, name)) for k, name in data_mod.FILES.items()}
+    parts = {"train": (read["train_images"][:n_train], read["train_labels"][:n_train]),
+             "test": (read["test_images"][:n_test], read["test_labels"][:n_test])}
+    classes = data_mod.load("mnist", mnist_root, download=False).info.classes  # torchvision's: "0 - zero", ...
+    idx_root = tmp_path / "idx"
+    out = data_mod.raw_dir("mnist", idx_root)
+    out.mkdir(parents=True)
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        x, y = parts[part]
+        (out / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, len(x), 28, 28) + x.numpy().tobytes())
+        (out / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, len(y)) + y.to(torch.uint8).numpy().tobytes())
+    folder = tmp_path / "folder"
+    for part, (x, y) in parts.items():
+        for i, (image, label) in enumerate(zip(x, y)):
+            path = folder / part / classes[int(label)] / f"{i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.numpy()).save(path)
+    npz = tmp_path / "mnist.npz"
+    import numpy as np
+    np.savez(npz, x_train=parts["train"][0].numpy(), y_train=parts["train"][1].numpy(), x_test=parts["test"][0].numpy(),
+             y_test=parts["test"][1].numpy(), classes=np.array(classes))
+    return idx_root, folder, npz
+
+
+@pytest.mark.integration
+def test_idx_folder_and_npz_of_the_same_images_give_the_same_tensors_and_the_same_trial(mnist_root, tmp_path):
+    import dataclasses
+
+    from nas.device import prepare_model, to_device
+    from nas.references import by_name
+    from nas.train import train
+
+    idx_root, folder, npz = _subset_as_idx_folder_and_npz(mnist_root, tmp_path)
+    loaded = {"idx": data_mod.load("mnist", idx_root, download=False),
+              "folder": data_mod.load("folder", folder, cache_dir=tmp_path / "cache"),
+              "npz": data_mod.load("npz", npz)}
+    for name, splits in loaded.items():
+        assert splits.info.shape == (1, 28, 28) and splits.info.classes == loaded["idx"].info.classes, name
+        assert len(splits.x_val) == 2000 // 6 and len(splits.x_test) == 500
+        for key in data_mod.TENSORS:
+            assert torch.equal(getattr(splits, key), getattr(loaded["idx"], key)), (name, key)
+    # mnist keeps its published constants; a folder or an npz has its own, from its training images
+    assert loaded["folder"].info.mean == loaded["npz"].info.mean and loaded["folder"].info.std == loaded["npz"].info.std
+    assert loaded["folder"].info.mean[0] == pytest.approx(0.1307, abs=0.01)
+    assert loaded["folder"].info.std[0] == pytest.approx(0.3081, abs=0.01)
+
+    r1 = by_name("R1")
+    cpu = torch.device("cpu")
+
+    def trial(splits):
+        result = train(prepare_model(r1, 0, cpu), r1.recipe, to_device(splits, cpu), seed=0)
+        return result.val_acc, result.test_acc, result.final_loss
+
+    folder_result = trial(loaded["folder"])
+    assert trial(loaded["npz"]) == folder_result
+    assert folder_result[1] > 0.8  # R1 learns 1,667 MNIST images in one epoch
+    # with the same normalisation, the IDX files give the very same trial too
+    same_norm = dataclasses.replace(loaded["idx"].info, mean=loaded["folder"].info.mean, std=loaded["folder"].info.std)
+    assert trial(dataclasses.replace(loaded["idx"], info=same_norm)) == folder_result
+    # and the folder, once cached, the same tensors again
+    again = data_mod.load("folder", folder, cache_dir=tmp_path / "cache")
+    assert all(torch.equal(getattr(again, k), getattr(loaded["folder"], k)) for k in data_mod.TENSORS)

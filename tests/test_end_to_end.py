@@ -1,5 +1,6 @@
 """End to end: `python search.py` in a subprocess on real MNIST subsets, as a user runs it."""
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -69,7 +70,7 @@ def test_exported_weights_reload_to_the_recorded_test_accuracy(small_search, mni
     results, _ = small_search
     best = load(results).best_trial
     model = export.load(results / "t" / "best.safetensors").to(memory_format=torch.channels_last)
-    x = mnist.x_test.contiguous(memory_format=torch.channels_last)
+    x = (mnist.x_test.float() / 255.0).contiguous(memory_format=torch.channels_last)  # it normalises as in training
     assert evaluate(model, x, mnist.y_test) == pytest.approx(best.user_attrs["test_acc"], abs=1e-4)
 
 
@@ -93,7 +94,9 @@ def test_export_any_trial(small_search, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"trial {other.number} " in proc.stdout
     assert export.read_candidate(out).to_json() == other.user_attrs["spec"]
-    assert (tmp_path / "x.json").read_text().strip() == export.read_candidate(out).to_json(indent=2)
+    sidecar = json.loads((tmp_path / "x.json").read_text())
+    assert sidecar.pop("data")["source"] == "mnist"
+    assert sidecar == json.loads(export.read_candidate(out).to_json())
     best = load_file(results / "t" / "best.safetensors")
     mine = load_file(out)
     assert mine.keys() == export.load(out).state_dict().keys()

@@ -1,4 +1,6 @@
+import dataclasses
 import errno
+import json
 import os
 import pickle
 import stat
@@ -8,12 +10,15 @@ import optuna
 import pytest
 import safetensors
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from nas import cli, commands, export
-from nas.build import build
-from nas.spec import Candidate
+from nas.build import Network, build
+from nas.data import DataInfo
+from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, SpecError
 from tests.conftest import REFERENCES
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
@@ -142,3 +147,88 @@ def test_a_file_whose_spec_travels_inside_is_read_before_the_sidecar(tmp_path):
     assert export.read_candidate(path) == r2
     save_file(build(r2.arch).state_dict(), str(path))  # no spec inside: the sidecar is used
     assert export.read_candidate(path) == r1
+
+
+CIFAR_LIKE = DataInfo("cifar10", (3, 32, 32), tuple("abcdefghij"), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+
+
+def _colour_candidate():
+    return Candidate(ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(12), GlobalAvgPool(), Linear(10)),
+                              input_shape=(3, 32, 32)))
+
+
+def test_a_model_with_its_data_takes_images_in_0_1_and_normalises_them_itself(tmp_path):
+    candidate = _colour_candidate()
+    model = build(candidate.arch, seed=1)
+    model.train()
+    model(torch.randn(8, 3, 32, 32))  # BatchNorm statistics away from their initial values
+    model.eval()
+    path = tmp_path / "m.safetensors"
+    export.save(model, candidate, path, CIFAR_LIKE)
+    loaded = export.load(path)
+    x = torch.rand(4, 3, 32, 32)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CIFAR_LIKE.mean, CIFAR_LIKE.std))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model((x - mean) / std))
+    assert loaded.info == CIFAR_LIKE and loaded.info.classes[3] == "d" and not loaded.training
+    # the file holds the network's own state_dict, and the loaded model's keys are those
+    assert set(load_file(path)) == set(model.state_dict()) == set(loaded.state_dict())
+    # the spec and the data travel inside the file and in the .json beside it
+    assert export.read_spec(path) == (candidate, CIFAR_LIKE)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["data"] == CIFAR_LIKE.to_dict() and Candidate.from_dict({k: sidecar[k] for k in ("arch", "recipe")}) == candidate
+    assert export.read_spec_json(path.with_suffix(".json").read_text(), "m.json") == (candidate, CIFAR_LIKE)
+    save_file(load_file(path), str(path))  # no metadata: the .json beside it says it all
+    assert export.read_spec(path) == (candidate, CIFAR_LIKE)
+
+
+def test_a_file_without_its_data_loads_its_bare_network_as_before(tmp_path):
+    """Files from before the data was recorded (MNIST or Fashion-MNIST, normalised differently): the bare network, which
+    takes normalised images, as it always did; tests/test_build.py checks an old file's outputs."""
+    candidate = REFERENCES["R1"]
+    path = tmp_path / "old.safetensors"
+    export.save(build(candidate.arch), candidate, path)
+    assert "data" not in json.loads(path.with_suffix(".json").read_text())
+    loaded = export.load(path)
+    assert type(loaded) is Network and export.read_spec(path) == (candidate, None)
+    assert type(export.load(FIXTURES / "old_every_kind.safetensors")) is Network
+
+
+@pytest.mark.parametrize("info, match", [
+    (dataclasses.replace(CIFAR_LIKE, shape=(3, 28, 28)), "does not match"),
+    (dataclasses.replace(CIFAR_LIKE, classes=("a", "b")), "does not match"),
+    (dataclasses.replace(CIFAR_LIKE, mean=(0.5,), std=(0.25,)), "does not match"),
+    (dataclasses.replace(CIFAR_LIKE, std=(0.25, 0.0, 0.25)), "does not match"),
+])
+def test_data_that_does_not_fit_the_network_is_refused(tmp_path, info, match):
+    path = tmp_path / "m.safetensors"
+    candidate = _colour_candidate()
+    export.save(build(candidate.arch), candidate, path, info)
+    with pytest.raises(SpecError, match=match):
+        export.load(path)
+
+
+def test_an_export_of_an_older_trial_gets_its_studys_data(tmp_path):
+    """A trial whose weights carry no data gets the data its study was made with; one whose weights carry it keeps it."""
+    store, study = export.artifact_store(tmp_path / "art"), optuna.create_study()
+    candidate = REFERENCES["R2"]
+    model = build(candidate.arch, seed=0).eval()
+    old, new = study.ask(), study.ask()
+    for trial, data in ((old, None), (new, export.legacy_info("mnist"))):
+        trial.set_user_attr("spec", candidate.to_json())
+        trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, tmp_path / "s", data))
+    fashion = export.legacy_info("fashion-mnist")
+    assert (fashion.shape, fashion.mean, fashion.std, fashion.classes[0]) == ((1, 28, 28), (0.2860,), (0.3530,),
+                                                                              "T-shirt/top")
+    assert export.legacy_info("cifar10") is None
+    frozen = {t.number: t for t in study.get_trials()}
+    out = export.export_trial(frozen[old.number], store, tmp_path / "old.safetensors", fashion)
+    assert export.read_spec(out) == (candidate, fashion)
+    assert json.loads(out.with_suffix(".json").read_text())["data"] == fashion.to_dict()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(export.load(out)(x), model((x - 0.2860) / 0.3530))
+    out = export.export_trial(frozen[new.number], store, tmp_path / "new.safetensors", fashion)
+    assert export.read_spec(out)[1].source == "mnist"
+    out = export.export_trial(frozen[old.number], store, tmp_path / "plain.safetensors")
+    assert export.read_spec(out) == (candidate, None) and "data" not in json.loads(out.with_suffix(".json").read_text())

@@ -6,8 +6,10 @@ from optuna.trial import TrialState
 
 from nas import export, objective as objective_mod
 from nas.config import SearchConfig
+from nas.data import DataInfo, Splits
 from nas.objective import FINAL_STEP, Objective, failure_reason
 from nas.space import load_space
+from nas.spec import Candidate
 from nas.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
 from nas.train import PROGRESS_POINTS
 from nas.workers import Stopper
@@ -164,3 +166,37 @@ def test_an_error_not_the_candidates_fails_the_trial_with_its_reason_and_is_not_
 def test_failure_reasons_are_one_line(error, expected):
     reason = failure_reason(error)
     assert reason.startswith(expected) and "\n" not in reason
+
+
+def test_candidates_follow_the_datas_shape_and_classes_and_their_weights_record_the_data(tmp_path):
+    """Colour 16x16 images in 5 classes: the space is sampled for them, and each trial's weights say what they were
+    trained on, so an export of them normalises and names the classes by itself."""
+    g = torch.Generator().manual_seed(0)
+    info = DataInfo("npz:/somewhere/parts.npz", (3, 16, 16), ("a", "b", "c", "d", "e"), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    tensors = []
+    for n in (96, 32, 32):
+        tensors += [torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % 5]
+    splits = Splits(*tensors, info=info)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
+    objective = _objective(tmp_path, splits, max_params=5_000)
+    study.optimize(objective, callbacks=[Stopper(2, objective)])
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2
+    for t in done:
+        candidate = Candidate.from_json(t.user_attrs["spec"])
+        assert (candidate.arch.input_shape, candidate.arch.num_classes) == ((3, 16, 16), 5)
+        out = export.export_trial(t, export.artifact_store(tmp_path / "a"), tmp_path / f"t{t.number}.safetensors")
+        assert export.read_spec(out) == (candidate, info)
+        assert export.load(out).info == info
+
+
+def test_a_reference_built_for_other_data_is_rejected_untrained(tmp_path, toy):
+    """--warm-start queues R1, R2, R4, built for 1x28x28 and 10 classes; on two-class data they cannot train."""
+    toy.info = DataInfo(source="tensors", shape=(1, 28, 28), classes=("a", "b"), mean=(0.0,), std=(1.0,))
+    toy.y_train, toy.y_val, toy.y_test = toy.y_train % 2, toy.y_val % 2, toy.y_test % 2
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({}, user_attrs={"reference": "R1"})
+    study.optimize(_objective(tmp_path, toy), n_trials=1, catch=(Exception,))
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["rejected"] == "other_data"
+    assert "train_seconds" not in trial.user_attrs

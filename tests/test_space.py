@@ -1,12 +1,15 @@
+import hashlib
 import statistics
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from nas.budget import count_flops, count_params
+from nas.build import build, layer_shapes
 from nas.space import (SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs,
-                       load_space, parse_space)
+                       load_space, parse_space, resolution_pools)
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
@@ -15,15 +18,103 @@ DEFAULT = SPACE_FILES[0].parent / "mnist.toml"
 BROAD = SPACE_FILES[0].parent / "mnist_broad.toml"
 
 
-def _samples(path, budget, n, seed=0):
+def _samples(path, budget, n, seed=0, data=None, trials=None):
+    """`n` candidates drawn at random; `data` = (input_shape, classes), else MNIST's (the default)."""
     space = load_space(path)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(n):
         trial = study.ask()
-        out.append(space.sample(trial, budget))
+        out.append(space.sample(trial, budget, *(data or ())))
         study.tell(trial, 0.0)
+    if trials is not None:
+        trials += study.trials
     return out
+
+
+# (space file, budget) -> digests of the ids of 12 candidates drawn by RandomSampler(seed=1), and of the names and
+# distributions of the Optuna parameters they used: recorded from the code before sampling took the data's shape
+COMMITTED_MNIST_SAMPLES = {
+    ("mnist", 25000): ("2d0151e207b84fd1", "bcb77fc7f54b1a8a"),
+    ("mnist", 10000): ("2e2e414c1e46a174", "bcb77fc7f54b1a8a"),
+    ("mnist", 5000): ("879340904f1d8516", "bcb77fc7f54b1a8a"),
+    ("mnist_broad", 25000): ("225dc5e06176c03a", "09bced0917e6999f"),
+    ("mnist_broad", 10000): ("eec00b78b0ac491e", "09bced0917e6999f"),
+    ("mnist_broad", 5000): ("1d0a7b01bbb30744", "09bced0917e6999f"),
+}
+
+
+@pytest.mark.parametrize("stem, budget", sorted(COMMITTED_MNIST_SAMPLES))
+def test_mnist_candidates_and_parameters_are_those_the_committed_code_sampled(stem, budget):
+    """Stored MNIST studies resume: at 1x28x28 and 10 classes the same trial gives the same candidate (same id), from
+    Optuna parameters of the same names and distributions, whether the shape is given or left to the default."""
+    for data in (None, ((1, 28, 28), 10)):
+        trials = []
+        ids = [c.id for c in _samples(SPACE_FILES[0].parent / f"{stem}.toml", budget, 12, seed=1, data=data,
+                                      trials=trials)]
+        dists = sorted({f"{k}={optuna.distributions.distribution_to_json(d)}" for t in trials
+                        for k, d in t.distributions.items()})
+        assert (hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16],
+                hashlib.sha256("\n".join(dists).encode()).hexdigest()[:16]) == COMMITTED_MNIST_SAMPLES[stem, budget]
+
+
+@pytest.mark.parametrize("pools, shape, expected", [
+    (2, (1, 28, 28), 2), (3, (1, 28, 28), 3), (4, (3, 28, 28), 4),  # MNIST's size: as declared
+    (2, (3, 20, 20), 2), (3, (3, 32, 32), 3), (3, (3, 39, 39), 3),  # about MNIST's size: as declared
+    (2, (3, 40, 40), 3), (2, (3, 64, 64), 3), (4, (3, 64, 64), 5),  # 64 -> 32 -> 16 -> 8 -> 4 -> 2
+    (2, (1, 16, 16), 1), (3, (1, 14, 14), 2), (2, (1, 13, 13), 1),  # one fewer per halving
+    (2, (1, 9, 9), 0), (4, (1, 9, 9), 2), (4, (1, 8, 8), 2), (0, (1, 8, 8), 0),
+    (4, (1, 5, 5), 1), (4, (1, 3, 3), 0),                            # never a map below 2x2
+    (2, (3, 28, 64), 2), (2, (3, 64, 16), 1),                        # the smaller side decides
+])
+def test_pools_follow_the_resolution_and_never_leave_a_map_below_2x2(pools, shape, expected):
+    assert resolution_pools(pools, shape) == expected
+
+
+SIZES, CHANNELS, CLASSES = (8, 9, 13, 16, 28, 32, 48, 64), (1, 3), (2, 10, 100)
+
+
+@pytest.mark.parametrize("classes", CLASSES)
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("size", SIZES)
+def test_sampled_networks_build_for_any_small_image_size_and_class_count(size, channels, classes):
+    """Each space's candidates for such data build, map a batch to (N, classes) logits, keep every map at 2x2 or
+    more (pools follow the resolution), and are counted exactly before training."""
+    shape = (channels, size, size)
+    seed = SIZES.index(size) * 10 + CHANNELS.index(channels) * 3 + CLASSES.index(classes)  # other draws per case
+    for path in (DEFAULT, BROAD):
+        (candidate,) = _samples(path, 25_000, 1, seed=seed, data=(shape, classes))
+        arch = candidate.arch
+        assert (arch.input_shape, arch.num_classes) == (shape, classes)
+        model = build(arch, seed=0)
+        assert model(torch.rand(3, *shape)).shape == (3, classes)
+        assert count_params(arch) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert min(s[-1] for _, s in layer_shapes(arch) if len(s) == 3) >= min(2, size)
+
+
+@pytest.mark.parametrize("shape, classes", [((1, 8, 8), 2), ((3, 8, 8), 100), ((3, 64, 64), 100), ((1, 64, 64), 2)])
+def test_rejections_stay_rare_for_other_sizes_and_class_counts(shape, classes):
+    for path in (DEFAULT, BROAD):
+        counts = [count_params(c.arch) for c in _samples(path, 25_000, 20, data=(shape, classes))]
+        assert sum(n >= 25_000 for n in counts) <= 2, (path.stem, counts)
+
+
+def test_a_larger_image_gets_one_more_pool_for_the_same_trial():
+    space = load_space()
+    params = dict(stem_convs=1, pools=2, block="conv", head="gap", width_growth=1.2, budget_fill=0.9, sgd_lr=0.1,
+                  warmup=0.3, weight_decay=1e-4, label_smoothing=0.1, ema=0.0)
+    archs = {size: space.sample(optuna.trial.FixedTrial(params), 25_000, (3, size, size), 10).arch
+             for size in (28, 64)}
+    assert [sum(isinstance(b, Pool) for b in archs[size].blocks) for size in (28, 64)] == [2, 3]
+    last_maps = [[s for _, s in layer_shapes(archs[size]) if len(s) == 3][-1][1:] for size in (28, 64)]
+    assert last_maps == [(7, 7), (8, 8)]
+
+
+def test_the_smallest_network_follows_the_channels_and_the_classes():
+    space = load_space(DEFAULT)
+    assert space.smallest_params() == space.smallest_params((1, 28, 28), 10) == 270  # as before
+    assert space.smallest_params((3, 32, 32), 10) > 270
+    assert space.smallest_params((1, 28, 28), 100) > space.smallest_params((1, 28, 28), 10) + 90 * 4
 
 
 @pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.stem)
@@ -157,3 +248,22 @@ def test_fixed_trial_replays_a_sample():
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5)).ask()
     first = space.sample(trial, 25_000)
     assert space.sample(optuna.trial.FixedTrial(trial.params), 25_000) == first
+
+
+@pytest.mark.parametrize("dataset, image_size, data_dir, floor", [
+    ("mnist", None, None, 270), ("fashion-mnist", None, None, 270),  # MNIST's own size: refused as before
+    ("mnist", 16, None, 230), ("cifar100", None, None, 230), ("npz", None, "x.npz", 230),  # the least data can ask
+])
+def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_the_data_can_be(dataset, image_size,
+                                                                                              data_dir, floor):
+    """Before the data is read (search.run, before any study), the floor is the smallest network for the least the
+    data can be: one channel, 8x8, two classes, unless the set's own size is known."""
+    from nas import search
+    from nas.config import SearchConfig
+    from nas.errors import SearchError
+
+    config = SearchConfig(dataset=dataset, image_size=image_size, data_dir=data_dir)
+    assert load_space().smallest_params(*search.least_data(config)) == floor
+    search.check_budget(load_space(), floor + 1, *search.least_data(config))
+    with pytest.raises(SearchError, match=f"below the smallest network .* \\({floor:,} params\\)"):
+        search.check_budget(load_space(), floor, *search.least_data(config))

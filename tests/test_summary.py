@@ -44,8 +44,12 @@ def test_the_summary_shows_the_frontier_and_the_best_and_exports_it(tmp_path, to
     for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json"):
         assert (tmp_path / "s" / name).is_file(), name
     assert export.read_candidate(tmp_path / "s" / "best.safetensors").to_json() == best.user_attrs["spec"]
+    # with the data its trials trained on, so the exported model normalises its input itself
+    assert export.read_spec(tmp_path / "s" / "best.safetensors")[1] == toy.info
+    assert export.load(tmp_path / "s" / "best.safetensors").info == toy.info
 
 
 def test_the_dashboard_command_names_the_psycopg_driver_and_the_artifacts():
     config = SearchConfig(storage="postgresql://u:p@h/db", artifact_dir="/shared/art")
     assert summary.dashboard_command(config, "s") == "optuna-dashboard postgresql+psycopg://u:p@h/db --artifact-dir /shared/art"
+

@@ -111,7 +111,7 @@ def test_r1_learns_real_mnist_from_10k_images(mnist):
     """
     torch.set_num_threads(2)
     splits = to_device(data_mod.Splits(mnist.x_train[:10_000], mnist.y_train[:10_000], mnist.x_val, mnist.y_val,
-                                       mnist.x_test, mnist.y_test), torch.device("cpu"))
+                                       mnist.x_test, mnist.y_test, mnist.info), torch.device("cpu"))
     r1 = REFERENCES["R1"]
     result = train(prepare_model(r1, 0, torch.device("cpu")), r1.recipe, splits)
     assert result.test_acc > 0.94
@@ -173,3 +173,24 @@ def test_onecycle_cycles_momentum_only_when_the_recipe_says_so(cycle):
         seen.append(optimizer.param_groups[0]["momentum"])
     assert (min(seen) < 0.86) == cycle
     assert cycle or set(seen) == {0.9}
+
+
+def test_uint8_images_normalised_per_chunk_train_exactly_as_the_float_tensors_of_before():
+    """The trainer gathers uint8 images and normalises each chunk and evaluation batch: the same numbers as
+    normalising the whole set up front, as the trainer was fed before, so results do not change."""
+    g = torch.Generator().manual_seed(3)
+    labels = [torch.randint(0, 10, (n,), generator=g) for n in (300, 100, 100)]
+    images = [torch.randint(0, 64, (n, 1, 28, 28), generator=g, dtype=torch.uint8) for n in (300, 100, 100)]
+    for x, y in zip(images, labels):  # a learnable band, as the toy task's
+        for i in range(len(x)):
+            x[i, 0, 2 * int(y[i]) + 4] = 255
+    info = data_mod.DataInfo("mnist", (1, 28, 28), tuple("0123456789"), (0.1307,), (0.3081,))
+    compact = data_mod.Splits(images[0], labels[0], images[1], labels[1], images[2], labels[2], info)
+    floats = data_mod.Splits(*[t for x, y in zip(images, labels)
+                               for t in (((x.float() / 255.0 - 0.1307) / 0.3081).contiguous(), y)])
+    recipe = TrainRecipe(optimizer="adam", lr=0.01, batch_size=32, ema=0.9)
+    a = train(build(TINY, seed=0), recipe, to_device(compact, torch.device("cpu")), epochs=3, seed=5)
+    b = train(build(TINY, seed=0), recipe, to_device(floats, torch.device("cpu")), epochs=3, seed=5)
+    assert (a.val_acc, a.test_acc, a.final_loss) == (b.val_acc, b.test_acc, b.final_loss) and a.test_acc > 0.4
+    with pytest.raises(TypeError, match="uint8 images need the DataInfo"):
+        evaluate(build(TINY, seed=0), images[2], labels[2])
