@@ -1,18 +1,26 @@
-"""One epoch of one default-space candidate (RandomSampler seed N, 25k) on 20,000 MNIST images, 1 thread, with the
-code in ROOT: run it for two checkouts in turn (A B A B) to compare trainers.
+"""One epoch of one default-space candidate (RandomSampler seed SEED, 25k budget) on 20,000 MNIST images, 1 thread,
+with the package found in ROOT: run it for two checkouts in turn (A B A B) to compare their trainers.
 
-    python bench/epoch_ab.py ROOT SEED
+    NAS_DATA_DIR=../shared/datasets python bench/epoch_ab.py ROOT SEED
 """
-import sys, time, torch, optuna
+import sys
+import time
+
+import optuna
+import torch
+
 sys.path.insert(0, sys.argv[1])
+from nas import data, train  # noqa: E402
+from nas.device import prepare_model, to_device  # noqa: E402
+from nas.space import load_space  # noqa: E402
+
 torch.set_num_threads(1)
-from nas import data as d, train as t
-from nas.device import prepare_model, to_device
-from nas.space import load_space
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-s = to_device(d.load("mnist", "/work/shared/datasets", train_subset=20000), torch.device("cpu"))
-st = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=int(sys.argv[2])))
-c = load_space().sample(st.ask(), 25000)
-m = prepare_model(c, 0, torch.device("cpu"))
-t0 = time.perf_counter(); r = t.train(m, c.recipe, s, seed=0); 
-print(sys.argv[1], "batch", c.recipe.batch_size, "train_s", round(r.train_seconds, 2), "wall", round(time.perf_counter()-t0, 2), "val", r.val_acc)
+splits = to_device(data.load("mnist", train_subset=20_000), torch.device("cpu"))
+trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=int(sys.argv[2]))).ask()
+candidate = load_space().sample(trial, 25_000)
+model = prepare_model(candidate, 0, torch.device("cpu"))
+started = time.perf_counter()
+result = train.train(model, candidate.recipe, splits, seed=0)
+print(f"{sys.argv[1]}: batch {candidate.recipe.batch_size}, train {result.train_seconds:.2f} s, "
+      f"wall {time.perf_counter() - started:.2f} s, val {result.val_acc:.2%}")
