@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
-from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir, read_folder,  # noqa: F401
-                         read_images, read_labels, read_npz, read_torchvision, _find)
+from nas.image_folder import read_folder
+from nas.npz_arrays import read_npz
+from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir,  # noqa: F401
+                         read_images, read_labels, read_torchvision, _find)
 
 ENV_VAR = "NAS_DATA_DIR"
 DEFAULT_ROOT = "./data"
@@ -113,7 +115,7 @@ def source_of(dataset: str, data_dir=None) -> str:
 def load(dataset: str = "mnist", data_dir=None, val_size: int = VAL_SIZE, train_subset: int | None = None,
          image_size: int | None = None, download: bool = True, cache_dir=None) -> Splits:
     """The training set split into train and hold-out (seeded), and the test set; `cache_dir` keeps decoded image
-    folders (nas.sources.read_folder)."""
+    folders (nas.image_folder.read_folder)."""
     source = source_of(dataset, data_dir)
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
         raise DataError(f"--image-size {image_size}: must be at least {MIN_IMAGE_SIZE}")

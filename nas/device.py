@@ -12,7 +12,7 @@ from nas.config import SearchConfig
 from nas.errors import SearchError
 from nas.spec import Candidate
 
-CACHE_DIR = ".cache"  # under the results folder: decoded image folders (nas.sources.read_folder)
+CACHE_DIR = ".cache"  # under the results folder: decoded image folders (nas.image_folder.read_folder)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,5 +1,6 @@
-"""Readers of each kind of source into uint8 (N, C, H, W) tensors, int64 labels and class names (nas.data splits and
-normalises them): torchvision's sets in torchvision's own file layout, image folders (decoded once, cached) and npz.
+"""torchvision's sets read from torchvision's own file layout into uint8 (N, C, H, W) tensors, int64 labels and class
+names (nas.data splits and normalises them), and what every source's reader returns (Raw) or raises (DataError).
+The other readers: nas.image_folder and nas.npz_arrays.
 
 Files already present are read as they are (gzipped or not) with no checksum; missing ones are downloaded by
 torchvision's own dataset classes. Every unreadable input is a one-line DataError naming the file.
@@ -7,12 +8,8 @@ torchvision's own dataset classes. Every unreadable input is a one-line DataErro
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
 import pickle
 import struct
-import zipfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -56,10 +53,7 @@ CIFAR_FILES = {
     "cifar100": (("train",), ("test",), "meta", "fine_label_names"),
 }
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
-CACHE_VERSION = 1
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 @dataclass
@@ -272,226 +266,3 @@ def download_files(dataset: str, root: Path) -> str | None:
         text = " ".join(str(e).split())
         return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
     return None
-
-
-# -- npz -----------------------------------------------------------------------------------------------------------
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def read_npz(path: Path) -> Raw:
-    """x_train, y_train, x_test, y_test; images uint8 or float ([0, 1] if at most 1, else [0, 255]) in NHW, NHWC or
-    NCHW; an optional `classes` array names the labels."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot be read as an npz file ({type(e).__name__}: {e})") from None
-    with archive:
-        missing = [k for k in NPZ_KEYS if k not in archive.files]
-        if missing:
-            raise DataError(f"{path}: missing arrays {', '.join(missing)} (it holds {', '.join(archive.files) or 'none'}; "
-                            f"expected {', '.join(NPZ_KEYS)})")
-        try:
-            arrays = {k: archive[k] for k in NPZ_KEYS}
-            names = archive["classes"] if "classes" in archive.files else None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
-    x_train, x_test = (_npz_images(path, k, arrays[k]) for k in ("x_train", "x_test"))
-    y_train, y_test = (_npz_labels(path, k, arrays[k]) for k in ("y_train", "y_test"))
-    for x, y, kx, ky in ((x_train, y_train, "x_train", "y_train"), (x_test, y_test, "x_test", "y_test")):
-        if len(x) != len(y):
-            raise DataError(f"{path}: {kx} holds {len(x)} images but {ky} {len(y)} labels")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"{path}: x_train images are {tuple(x_train.shape[1:])} (C, H, W) but x_test's "
-                        f"{tuple(x_test.shape[1:])}")
-    if len(x_train) == 0 or len(x_test) == 0:
-        raise DataError(f"{path}: {'x_train' if len(x_train) == 0 else 'x_test'} holds no images")
-    if len(torch.unique(y_train)) < 2:
-        raise DataError(f"{path}: y_train holds one class only; a classifier needs at least two")
-    n_classes = len(names) if names is not None else int(y_train.max()) + 1
-    for key, y in (("y_train", y_train), ("y_test", y_test)):
-        bad = y[(y < 0) | (y >= n_classes)]
-        if len(bad):
-            raise DataError(f"{path}: {key} has label {int(bad[0])}, out of range 0-{n_classes - 1}"
-                            + ("" if names is not None else " (the training labels' range)"))
-    classes = tuple(str(c) for c in names) if names is not None else tuple(str(i) for i in range(n_classes))
-    return Raw(x_train, y_train, x_test, y_test, classes)
-
-
-def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4:
-        if x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.transpose(0, 3, 1, 2)  # NHWC: a view, channels_last in memory
-        elif x.shape[1] not in (1, 3):
-            raise DataError(f"{path}: {key} is {x.shape}; expected NHW, NHWC or NCHW with 1 or 3 channels")
-    else:
-        raise DataError(f"{path}: {key} is {x.shape}; expected NHW, NHWC or NCHW images")
-    if x.dtype == np.uint8:
-        return torch.from_numpy(x)
-    if x.dtype.kind == "f":
-        finite = np.isfinite(x)
-        if not finite.all():
-            raise DataError(f"{path}: {key} holds NaN or infinite values (first at index "
-                            f"{np.unravel_index(np.argmin(finite), x.shape)[0]})")
-        del finite
-        top, low = float(x.max()), float(x.min())
-        scale = 255.0 if top <= 1.0 else 1.0
-        if low < 0 or top > 255:
-            raise DataError(f"{path}: {key} values run from {low:g} to {top:g}; expected [0, 1] or [0, 255]")
-        out = torch.empty(x.shape, dtype=torch.uint8)
-        for i in range(0, len(x), 4096):  # a chunk at a time: no float copy of the whole set
-            out[i:i + 4096] = torch.from_numpy(np.rint(x[i:i + 4096].astype(np.float32) * scale).astype(np.uint8))
-        return out
-    if x.dtype.kind in "iu":
-        if x.size and (x.min() < 0 or x.max() > 255):
-            raise DataError(f"{path}: {key} values run from {x.min()} to {x.max()}; expected 0-255")
-        return torch.from_numpy(x.astype(np.uint8))
-    raise DataError(f"{path}: {key} has dtype {x.dtype}; expected uint8 or float images")
-
-
-def _npz_labels(path: Path, key: str, y: np.ndarray) -> torch.Tensor:
-    y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
-    if y.ndim != 1:
-        raise DataError(f"{path}: {key} is {y.shape}; expected one label per image")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise DataError(f"{path}: {key} holds NaN or infinite labels")
-        if (y != np.round(y)).any():
-            raise DataError(f"{path}: {key} holds labels that are not whole numbers")
-    elif y.dtype.kind not in "iub":
-        raise DataError(f"{path}: {key} has dtype {y.dtype}; expected integer labels")
-    return torch.from_numpy(y.astype(np.int64))
-
-
-# -- image folders -------------------------------------------------------------------------------------------------
-def list_folder(root: Path) -> dict[str, dict[str, list[Path]]]:
-    """{"train": {class: [files]}, "test": ...} of an ImageFolder layout; no test/ gives no "test" key."""
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder; --dataset folder reads DIR/train/<class>/*.png (and optionally "
-                        f"DIR/test/<class>/*)")
-    if not (root / "train").is_dir():
-        raise DataError(f"{root}: no train/ folder; put the images in {root}/train/<class>/ (and optionally "
-                        f"{root}/test/<class>/)")
-    found = {}
-    for part in ("train", "test"):
-        if not (root / part).is_dir():
-            continue
-        classes = sorted(d.name for d in os.scandir(root / part) if d.is_dir() and not d.name.startswith("."))
-        found[part] = {c: sorted(p for p in (root / part / c).iterdir()
-                                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()) for c in classes}
-        found[part] = {c: files for c, files in found[part].items() if files}
-    if not found["train"]:
-        raise DataError(f"{root / 'train'}: no images (PNG, JPEG, BMP or WebP) in any train/<class>/ folder")
-    if len(found["train"]) < 2:
-        raise DataError(f"{root / 'train'}: one class only ({next(iter(found['train']))}); a classifier needs at "
-                        f"least two class folders")
-    extra = sorted(set(found.get("test", {})) - set(found["train"]))
-    if extra:
-        raise DataError(f"{root / 'test'}: class {extra[0]!r} is not in {root / 'train'} (classes: "
-                        f"{', '.join(found['train'])})")
-    if "test" in found and not found["test"]:
-        raise DataError(f"{root / 'test'}: no images in any test/<class>/ folder; fill it or remove it")
-    return found
-
-
-def read_folder(root: Path, image_size: int | None = None, cache_dir=None) -> Raw:
-    """Decoded once; with `cache_dir`, kept there as <key>.pt, keyed by every file's name, size and modification
-    time and by `image_size`, and read from there while none of them changes."""
-    found = list_folder(root)
-    classes = tuple(found["train"])
-    entries = [(part, c, p) for part, by_class in found.items() for c, files in by_class.items() for p in files]
-    key = _cache_key(root, image_size, entries)
-    cached = Path(cache_dir) / f"{key}.pt" if cache_dir else None
-    if cached is not None and cached.is_file():
-        try:
-            d = torch.load(cached, weights_only=True)
-            return Raw(d["x_train"], d["y_train"], d["x_test"], d["y_test"], tuple(d["classes"]))
-        except Exception:  # noqa: BLE001 - a damaged cache is decoded again and rewritten
-            pass
-    index = {c: i for i, c in enumerate(classes)}
-    parts = {part: [(p, index[c]) for _, c, p in entries if _ == part] for part in found}
-    if "test" not in parts:
-        parts["train"], parts["test"] = _hold_out(parts["train"])
-    # file-name order across classes (then class): a folder written with numbered names keeps its images' order
-    for part in parts:
-        parts[part].sort(key=lambda item: (item[0].name, item[1]))
-    images = {part: [_decode(p) for p, _ in items] for part, items in parts.items()}
-    every = images["train"] + images["test"]
-    grey = sum(a.ndim == 2 for a in every)
-    channels = 1 if grey == len(every) else 3
-    if 0 < grey < len(every):
-        print(f"{root}: {grey:,} grey and {len(every) - grey:,} colour images; the grey ones are converted to RGB")
-    size = (image_size, image_size) if image_size else Counter(a.shape[:2] for a in every).most_common(1)[0][0]
-    sizes = Counter(a.shape[:2] for a in every)
-    if image_size is None and len(sizes) > 1:
-        print(f"{root}: images of {len(sizes)} sizes; all resized to {size[0]}x{size[1]} (the most common; "
-              f"--image-size N chooses)")
-    out = {}
-    for part, arrays in images.items():
-        x = torch.empty((len(arrays), channels, *size), dtype=torch.uint8)
-        for i, a in enumerate(arrays):
-            t = torch.from_numpy(a)
-            t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-            if t.shape[0] != channels:
-                t = t.expand(channels, -1, -1)
-            if tuple(t.shape[1:]) != size:
-                t = torch.nn.functional.interpolate(t[None].float(), size=size, mode="bilinear", antialias=True,
-                                                    align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
-            x[i] = t
-        out[part] = x
-        arrays.clear()
-    raw = Raw(out["train"], torch.tensor([c for _, c in parts["train"]], dtype=torch.int64), out["test"],
-              torch.tensor([c for _, c in parts["test"]], dtype=torch.int64), classes)
-    if cached is not None:
-        _write_cache(cached, raw)
-    return raw
-
-
-def _decode(path: Path) -> np.ndarray:
-    """(H, W) grey or (H, W, 3) colour uint8."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in GREY_MODES:
-                return np.array(im.convert("L"), dtype=np.uint8)
-            return np.array(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"{path}: cannot be decoded as an image ({type(e).__name__}: {e}); fix or remove it") from None
-
-
-def _hold_out(items: list[tuple[Path, int]]) -> tuple[list, list]:
-    """A seeded, stratified 1/6 of each class (at least one image of a class that has two) held out as the test set."""
-    g = torch.Generator().manual_seed(0)
-    train, test = [], []
-    for label in sorted({c for _, c in items}):
-        mine = [item for item in items if item[1] == label]
-        order = torch.randperm(len(mine), generator=g).tolist()
-        n_test = max(1, len(mine) // 6) if len(mine) > 1 else 0
-        test += [mine[i] for i in order[:n_test]]
-        train += [mine[i] for i in order[n_test:]]
-    return train, test
-
-
-def _cache_key(root: Path, image_size, entries) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}\0{root}\0{image_size}".encode())
-    for part, c, p in entries:
-        st = p.stat()
-        h.update(f"\0{part}/{c}/{p.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:24]
-
-
-def _write_cache(path: Path, raw: Raw) -> None:
-    """Atomically; a cache that cannot be written is only a slower next start."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"x_train": raw.x_train, "y_train": raw.y_train, "x_test": raw.x_test, "y_test": raw.y_test,
-                    "classes": list(raw.classes)}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)

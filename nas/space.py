@@ -16,23 +16,17 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nas.budget import count_params
 from nas.errors import UserError
-from nas.spec import (ACTIVATIONS, ArchSpec, Block, Candidate, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool,
-                      Residual, TrainRecipe)
+# the layout of a drawn shape lives in nas.layout; importable from here as before
+from nas.layout import (MNIST_CLASSES, MNIST_SHAPE, STAGE_BLOCKS, arch_for_width, resolution_pools,  # noqa: F401
+                        widest_fit)
+from nas.spec import ACTIVATIONS, ArchSpec, Candidate, TrainRecipe
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "mnist.toml"
-
-# [arch].block: the blocks of one step of a stage, from `conv` (Conv with the stage's kernel, bn and activation),
-# the step's input and output widths, and the stage's dropout
-STAGE_BLOCKS: dict[str, Callable[..., list[Block]]] = {
-    "conv": lambda conv, c_in, c_out, drop: [conv(c_out, dropout=drop)],
-    "separable": lambda conv, c_in, c_out, drop: [conv(c_in, depthwise=True), conv(c_out, k=1, dropout=drop)],
-    "bottleneck": lambda conv, c_in, c_out, drop: [conv(max(1, c_out // 2), k=1), conv(c_out, dropout=drop)],
-}
 
 # key -> (type, allowed values or None)
 ARCH_KEYS: dict[str, tuple[type, tuple | None]] = {
@@ -82,8 +76,7 @@ _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": (1, 4), "p
 
 
 AUTO = "auto"
-# the data the spaces were written for: space files declare `pools` for this size (see resolution_pools)
-MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10
+
 
 
 def auto_convs_per_stage(max_params: int) -> int:
@@ -201,93 +194,6 @@ class SearchSpace:
                      growth=_low(arch["width_growth"]), head_dropout=0.0,
                      head_hidden=_low(arch["head_hidden"]), min_width=arch["min_width"])
         return count_params(arch_for_width(shape, arch["min_width"], input_shape, classes))
-
-
-def widest_fit(shape: dict, target: int, min_width: int, max_width: int,
-               input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> ArchSpec:
-    """The widest last-unit width in [min_width, max_width] whose network has fewer than `target` params.
-
-    Parameter count grows with width, so a binary search over exact meta-device counts finds it. Where
-    even the narrowest network is too big, that one is returned and the budget filter rejects it.
-    """
-    layout = functools.partial(arch_for_width, shape, input_shape=input_shape, classes=classes)
-    lo, hi = min_width, max_width
-    if count_params(layout(lo)) >= target:
-        return layout(lo)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if count_params(layout(mid)) < target:
-            lo = mid
-        else:
-            hi = mid - 1
-    return layout(lo)
-
-
-def resolution_pools(pools: int, input_shape: tuple[int, int, int]) -> int:
-    """How many 2x2 pools a network declared with `pools` (at 28x28, MNIST's size) gets for `input_shape`.
-
-    One more per doubling of the smaller side from 28 and one fewer per halving (rounded), so the last maps stay
-    about MNIST's 7x7 or 4x4: 64x64 pools 64->32->16->8 where 28x28 pools 28->14->7. Never a map below 2x2: 8x8
-    pools at most twice. At 20x20 to 39x39 the declared count is kept; 28x28 networks are laid out as before.
-    """
-    side = min(input_shape[1:])
-    shifted = max(0, pools + math.floor(math.log2(side / MNIST_SHAPE[1]) + 0.5))
-    most = 0
-    while side >= 4:  # a 2x2 pool (ceil mode) of a side of 4 or more leaves at least 2
-        side, most = math.ceil(side / 2), most + 1
-    return min(shifted, most)
-
-
-def arch_for_width(shape: dict, width: int, input_shape: tuple[int, int, int] = MNIST_SHAPE,
-                   classes: int = MNIST_CLASSES) -> ArchSpec:
-    """Lays out stem, stages, pools and head for a given widest (last-unit) channel count, for images of
-    `input_shape` (C, H, W) in `classes` classes.
-
-    Earlier units are narrower by `growth` per unit, down to `min_width`: the budget goes to the deep,
-    low-resolution layers where it buys the most, and even deep shapes fit small budgets.
-    """
-    n_units = 1 + shape["stages"]
-
-    def channels(unit: int) -> int:
-        return max(shape["min_width"], round(width / shape["growth"] ** (n_units - 1 - unit)))
-
-    # a bias before BatchNorm is cancelled by its mean subtraction: those parameters would buy nothing
-    conv = functools.partial(Conv, k=shape["k"], bn=shape["bn"], act=shape["act"], bias=not shape["bn"])
-    units: list[list[Block]] = [[conv(channels(0), dropout=shape["dropout"]) for _ in range(shape["stem_convs"])]]
-    c_in = channels(0)
-    for unit in range(1, n_units):
-        c_out = channels(unit)
-        body: list[Block] = []
-        for j in range(shape["convs"]):
-            body += STAGE_BLOCKS[shape["block"]](conv, c_in if j == 0 else c_out, c_out, shape["dropout"])
-        if shape["residual"] != "none":
-            same = shape["residual"] == "identity" and c_in == c_out
-            body = [Residual(body=tuple(body), shortcut=() if same else (Conv(c_out, k=1),))]
-        units.append(body)
-        c_in = c_out
-    pools = min(resolution_pools(shape["pools"], input_shape), len(units))
-    # "late": after the last `pools` units, so the early units keep full resolution (R4's layout); "early": after
-    # the first ones, so deep networks spend their convolutions at 14x14 and 7x7, where they cost a quarter as much
-    pooled = range(pools) if shape["pool_placement"] == "early" else range(len(units) - pools, len(units))
-    blocks: list[Block] = []
-    for i, unit in enumerate(units):
-        blocks += unit
-        if i in pooled:
-            blocks.append(Pool(op=shape["pool"]))
-    blocks += _head(shape, classes)
-    return ArchSpec(blocks=tuple(blocks), input_shape=tuple(input_shape), num_classes=classes)
-
-
-def _head(shape: dict, classes: int) -> list[Block]:
-    head = shape["head"]
-    if head == "gap":
-        return [GlobalAvgPool(), Linear(classes)]
-    if head == "conv1x1_gap":
-        return [Conv(classes, k=1), GlobalAvgPool()]
-    drop = [Dropout(shape["head_dropout"])] if shape["head_dropout"] else []
-    if head == "flatten_linear":
-        return [Flatten(), *drop, Linear(classes)]
-    return [Flatten(), *drop, Linear(shape["head_hidden"], act=shape["act"]), *drop, Linear(classes)]
 
 
 def _suggest(trial, section: dict[str, Any], key: str):

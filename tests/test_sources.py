@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas import data as data_mod
-from nas import sources
+from nas import image_folder, sources
 from nas.data import DataError
 
 N_TRAIN, N_TEST = 36, 12
@@ -312,8 +312,8 @@ def test_a_folder_is_decoded_once_then_read_from_the_cache_until_a_file_changes(
     root, cache = _folder(tmp_path / "f"), tmp_path / "results" / ".cache"
     first = data_mod.load("folder", root, cache_dir=cache)
     assert len(list(cache.glob("*.pt"))) == 1
-    decoded, real = [], sources._decode
-    monkeypatch.setattr(sources, "_decode", lambda path: decoded.append(path) or real(path))
+    decoded, real = [], image_folder._decode
+    monkeypatch.setattr(image_folder, "_decode", lambda path: decoded.append(path) or real(path))
     second = data_mod.load("folder", root, cache_dir=cache)
     assert decoded == [] and all(torch.equal(getattr(first, k), getattr(second, k)) for k in data_mod.TENSORS)
     assert second.info == first.info
