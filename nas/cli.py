@@ -7,7 +7,8 @@ import sys
 
 from nas.errors import CliError, UserError
 
-COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe")
+COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe", "check")
+FORMATS = ("safetensors", "onnx", "onnx-int8")
 SAMPLERS = ("tpe", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # nas.data.NAMES, here so that bad flags fail before torch loads
@@ -83,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", help="search space TOML (default: search_spaces/mnist.toml)")
     s.add_argument("--max-params", type=_positive_int("--max-params"), default=25_000,
                    help="budget: candidates with this many parameters or more are never trained (default 25000)")
+    s.add_argument("--max-mflops", type=_positive_float("--max-mflops"), metavar="M",
+                   help="device budget: forward MFLOPs per image must stay at or under M (default: the space's "
+                        "max_mflops)")
+    s.add_argument("--max-peak-kb", type=_positive_float("--max-peak-kb"), metavar="KB",
+                   help="device budget: peak activation memory for one image, in KB (1 KB = 1,024 bytes), at or "
+                        "under KB; fp32 unless --int8-memory")
+    s.add_argument("--int8-memory", action="store_true", help="count activations at one byte each for --max-peak-kb")
+    s.add_argument("--max-latency-ms", type=_positive_float("--max-latency-ms"), metavar="MS",
+                   help="device budget: onnxruntime latency at batch 1, one thread, on this machine, at or under MS")
     s.add_argument("--study", help="study name (default: <space>-<max-params>)")
     s.add_argument("--jobs", type=_positive_int("--jobs"),
                    help="worker processes on this machine (default: one per core on a CPU, 1 on a GPU)")
@@ -100,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", parents=[common], help="export a trial's weights (default: the best)")
     e.add_argument("--study", required=True)
     e.add_argument("--trial", type=_positive_int("--trial", 0))
-    e.add_argument("--out", required=True, help="output .safetensors path (a .json spec is written beside it)")
+    e.add_argument("--out", required=True, help="output path (a .json spec is written beside it)")
+    e.add_argument("--format", choices=FORMATS,
+                   help="safetensors weights, an ONNX model, or an int8-quantised ONNX model (default: from --out's "
+                        "suffix, .onnx -> onnx, else safetensors)")
 
     v = sub.add_parser("evaluate", parents=[common], help="re-train on the full training set over several seeds")
     group = v.add_mutually_exclusive_group(required=True)
@@ -116,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("describe", help="print a spec's layers, output shapes and exact parameter count")
     d.add_argument("path", help="a candidate or spec JSON file, or a weights file")
+
+    c = sub.add_parser("check", parents=[common], help="check an ONNX export against its PyTorch weights")
+    c.add_argument("path", help="an .onnx file written by export or search")
+    c.add_argument("--weights", help="its .safetensors weights (default: the file of the same name beside it)")
     return parser
 
 

@@ -16,6 +16,10 @@ class SearchConfig:
     trials: int = 50
     space: str | None = None
     max_params: int = 25_000
+    max_mflops: float | None = None  # None: the space's max_mflops
+    max_peak_kb: float | None = None
+    int8_memory: bool = False
+    max_latency_ms: float | None = None
     study: str | None = None
     storage: str | None = None
     seed: int = 0
