@@ -2,14 +2,14 @@
 
 A kind is a frozen dataclass subclassing `Block`, registered under its JSON name with `@register`. `nas.spec`
 reads and writes every kind from its fields (a `tuple[Block, ...]` field holds nested blocks), `nas.build` calls
-its `build`, and `nas.budget` counts that same build with stub layers.
+its `build`, and `nas.budget` counts that same build with stub layers, and its activation memory with `peak`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Protocol
+from typing import Callable, ClassVar, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -39,11 +39,16 @@ class Context(Protocol):
         """The error to raise for a block that does not fit its input."""
 
 
+# (blocks, input shape, values held) -> (output shape, peak values): nas.budget's walk over nested blocks
+Nested = Callable[[tuple["Block", ...], Shape, int], tuple[Shape, int]]
+
+
 class Block:
     """The base of every block kind."""
 
     kind: ClassVar[str]  # set by @register
     needs_map: ClassVar[bool] = False  # refuses a flat (F,) input
+    in_place: ClassVar[bool] = False  # a deployed network computes it over its input: no second tensor
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(field, what is wrong) for each value out of its range; reading the spec has checked the types."""
@@ -52,6 +57,12 @@ class Block:
     def build(self, shape: Shape, ctx: Context) -> tuple[nn.Module, Shape]:
         """The module for an input of `shape`, and its output shape."""
         raise NotImplementedError
+
+    def peak(self, shape: Shape, out: Shape, held: int, nested: Nested) -> int:
+        """The most values alive at once while it maps `shape` to `out` at batch 1, `held` values of enclosing
+        blocks staying alive meanwhile: its input and its output. BatchNorm folds into the conv before it, and
+        activations and dropout work in place, so a block's own layers add nothing to that."""
+        return held + math.prod(out) + (0 if self.in_place else math.prod(shape))
 
     def text(self) -> str:
         """One line for `describe`."""
@@ -155,6 +166,12 @@ class Residual(Block):
             raise ctx.error(f"body gives {body_shape} but shortcut gives {short_shape}; they must match to add")
         return ResidualBlock(nn.Sequential(*body), nn.Sequential(*short) if short else nn.Identity()), body_shape
 
+    def peak(self, shape, out, held, nested):
+        # the input stays alive while the body runs, the body's output while the shortcut runs; the add is in place
+        body, body_peak = nested(self.body, shape, held + math.prod(shape))
+        short, short_peak = nested(self.shortcut, shape, held + math.prod(body))
+        return max(body_peak, short_peak, held + math.prod(body) + math.prod(short))
+
     def text(self):
         return f"residual({len(self.body)} body, {len(self.shortcut) or 'identity'} shortcut)"
 
@@ -173,6 +190,7 @@ class GlobalAvgPool(Block):
 @register("flatten")
 @dataclass(frozen=True)
 class Flatten(Block):
+    in_place = True  # a view
     def build(self, shape, ctx):
         return nn.Flatten(), (math.prod(shape),)
 
@@ -201,6 +219,8 @@ class Linear(Block):
 @dataclass(frozen=True)
 class Dropout(Block):
     p: float
+
+    in_place = True  # nothing at inference
 
     def problems(self):
         yield from _fraction(self, "p")

@@ -84,6 +84,12 @@ def layer_shapes(spec: ArchSpec) -> list[tuple[str, Shape]]:
     return rows
 
 
+def output_shape(block: Block, shape: Shape) -> Shape:
+    """The shape `block` maps `shape` to, from its build with count stubs (no layer is made)."""
+    with counting():
+        return _block(block, shape, "block", None)[1]
+
+
 def _sequence(blocks: tuple[Block, ...], shape: Shape, where: str, device) -> tuple[list[nn.Module], Shape]:
     modules = []
     for i, block in enumerate(blocks):
