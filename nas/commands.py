@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import warnings
 from pathlib import Path
@@ -12,9 +13,7 @@ import optuna
 import torch
 
 from nas import export, references, study as study_mod
-from nas.blocks import describe as describe_block
-from nas.budget import count_params
-from nas.build import Network, build, layer_shapes
+from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
 from nas.data import DataInfo
 from nas.device import load_data, prepare_model, resolve_device
@@ -35,7 +34,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     return {"search": cmd_search, "report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate,
-            "baselines": cmd_baselines}[args.command](config, args)
+            "baselines": cmd_baselines, "check": cmd_check}[args.command](config, args)
 
 
 def cmd_search(config: SearchConfig, args) -> int:
@@ -80,10 +79,24 @@ def cmd_export(config: SearchConfig, args) -> int:
     config = as_made(config, args, study)  # the weights are copied as they are; the data of older trials is the study's
     trial = _pick_trial(study, args.trial)
     writable_dir(Path(args.out).parent, "--out")
-    out = export.export_trial(trial, export.artifact_store(config.artifacts(study.study_name)), args.out,
-                              export.legacy_info(config.dataset))
+    store = export.artifact_store(config.artifacts(study.study_name))
+    form = args.format or ("onnx" if Path(args.out).suffix.lower() == ".onnx" else "safetensors")
+    if form == "safetensors":
+        out = export.export_trial(trial, store, args.out, export.legacy_info(config.dataset))
+    else:
+        from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
+
+        out = deploy.export_trial(trial, store, Path(args.out), config, int8=form == "onnx-int8")
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, test {trial.user_attrs.get('test_acc'):.2%}) "
           f"-> {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def cmd_check(config: SearchConfig, args) -> int:
+    """An exported .onnx against its PyTorch weights, on the test images of the data it records."""
+    from nas import deploy  # onnx and onnxruntime take seconds to import
+
+    deploy.check_file(Path(args.path), args.weights and Path(args.weights), config)
     return 0
 
 
@@ -187,20 +200,24 @@ def cmd_baselines(config: SearchConfig, args) -> int:
 
 
 def describe(path: str) -> int:
+    """Each block's output shape, parameters, MFLOPs and output bytes, then the totals and the peak memory."""
     candidate, data = spec_from(path)
     spec = candidate.arch
-    model: Network = build(spec, seed=None, device="meta")
-    rows = [("input", "", str(tuple(spec.input_shape)), 0)]
-    for (where, shape), (block, module) in zip(layer_shapes(spec), zip(spec.blocks, model.children())):
-        rows.append((where, describe_block(block), str(shape), sum(p.numel() for p in module.parameters())))
-    total = count_params(spec)
+    input_bytes = math.prod(spec.input_shape) * 4
+    rows = [("input", "", str(tuple(spec.input_shape)), "", "", f"{input_bytes:,}")]
+    for c in layer_costs(spec):
+        rows.append((c.where, c.block, str(c.shape), f"{c.params:,}", f"{c.flops / 1e6:.3f}", f"{c.activation_bytes:,}"))
     width = max(len(r[1]) for r in rows)
     title = candidate.name or Path(path).name
     print(f"{title}  (id {candidate.id})")
-    print(f"{'layer':<11} {'block':<{width}} {'output shape':<16} {'params':>8}")
-    for where, text, shape, params in rows:
-        print(f"{where:<11} {text:<{width}} {shape:<16} {params:>8,}")
-    print(f"total: {total:,} trainable parameters")
+    print(f"{'layer':<11} {'block':<{width}} {'output shape':<16} {'params':>8} {'MFLOPs':>8} {'act bytes':>10}")
+    for where, text, shape, params, mflops, act in rows:
+        print(f"{where:<11} {text:<{width}} {shape:<16} {params:>8} {mflops:>8} {act:>10}")
+    peak = peak_activation_bytes(spec)
+    print(f"total: {count_params(spec):,} trainable parameters, {count_flops(spec) / 1e6:.3f} MFLOPs per image, "
+          f"{input_bytes + sum(c.activation_bytes for c in layer_costs(spec)):,} activation bytes in all")
+    print(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), {peak // 4:,} at int8 "
+          f"(the largest input plus output alive at once, residual inputs held)")
     print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
     for line in data_lines(data, spec):
         print(line)

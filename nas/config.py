@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nas import data
+from nas.ceilings import Ceilings
 from nas.space import OPTIONAL, SearchSpace
 
 
@@ -44,10 +45,15 @@ class SearchConfig:
         return self.storage or f"sqlite:///{Path(self.results_dir).as_posix()}/nas.db"
 
     def study_name(self, space: SearchSpace) -> str:
-        """--study, else `<space>-<max-params>` plus what differs from the defaults (dataset, epochs, subset)."""
+        """--study, else `<space>-<max-params>` plus what differs from the defaults (device ceilings, dataset, epochs,
+        subset): e.g. mnist-25000-mflops4-int8kb64-lat0.5ms."""
         if self.study is not None:
             return self.study
         name = f"{space.name}-{self.max_params}"
+        name += "" if self.max_mflops is None else f"-mflops{self.max_mflops:g}"
+        name += "-int8" if self.int8_memory and self.max_peak_kb is None else ""
+        name += "" if self.max_peak_kb is None else f"-{'int8' if self.int8_memory else ''}kb{self.max_peak_kb:g}"
+        name += "" if self.max_latency_ms is None else f"-lat{self.max_latency_ms:g}ms"
         name += "" if self.dataset == "mnist" else f"-{self.dataset}"
         name += f"-{Path(self.data_dir).stem}" if self.dataset in ("folder", "npz") and self.data_dir else ""
         name += "" if self.image_size is None else f"-{self.image_size}px"
@@ -78,8 +84,9 @@ def space_fingerprint(space: SearchSpace) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-# what a study made before a label existed was made with
-ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE}
+# what a study made before a label existed was made with (no device ceilings but the space's max_mflops)
+ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE, "max_peak_kb": None, "int8_memory": False,
+                    "max_latency_ms": None}
 # the labels that report, export and evaluate take from the study; a flag saying otherwise is refused
 STUDY_SETTINGS = ("dataset", "epochs", "train_subset", "image_size")
 
@@ -98,4 +105,11 @@ def study_identity(config: SearchConfig, space: SearchSpace) -> dict:
     return {"val_size": data.VAL_SIZE, "space": space.name, "space_fingerprint": space_fingerprint(space),
             "max_params": config.max_params, "dataset": config.dataset, "epochs": config.epochs,
             "train_subset": config.train_subset, "data_source": data.source_of(config.dataset, config.data_dir),
-            "image_size": config.image_size}
+            "image_size": config.image_size, **ceiling_identity(Ceilings.of(config, space))}
+
+
+def ceiling_identity(ceilings: Ceilings) -> dict:
+    """The effective device ceilings, so a study resumes only under the same ones. A study made before them lacks
+    these labels; create_or_resume sets them, so it still resumes."""
+    return {"max_mflops": ceilings.mflops, "max_peak_kb": ceilings.peak_kb, "int8_memory": ceilings.int8,
+            "max_latency_ms": ceilings.latency_ms}

@@ -1,5 +1,5 @@
 """A drawn network shape (depth, kernel, head, ...) and a width -> the ArchSpec it lays out, for any input size and
-class count; `widest_fit` finds the widest that fits a parameter target."""
+class count; `widest_fit` finds the widest that fits a parameter target and the device ceilings."""
 from __future__ import annotations
 
 import functools
@@ -22,19 +22,26 @@ STAGE_BLOCKS: dict[str, Callable[..., list[Block]]] = {
 
 
 def widest_fit(shape: dict, target: int, min_width: int, max_width: int,
-               input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> ArchSpec:
-    """The widest last-unit width in [min_width, max_width] whose network has fewer than `target` params.
+               input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES,
+               fits: Callable[[ArchSpec], bool] | None = None) -> ArchSpec:
+    """The widest last-unit width in [min_width, max_width] whose network has fewer than `target` params and, if
+    given, satisfies `fits` (the device ceilings).
 
-    Parameter count grows with width, so a binary search over exact meta-device counts finds it. Where
-    even the narrowest network is too big, that one is returned and the budget filter rejects it.
+    Params, FLOPs, activation memory and latency all grow with width, so a binary search finds it, testing the
+    exact params first. Where even the narrowest network does not fit, that one is returned and the filter rejects it.
     """
     layout = functools.partial(arch_for_width, shape, input_shape=input_shape, classes=classes)
+
+    def ok(width: int) -> bool:
+        spec = layout(width)
+        return count_params(spec) < target and (fits is None or fits(spec))
+
     lo, hi = min_width, max_width
-    if count_params(layout(lo)) >= target:
+    if not ok(lo):
         return layout(lo)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_params(layout(mid)) < target:
+        if ok(mid):
             lo = mid
         else:
             hi = mid - 1

@@ -8,7 +8,8 @@ import optuna
 
 from nas import export, logs, references
 from nas import study as study_mod
-from nas.budget import count_flops, count_params, within_budget
+from nas.budget import count_params
+from nas.ceilings import Ceilings
 from nas.config import SearchConfig
 from nas.data import DataInfo
 from nas.device import prepare_model
@@ -27,6 +28,7 @@ class Objective:
     def __init__(self, config: SearchConfig, space: SearchSpace, splits, device, store, scratch: Path):
         self.config, self.space, self.splits, self.device = config, space, splits, device
         self.store, self.scratch = store, scratch
+        self.ceilings = Ceilings.of(config, space)
         self.rejected_in_a_row = 0
         self.params = None  # the running trial's, for its failure line
 
@@ -45,7 +47,8 @@ class Objective:
         reference = trial.user_attrs.get("reference")
         info = self.splits.info
         candidate = (references.by_name(reference) if reference else
-                     self.space.sample(trial, self.config.max_params, info.shape, len(info.classes)))
+                     self.space.sample(trial, self.config.max_params, info.shape, len(info.classes),
+                                       self.ceilings.fits_devices))
         params = self.params = count_params(candidate.arch)
         record_candidate(trial, candidate, params)
         arch = candidate.arch
@@ -53,7 +56,7 @@ class Objective:
             self._reject(trial, study_mod.REJECTED_DATA, f"rejected: {reference} is built for "
                          f"{'x'.join(map(str, arch.input_shape))} images and {arch.num_classes} classes, not this "
                          f"data's, not trained")
-        self._filter(trial, candidate, params, exempt=bool(reference))
+        self._filter(trial, candidate, exempt=bool(reference))
         # a trial re-queued after its worker was killed carries the user attrs of the original: the same candidate
         # and the same seed, so the retry is the run the killed worker would have made
         seed = trial.user_attrs.get("seed", self.config.seed + trial.number)
@@ -94,16 +97,14 @@ class Objective:
         params = "" if self.params is None else f"{self.params:>7,} params  "
         logs.trial_line(trial.number, f"{params}failed: {reason}" + ("" if own else " (an error, not counted)"))
 
-    def _filter(self, trial: optuna.Trial, candidate: Candidate, params: int, exempt: bool) -> None:
-        """Rejects, before any training, a candidate over the parameter budget or the space's compute ceiling."""
-        if not within_budget(params, self.config.max_params):
-            self._reject(trial, study_mod.REJECTED,
-                         f"rejected: {params:,} params >= budget {self.config.max_params:,}, not trained")
-        flops = count_flops(candidate.arch)
-        trial.set_user_attr("flops", flops)
-        if self.space.max_mflops and not exempt and flops > self.space.max_mflops * 1e6:
-            self._reject(trial, study_mod.REJECTED_FLOPS, f"rejected: {flops / 1e6:.1f} MFLOPs > the space's "
-                                                          f"max_mflops {self.space.max_mflops}, not trained")
+    def _filter(self, trial: optuna.Trial, candidate: Candidate, exempt: bool) -> None:
+        """Records the candidate's device figures, then rejects it, before any training, if it is over the param
+        budget or a device ceiling. Warm-start references (`exempt`) answer to the param budget only."""
+        for key, value in self.ceilings.figures(candidate.arch).items():
+            trial.set_user_attr(key, value)
+        breach = self.ceilings.breach(candidate.arch, devices=not exempt)
+        if breach:
+            self._reject(trial, breach.limit.reason, f"rejected: {breach}, not trained")
         self.rejected_in_a_row = 0
 
     def _reject(self, trial: optuna.Trial, why: str, text: str):

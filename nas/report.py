@@ -10,10 +10,11 @@ import plotly.graph_objects as go
 from nas.fileio import atomic_path, write_text
 from nas.study import REJECTED
 
-COLUMNS = ["number", "state", "params", "flops", "val_acc", "test_acc", "train_seconds", "reference", "rejected",
-           "pruned_at", "last_reading", "fail_reason", "candidate_id", "duration_s"]
-# the columns that are the trials' user attributes
-ATTRS = ["params", "flops", "val_acc", "test_acc", "train_seconds", "reference", "rejected", "fail_reason", "candidate_id"]
+COLUMNS = ["number", "state", "params", "flops", "peak_kb", "latency_ms", "val_acc", "test_acc", "train_seconds",
+           "reference", "rejected", "pruned_at", "last_reading", "fail_reason", "candidate_id", "duration_s"]
+# the columns that are the trials' user attributes (peak_kb at the study's precision, fp32 unless --int8-memory)
+ATTRS = ["params", "flops", "peak_kb", "latency_ms", "val_acc", "test_acc", "train_seconds", "reference", "rejected",
+         "fail_reason", "candidate_id"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import optuna
 
 from nas import logs, references, summary, workers
 from nas import study as study_mod
+from nas.ceilings import Ceilings
 from nas.config import ASSUMED_IDENTITY, SearchConfig, study_identity
 from nas.device import default_jobs, resolve_device
 from nas.errors import SearchError, SearchFailed
@@ -36,7 +37,7 @@ def _run(config: SearchConfig) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs.configure(config.quiet)
     space = load_space(config.space)
-    check_budget(space, config.max_params, *least_data(config))
+    check_ceilings(space, Ceilings.of(config, space), *least_data(config))
     device = resolve_device(config.device)  # an unavailable --device fails here, before any study is made
     config = dataclasses.replace(config, jobs=config.jobs or default_jobs(device))
     study = open_study(config, space)
@@ -45,7 +46,7 @@ def _run(config: SearchConfig) -> dict:
         references.enqueue(study)
     logs.line(f"study {study.study_name!r} in {redact(config.storage_url)}: {study_mod.trained_count(study)} trained "
               f"trial(s) so far, target {config.trials}; budget < {config.max_params:,} params; "
-              f"{config.jobs} worker(s) on {device}")
+              f"{device_ceilings(Ceilings.of(config, space))}{config.jobs} worker(s) on {device}")
     try:
         cannot_fit = workers.run_all(config)
         CTRL_C.check()  # a signal after the last trial ended
@@ -64,13 +65,19 @@ def _run(config: SearchConfig) -> dict:
     CTRL_C.check()  # a signal while the reports were written
     if cannot_fit:
         raise SearchError(f"{workers.MAX_CONSECUTIVE_REJECTIONS} candidates in a row were over the budget of "
-                          f"{config.max_params:,}: the space {space.path} cannot fit it; raise --max-params or "
-                          f"narrow the widths/depth in the space file")
+                          f"{config.max_params:,} or a device ceiling: the space {space.path} cannot fit it; raise "
+                          f"--max-params (or the ceiling) or narrow the widths/depth in the space file")
     if result["best"] is None:
         reasons = [t.user_attrs["fail_reason"] for t in study.get_trials(deepcopy=False) if "fail_reason" in t.user_attrs]
         raise SearchFailed(f"no trial completed in study {study.study_name!r}"
                            + (f"; {len(reasons)} failed, the last: {reasons[-1]}" if reasons else ""))
     return result
+
+
+def device_ceilings(ceilings: Ceilings) -> str:
+    """The device ceilings for the opening line, e.g. "ceilings: --max-mflops 4, --max-peak-kb 64; "."""
+    labels = [limit.label for limit in ceilings.limits()[1:]]
+    return f"ceilings: {', '.join(labels)}; " if labels else ""
 
 
 def least_data(config: SearchConfig) -> tuple[tuple[int, int, int], int]:
@@ -81,14 +88,19 @@ def least_data(config: SearchConfig) -> tuple[tuple[int, int, int], int]:
     return (1, MIN_IMAGE_SIZE, MIN_IMAGE_SIZE), 2
 
 
-def check_budget(space: SearchSpace, max_params: int, input_shape: tuple[int, int, int], classes: int) -> None:
-    """A budget below the smallest network the space builds for such data is refused before any study is made.
-    Run before the data is read, with `least_data`: a budget that only the data's own networks cannot fit is caught
-    by the rejections in a row (workers.MAX_CONSECUTIVE_REJECTIONS)."""
-    smallest = space.smallest_params(input_shape, classes)
-    if smallest >= max_params:
-        raise SearchError(f"--max-params {max_params:,} is below the smallest network the space "
-                          f"{space.path} can build ({smallest:,} params)")
+def check_ceilings(space: SearchSpace, ceilings: Ceilings, input_shape: tuple[int, int, int], classes: int) -> None:
+    """A budget or device ceiling below the smallest network the space builds for such data is refused before any
+    study is made, in one line naming each such ceiling and the smallest's figure. Run before the data is read, with
+    `least_data`: a ceiling that only the data's own networks cannot meet is caught by the rejections in a row
+    (workers.MAX_CONSECUTIVE_REJECTIONS)."""
+    unmet = []
+    for limit in ceilings.limits():
+        smallest = space.smallest(limit.measure, input_shape, classes)
+        if not limit.admits(smallest):
+            unmet.append(f"{limit.label} is below the smallest network the space {space.path} can build "
+                         f"({limit.show(smallest)})")
+    if unmet:
+        raise SearchError("; ".join(unmet))
 
 
 def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:

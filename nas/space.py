@@ -16,7 +16,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nas.budget import count_params
 from nas.errors import UserError
@@ -137,13 +137,15 @@ class SearchSpace:
     max_mflops: float | None = None  # a compute ceiling per image forward pass; keeps one-epoch trials short
 
     def sample(self, trial, max_params: int, input_shape: tuple[int, int, int] = MNIST_SHAPE,
-               classes: int = MNIST_CLASSES) -> Candidate:
+               classes: int = MNIST_CLASSES, fits: Callable[[ArchSpec], bool] | None = None) -> Candidate:
         """A candidate for images of `input_shape` (C, H, W) in `classes` classes. The trial's parameters are the
-        same whatever the data: `pools` means what it does at 28x28 and follows the resolution (resolution_pools)."""
-        return Candidate(arch=self._arch(trial, max_params, input_shape, classes), recipe=self._recipe(trial))
+        same whatever the data: `pools` means what it does at 28x28 and follows the resolution (resolution_pools).
+        `fits`, the device ceilings (nas.ceilings.Ceilings.fits_devices): the widest network that also meets them."""
+        return Candidate(arch=self._arch(trial, max_params, input_shape, classes, fits), recipe=self._recipe(trial))
 
     # -- architecture ---------------------------------------------------------------------------
-    def _arch(self, trial, max_params: int, input_shape: tuple[int, int, int], classes: int) -> ArchSpec:
+    def _arch(self, trial, max_params: int, input_shape: tuple[int, int, int], classes: int,
+              fits: Callable[[ArchSpec], bool] | None = None) -> ArchSpec:
         a = functools.partial(_suggest, trial, self._for_budget(max_params))
         shape = dict(
             stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
@@ -156,7 +158,7 @@ class SearchSpace:
         shape["min_width"] = self.arch["min_width"]
         fill = a("budget_fill")
         return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"],
-                          input_shape, classes)
+                          input_shape, classes, fits)
 
     def _for_budget(self, max_params: int) -> dict[str, Any]:
         """The arch declarations with each "auto" value replaced by what it means at this budget."""
@@ -184,16 +186,26 @@ class SearchSpace:
 
     def smallest_params(self, input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> int:
         """The parameter count of the smallest network this space can propose for such data, for a budget check."""
+        return self.smallest(count_params, input_shape, classes)
+
+    def smallest(self, measure: Callable[[ArchSpec], float], input_shape: tuple[int, int, int] = MNIST_SHAPE,
+                 classes: int = MNIST_CLASSES) -> float:
+        """The least `measure` (params, FLOPs, peak memory, latency) of the space's narrowest, shallowest networks
+        for such data: the narrowest of each pool placement, block and head it offers, where the least differs."""
+        return min(measure(spec) for spec in self._smallest_specs(input_shape, classes))
+
+    def _smallest_specs(self, input_shape: tuple[int, int, int], classes: int) -> list[ArchSpec]:
         arch = self._for_budget(0)  # "auto" at the smallest budget: the fewest convs and pools
         shape = dict(stem_convs=_low(arch["stem_convs"]), stages=_low(arch["stages"]),
                      convs=_low(arch["convs_per_stage"]), pools=_high(arch["pools"]),
-                     pool_placement="late",
-                     pool="max", block="separable" if "separable" in _choices(arch["block"]) else _first(arch["block"]),
-                     k=_low(arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
-                     head="conv1x1_gap" if "conv1x1_gap" in _choices(arch["head"]) else _first(arch["head"]),
+                     pool="max", k=_low(arch["kernel"]), bn=False, act="relu", dropout=0.0, residual="none",
                      growth=_low(arch["width_growth"]), head_dropout=0.0,
                      head_hidden=_low(arch["head_hidden"]), min_width=arch["min_width"])
-        return count_params(arch_for_width(shape, arch["min_width"], input_shape, classes))
+        # params are the same wherever the pools go; FLOPs and memory are least with early pools
+        return [arch_for_width({**shape, "pool_placement": placement, "block": block, "head": head},
+                               arch["min_width"], input_shape, classes)
+                for placement in _choices(arch["pool_placement"]) for block in _choices(arch["block"])
+                for head in _choices(arch["head"])]
 
 
 def _suggest(trial, section: dict[str, Any], key: str):

@@ -9,7 +9,9 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.errors import StudyError
 
 REJECTED = "over_budget"
-REJECTED_FLOPS = "over_flops"  # over the space's optional compute ceiling; never trained either
+REJECTED_FLOPS = "over_flops"  # over --max-mflops, else the space's max_mflops; never trained either
+REJECTED_MEMORY = "over_peak_memory"  # over --max-peak-kb (peak activation memory of one image); never trained
+REJECTED_LATENCY = "over_latency"  # over --max-latency-ms (onnxruntime, batch 1, one thread); never trained
 REJECTED_DATA = "other_data"  # a reference network (--warm-start) built for another input shape or class count
 REJECTED_SLOW = "too_slow"  # projected over --trial-time-limit after its first steps; stopped there, not counted
 
@@ -79,7 +81,7 @@ FAILED_BY_CANDIDATE = "candidate"  # `fail_kind` of a trial whose loss diverged 
 def is_trained(trial: FrozenTrial) -> bool:
     """Whether a trial counts toward --trials: it ran training and ended by itself.
 
-    Rejections (over budget, over the compute ceiling, too slow) were never trained. Trials failed from outside
+    Rejections (over budget, over a device ceiling, too slow) were never trained. Trials failed from outside
     (a killed worker, Ctrl-C) carry no `fail_reason`; they are retried, so counting them would lose a trial. A failure
     counts only if the candidate caused it; trials stored before `fail_kind` existed count as they did.
     """

@@ -11,7 +11,13 @@ from nas import study as study_mod
 from nas.config import SearchConfig
 from nas.storage import fail_stale_trials, sqlalchemy_url
 
-RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json"
+RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json, best.onnx"
+# each kind of rejection, as the summary counts it
+REJECTIONS = ((study_mod.REJECTED, "over the param budget (never trained)"),
+              (study_mod.REJECTED_FLOPS, "over the compute ceiling (never trained)"),
+              (study_mod.REJECTED_MEMORY, "over the peak-memory ceiling (never trained)"),
+              (study_mod.REJECTED_LATENCY, "over the latency ceiling (never trained)"),
+              (study_mod.REJECTED_SLOW, "too slow (stopped after 50 steps)"))
 
 
 def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
@@ -26,11 +32,9 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
     rejected = df["rejected"].value_counts()
     logs.line("")
+    counts = ", ".join(f"{rejected.get(reason, 0)} {text}" for reason, text in REJECTIONS)
     logs.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
-              f"{rejected.get(study_mod.REJECTED, 0)} over the param budget (never trained), "
-              f"{rejected.get(study_mod.REJECTED_FLOPS, 0)} over the compute ceiling (never trained), "
-              f"{rejected.get(study_mod.REJECTED_SLOW, 0)} too slow (stopped after 50 steps); "
-              f"{len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
+              f"{counts}; {len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
     frontier = report.pareto_frontier(df)
     if len(frontier):
         logs.line("Pareto frontier (params, val acc, test acc):")
@@ -62,7 +66,21 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
         store = export.artifact_store(config.artifacts(study.study_name))
         legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
+        onnx = best_onnx(paths["best"], out_dir / "best.onnx", config)
+        if onnx is not None:
+            paths["onnx"] = onnx
     return paths
+
+
+def best_onnx(weights: Path, out: Path, config: SearchConfig) -> Path | None:
+    """best.onnx from best.safetensors, checked on the test images of the data it records; none for tensors handed
+    to the search by a program, which cannot be read again."""
+    info = export.read_spec(weights)[1]
+    if info is None or info.source == "tensors":
+        return None
+    from nas import deploy  # onnx and onnxruntime take a second or two to import
+
+    return deploy.write_best_onnx(weights, out, deploy.data_for(info, config))
 
 
 def dashboard_command(config: SearchConfig, study_name: str) -> str:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from safetensors.torch import load_file
 
 from nas import cli, commands, data as data_mod, export, references
-from nas.budget import count_params
+from nas.budget import count_flops, count_params, peak_activation_bytes
 from nas.build import build
 from nas.config import SearchConfig, study_identity
 from nas.data import DataInfo
@@ -75,7 +75,7 @@ def _table(out: str) -> tuple[list[str], list[list[str]]]:
     """The lines from the title to the recipe (the data's lines follow it), and the table's rows split into words."""
     lines = out.splitlines()
     total = next(i for i, line in enumerate(lines) if line.startswith("total: "))
-    return lines[:total + 2], [line.split() for line in lines[2:total]]
+    return lines[:total + 3], [line.split() for line in lines[2:total]]
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
@@ -86,9 +86,16 @@ def test_describe_prints_a_row_per_block_adding_up_to_the_exact_total(path, caps
     total = count_params(candidate.arch)
     assert lines[0] == f"{candidate.name}  (id {candidate.id})"
     assert [r[0] for r in rows] == ["input"] + [f"blocks[{i}]" for i in range(len(candidate.arch.blocks))]
-    assert rows[0][-4:] == ["(1,", "28,", "28)", "0"] and rows[-1][-2] == "(10,)"
-    assert sum(int(r[-1].replace(",", "")) for r in rows) == total
-    assert lines[-2] == f"total: {total:,} trainable parameters"
+    assert rows[0][-4:] == ["(1,", "28,", "28)", "3,136"] and rows[-1][-4:] == ["(10,)", rows[-1][-3], rows[-1][-2], "40"]
+    number = lambda text: float(text.replace(",", ""))  # noqa: E731
+    assert sum(number(r[-3]) for r in rows[1:]) == total
+    flops = count_flops(candidate.arch)
+    assert abs(sum(number(r[-2]) for r in rows[1:]) - flops / 1e6) < 0.001 * len(rows)
+    acts = sum(number(r[-1]) for r in rows)
+    assert lines[-3] == f"total: {total:,} trainable parameters, {flops / 1e6:.3f} MFLOPs per image, {acts:,.0f} activation bytes in all"
+    peak = peak_activation_bytes(candidate.arch)
+    assert lines[-2].startswith(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), "
+                                f"{peak // 4:,} at int8")
     assert json.loads(lines[-1].removeprefix("recipe: ")) == candidate.recipe.to_dict()
 
 
@@ -96,10 +103,11 @@ def test_describe_shows_each_block_its_output_shape_and_its_own_parameters(capsy
     commands.describe(str(references.REFERENCE_DIR / "r2_residual_gap.json"))
     lines, rows = _table(capsys.readouterr().out)
     residual = next(line for line in lines if line.startswith("blocks[3]"))
-    assert residual.split()[1:] == ["residual(2", "body,", "1", "shortcut)", "(24,", "14,", "14)", "4,560"]
+    assert residual.split()[1:-2] == ["residual(2", "body,", "1", "shortcut)", "(24,", "14,", "14)", "4,560"]
+    assert residual.split()[-1] == f"{24 * 14 * 14 * 4:,}"
     pool = next(line for line in lines if line.startswith("blocks[4]"))
-    assert pool.split()[1:] == ["pool(op=max,", "k=2,", "ceil=True)", "(24,", "7,", "7)", "0"]
-    assert lines[-2] == "total: 8,530 trainable parameters"
+    assert pool.split()[1:] == ["pool(op=max,", "k=2,", "ceil=True)", "(24,", "7,", "7)", "0", "0.000", f"{24 * 7 * 7 * 4:,}"]
+    assert lines[-3].startswith("total: 8,530 trainable parameters, ")
 
 
 def test_describe_prints_the_data_the_input_shape_the_normalisation_and_the_classes(tmp_path, capsys):
@@ -114,7 +122,7 @@ def test_describe_prints_the_data_the_input_shape_the_normalisation_and_the_clas
         assert run("describe", tmp_path / path) == 0
         out = capsys.readouterr().out
         lines, rows = _table(out)
-        assert rows[0][-4:] == ["(3,", "16,", "16)", "0"] and rows[-1][-2] == "(3,)"
+        assert rows[0][-4:] == ["(3,", "16,", "16)", f"{3 * 16 * 16 * 4:,}"] and rows[-1][-4] == "(3,)"
         assert out.splitlines()[len(lines):] == [
             "data: folder:/data/leaves",
             "input: (3, 16, 16) scaled to [0, 1], normalised per channel by mean (0.5123, 0.4, 0.3) and std "
@@ -182,10 +190,14 @@ def test_dispatch_runs_the_named_command_with_its_settings_and_threads(command, 
 # -- report and export ---------------------------------------------------------------------------------------
 def test_report_writes_the_result_files_from_the_storage_and_lists_them(stored, capsys):
     assert run("report", "--study", "s", "--results-dir", stored) == 0
-    listed = dict(line.strip().split(": ") for line in capsys.readouterr().out.splitlines())
+    lines = capsys.readouterr().out.splitlines()
+    checked = [line for line in lines if line.startswith("onnxruntime vs PyTorch on 1,000 test images: ")]
+    assert len(checked) == 1  # best.onnx, checked against its weights
+    listed = dict(line.strip().split(": ") for line in lines if line not in checked)
     out_dir = stored / "s"
     assert listed == {"trials": str(out_dir / "trials.csv"), "frontier": str(out_dir / "frontier.csv"),
-                      "html": str(out_dir / "frontier.html"), "best": str(out_dir / "best.safetensors")}
+                      "html": str(out_dir / "frontier.html"), "best": str(out_dir / "best.safetensors"),
+                      "onnx": str(out_dir / "best.onnx")}
     trials = pd.read_csv(out_dir / "trials.csv")
     assert trials["state"].tolist() == ["COMPLETE"] * 3 + ["FAIL"]
     assert pd.read_csv(out_dir / "frontier.csv")["number"].tolist() == [1]  # R2: smallest and most accurate

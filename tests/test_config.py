@@ -3,7 +3,8 @@ import hashlib
 import json
 
 from nas import data
-from nas.config import SearchConfig, config_from, recorded_identity, space_fingerprint, study_identity
+from nas.config import (ASSUMED_IDENTITY, SearchConfig, config_from, recorded_identity, space_fingerprint,
+                        study_identity)
 from nas.space import DEFAULT_SPACE, load_space
 
 
@@ -35,7 +36,8 @@ def test_a_setting_given_as_none_is_a_flag_left_out_and_keeps_its_default():
 
 def test_a_study_made_before_a_label_existed_is_taken_as_made_with_the_assumed_value():
     assert recorded_identity({"dataset": "fashion-mnist", "epochs": 2}) == {
-        "val_size": data.LEGACY_VAL_SIZE, "dataset": "fashion-mnist", "epochs": 2}
+        "val_size": data.LEGACY_VAL_SIZE, "max_peak_kb": None, "int8_memory": False, "max_latency_ms": None,
+        "dataset": "fashion-mnist", "epochs": 2}
     assert recorded_identity({"val_size": 10_000})["val_size"] == 10_000
     assert recorded_identity({}) == {}  # no labels at all: not a search's study, so nothing is assumed
 
@@ -94,3 +96,38 @@ def test_a_study_made_before_the_data_source_was_recorded_still_resumes(tmp_path
     resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
                                          optuna.samplers.RandomSampler())
     assert resumed.user_attrs["data_source"] == "mnist" and resumed.user_attrs["image_size"] is None
+
+
+def test_each_device_ceiling_given_names_its_own_study():
+    space = load_space()
+    assert SearchConfig(max_mflops=4).study_name(space) == "mnist-25000-mflops4"
+    assert SearchConfig(max_peak_kb=64).study_name(space) == "mnist-25000-kb64"
+    assert SearchConfig(max_peak_kb=64, int8_memory=True).study_name(space) == "mnist-25000-int8kb64"
+    assert SearchConfig(int8_memory=True).study_name(space) == "mnist-25000-int8"  # its peak_kb figures differ
+    assert SearchConfig(max_latency_ms=0.5, max_mflops=2.5, epochs=2).study_name(space) == \
+        "mnist-25000-mflops2.5-lat0.5ms-e2"
+
+
+def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_resume(tmp_path):
+    import optuna
+    import pytest
+
+    from nas import study as study_mod
+    from nas.errors import StudyError
+
+    space = load_space()
+    storage = f"sqlite:///{tmp_path}/s.db"
+    identity = study_identity(SearchConfig(max_peak_kb=64), space)
+    assert (identity["max_mflops"], identity["max_peak_kb"], identity["int8_memory"], identity["max_latency_ms"]) == (
+        8.0, 64, False, None)  # the effective ceilings: the space's max_mflops unless --max-mflops says otherwise
+    study_mod.create_or_resume(storage, "s", identity, optuna.samplers.RandomSampler())
+    with pytest.raises(StudyError, match="max_peak_kb=64, not None"):
+        study_mod.create_or_resume(storage, "s", study_identity(SearchConfig(), space), optuna.samplers.RandomSampler())
+    ceilings = ("max_mflops", "max_peak_kb", "int8_memory", "max_latency_ms")
+    before = {k: v for k, v in study_identity(SearchConfig(), space).items() if k not in ceilings}
+    study_mod.create_or_resume(storage, "old", before, optuna.samplers.RandomSampler())
+    with pytest.raises(StudyError, match="max_peak_kb=None, not 64"):  # its trials met no memory ceiling
+        study_mod.create_or_resume(storage, "old", identity, optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)
+    resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
+                                         optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)
+    assert resumed.user_attrs["max_mflops"] == 8.0 and resumed.user_attrs.get("max_peak_kb") is None

@@ -90,3 +90,16 @@ def test_write_reports(tmp_path):
     for text in ("Pareto frontier", "budget 25,000", "R1", "R2", "rejected (over budget"):
         assert text in html
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_device_figures_are_columns_of_trials_and_frontier_csv(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    for key, value in dict(params=9000, flops=2_500_000, peak_kb=36.75, latency_ms=0.21, val_acc=0.97,
+                           test_acc=0.96).items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, 0.97)
+    paths = report.write_reports(study, tmp_path, 25_000)
+    for name in ("trials", "frontier"):
+        row = pd.read_csv(paths[name]).iloc[0]
+        assert (row["flops"], row["peak_kb"], row["latency_ms"]) == (2_500_000, 36.75, 0.21), name

@@ -259,11 +259,12 @@ def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_th
     """Before the data is read (search.run, before any study), the floor is the smallest network for the least the
     data can be: one channel, 8x8, two classes, unless the set's own size is known."""
     from nas import search
+    from nas.ceilings import Ceilings
     from nas.config import SearchConfig
     from nas.errors import SearchError
 
     config = SearchConfig(dataset=dataset, image_size=image_size, data_dir=data_dir)
     assert load_space().smallest_params(*search.least_data(config)) == floor
-    search.check_budget(load_space(), floor + 1, *search.least_data(config))
+    search.check_ceilings(load_space(), Ceilings(floor + 1), *search.least_data(config))
     with pytest.raises(SearchError, match=f"below the smallest network .* \\({floor:,} params\\)"):
-        search.check_budget(load_space(), floor, *search.least_data(config))
+        search.check_ceilings(load_space(), Ceilings(floor), *search.least_data(config))

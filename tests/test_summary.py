@@ -53,3 +53,22 @@ def test_the_dashboard_command_names_the_psycopg_driver_and_the_artifacts():
     config = SearchConfig(storage="postgresql://u:p@h/db", artifact_dir="/shared/art")
     assert summary.dashboard_command(config, "s") == "optuna-dashboard postgresql+psycopg://u:p@h/db --artifact-dir /shared/art"
 
+
+
+def test_the_summary_counts_each_kind_of_rejection(tmp_path, capsys):
+    from nas import study as study_mod
+
+    config = SearchConfig(trials=1, results_dir=str(tmp_path), study="r")
+    study = optuna.create_study(study_name="r", storage=config.storage_url, direction="maximize")
+    kinds = [study_mod.REJECTED, study_mod.REJECTED_FLOPS, study_mod.REJECTED_MEMORY, study_mod.REJECTED_MEMORY,
+             study_mod.REJECTED_LATENCY, study_mod.REJECTED_LATENCY, study_mod.REJECTED_LATENCY]
+    for why in kinds:
+        trial = study.ask()
+        trial.set_user_attr("params", 100)
+        trial.set_user_attr("rejected", why)
+        study.tell(trial, state=TrialState.PRUNED)
+    summary.finish(config, study, 1.0)
+    out = capsys.readouterr().out
+    assert ("rejected, not counted: 1 over the param budget (never trained), 1 over the compute ceiling (never "
+            "trained), 2 over the peak-memory ceiling (never trained), 3 over the latency ceiling (never trained), "
+            "0 too slow") in out
