@@ -27,25 +27,30 @@ def widest_fit(shape: dict, target: int, min_width: int, max_width: int,
     """The widest last-unit width in [min_width, max_width] whose network has fewer than `target` params and, if
     given, satisfies `fits` (the device ceilings).
 
-    Params, FLOPs, activation memory and latency all grow with width, so a binary search finds it, testing the
-    exact params first. Where even the narrowest network does not fit, that one is returned and the filter rejects it.
+    Params, FLOPs, activation memory and latency all grow with width, so binary searches find it: the widest under
+    the exact param target first, then, only if that one breaks a device ceiling, the widest below it that meets them
+    (FLOPs and latency cost far more to measure than params). Where even the narrowest network does not fit, that one
+    is returned and the filter rejects it.
     """
     layout = functools.partial(arch_for_width, shape, input_shape=input_shape, classes=classes)
+    widest = _widest(lambda width: count_params(layout(width)) < target, min_width, max_width)
+    if fits is None or fits(layout(widest)):
+        return layout(widest)
+    return layout(_widest(lambda width: fits(layout(width)), min_width, widest - 1))
 
-    def ok(width: int) -> bool:
-        spec = layout(width)
-        return count_params(spec) < target and (fits is None or fits(spec))
 
-    lo, hi = min_width, max_width
-    if not ok(lo):
-        return layout(lo)
+def _widest(ok: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest width in [lo, hi] that is `ok`, for an `ok` that holds up to some width and not beyond; `lo` if
+    none is."""
+    if hi < lo or not ok(lo):
+        return lo
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if ok(mid):
             lo = mid
         else:
             hi = mid - 1
-    return layout(lo)
+    return lo
 
 
 def resolution_pools(pools: int, input_shape: tuple[int, int, int]) -> int:

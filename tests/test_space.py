@@ -8,7 +8,7 @@ import torch
 
 from nas.budget import count_flops, count_params
 from nas.build import build, layer_shapes
-from nas.space import (SpaceError, arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs,
+from nas.space import (SpaceError, arch_for_width, widest_fit, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs,
                        load_space, parse_space, resolution_pools)
 from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
@@ -268,3 +268,16 @@ def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_th
     search.check_ceilings(load_space(), Ceilings(floor + 1), *search.least_data(config))
     with pytest.raises(SearchError, match=f"below the smallest network .* \\({floor:,} params\\)"):
         search.check_ceilings(load_space(), Ceilings(floor), *search.least_data(config))
+
+
+def test_the_width_search_meets_the_device_ceilings_asking_them_once_when_the_param_widest_does():
+    shape = dict(BASE, stem_convs=1, stages=2, convs=2, pools=2, block="conv", act="relu", residual="none",
+                 head="gap", growth=1.5)
+    free = widest_fit(shape, 20_000, 4, 256)
+    asked = []
+    assert widest_fit(shape, 20_000, 4, 256, fits=lambda spec: asked.append(spec) or True) == free
+    assert asked == [free]
+    ceiling = count_flops(free) * 0.5
+    capped = widest_fit(shape, 20_000, 4, 256, fits=lambda spec: count_flops(spec) <= ceiling)
+    wider = arch_for_width(shape, max(b.out for b in capped.blocks if isinstance(b, Conv)) + 1)
+    assert count_flops(capped) <= ceiling < count_flops(wider)
