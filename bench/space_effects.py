@@ -3,14 +3,14 @@
     python bench/space_effects.py results/bench*/nas.db [--budget 25000] [--min-share 0.6]
 
 Takes the finished trials that used at least --min-share of the budget, from every study searched with it.
-It fits validation accuracy, and test accuracy as a check, by least squares on the following:
+It fits validation accuracy by least squares on the following (the test set is never looked at: it decides nothing):
 - one offset per study, so a choice is not credited with the luck of the study that favoured it;
 - the size, as a share of the budget;
 - every searched choice: one column per level of a categorical, and the value of a number (its log10 where the
   study sampled it log-uniformly).
 It prints each effect in accuracy points with its standard error. A level is measured against the first level
 seen. The figures are evidence for editing a space file, never a selection rule: TPE's choices are correlated,
-so only effects that agree on validation and test, and hold at several budgets, deserve trust.
+so only effects that hold at several budgets and over several seeds deserve trust.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def finished_trials(db: Path, budget: int, min_share: float) -> tuple[pd.DataFra
             row = {k: (math.log10(v) if getattr(t.distributions[k], "log", False) and v > 0 else v)
                    for k, v in t.params.items()}
             row.update(study=f"{db.parent.name}/{summary.study_name}", size=t.user_attrs["params"] / budget,
-                       val=100 * t.value, test=100 * t.user_attrs.get("test_acc", math.nan))
+                       val=100 * t.value)
             rows.append(row)
             floats |= {k for k, d in t.distributions.items() if isinstance(d, optuna.distributions.FloatDistribution)}
     return pd.DataFrame(rows), floats
@@ -49,7 +49,7 @@ def finished_trials(db: Path, budget: int, min_share: float) -> tuple[pd.DataFra
 def design(df: pd.DataFrame, floats: set[str]) -> pd.DataFrame:
     """Columns to fit: study offsets, then size and float choices as they are, and other choices (integers such as
     the number of stages included) as one column per level but the first."""
-    searched = [c for c in df.columns if c not in ("study", "val", "test")]
+    searched = [c for c in df.columns if c not in ("study", "val")]
     numbers = [c for c in searched if c == "size" or (c in floats and df[c].nunique() > 2)]
     levels = [c for c in searched if c not in numbers and df[c].nunique() > 1]
     # integers left as floats by a missing value (a choice some studies did not offer) print as 2, not 2.0
@@ -85,7 +85,7 @@ def main() -> None:
     if len(df) < 20:
         sys.exit(f"error: only {len(df)} finished trials at --budget {args.budget}: too few to fit")
     x = design(df, set().union(*(floats for _, floats in read)))
-    table = pd.concat({"val": fit(x, df.val), "test": fit(x, df.test)}, axis=1)
+    table = fit(x, df.val)
     # study offsets, and "<choice>_nan" (the choice was not offered in some studies), only absorb differences
     table = table.loc[[c for c in table.index
                        if not c.startswith("study_") and not c.endswith("_nan") and c != "offset"]]

@@ -87,7 +87,7 @@ def cmd_export(config: SearchConfig, args) -> int:
         from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
         out = deploy.export_trial(trial, store, Path(args.out), config, int8=form == "onnx-int8")
-    print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, test {trial.user_attrs.get('test_acc'):.2%}) "
+    print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
           f"-> {out} and {out.with_suffix('.json')}")
     return 0
 
@@ -149,7 +149,7 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
     accs = []
     for seed in range(args.seeds):
         model = prepare_model(candidate, seed, device)
-        result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=seed)
+        result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=seed, test=True)
         accs.append(result.test_acc)
         print(f"  seed {seed}: test {result.test_acc:.2%}  ({result.train_seconds:.1f} s)", flush=True)
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -158,7 +158,8 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
 
 
 def cmd_baselines(config: SearchConfig, args) -> int:
-    """Trains the reference models with their published recipes through the same trainer, and stores them."""
+    """Trains the reference models with their published recipes through the same trainer, and stores them, scored
+    on the validation hold-out as trials are; never on the test set (`evaluate --spec R1` gives that)."""
     names = [n.strip() for n in args.only.split(",")] if args.only else list(references.all_references())
     for n in names:
         try:
@@ -172,7 +173,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
     device = resolve_device(config.device)
     splits = load_data(config, device)
     store = export.artifact_store(config.artifacts(study.study_name))
-    print(f"{'model':<18} {'params':>8} {'val acc':>8} {'test acc':>9} {'seconds':>8}")
+    print(f"{'model':<18} {'params':>8} {'val acc':>8} {'seconds':>8}")
     for name in names:
         candidate = references.by_name(name)
         with warnings.catch_warnings():  # ask/tell on a heartbeat storage warns; baselines run in the foreground
@@ -185,7 +186,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
         trial.set_user_attr("val_size", len(splits.x_val))
         model = prepare_model(candidate, config.seed, device)
         try:
-            result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=config.seed)
+            result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=config.seed, test=False)
         except BaseException as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -193,7 +194,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
         record_result(trial, result, model, candidate, store, config.out_dir(study.study_name) / ".scratch",
                       splits.info)
         study.tell(trial, result.val_acc)
-        print(f"{candidate.name:<18} {trial.user_attrs['params']:>8,} {result.val_acc:>8.2%} {result.test_acc:>9.2%} "
+        print(f"{candidate.name:<18} {trial.user_attrs['params']:>8,} {result.val_acc:>8.2%} "
               f"{result.train_seconds:>8.1f}", flush=True)
     print(f"stored in study {study.study_name!r}; `search.py report --study NAME` draws them on that study's frontier")
     return 0

@@ -77,13 +77,14 @@ class Objective:
             with CTRL_C.stoppable():
                 model = prepare_model(candidate, seed, self.device)
                 result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
-                               on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit)
+                               on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit,
+                               test=False)
         except TooSlow as e:
             trial.set_user_attr("slow_reason", str(e))
             self._reject(trial, study_mod.REJECTED_SLOW, f"{params:>7,} params  rejected as too slow: {e}, not counted")
         record_result(trial, result, model, candidate, self.store, self.scratch, info)
         name = f"  [{reference}]" if reference else ""
-        logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  test {result.test_acc:.2%}  "
+        logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  "
                                       f"{result.train_seconds:5.1f}s{name}")
         return result.val_acc
 
@@ -124,10 +125,10 @@ def record_candidate(trial, candidate: Candidate, params: int) -> None:
 
 def record_result(trial, result, model, candidate: Candidate, store, scratch: Path,
                   data: DataInfo | None = None) -> None:
-    """A trained trial's scores, timings and weights (as an Optuna artifact, recording `data`, what it trained on)."""
+    """A trained trial's validation score, timings and weights (as an Optuna artifact, recording `data`, what it
+    trained on). No test score: only the trials a report shows are scored on the test set, from these weights."""
     trial.report(result.val_acc, FINAL_STEP)  # the learning curve's end point, from the score already computed
     trial.set_user_attr("val_acc", result.val_acc)
-    trial.set_user_attr("test_acc", result.test_acc)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
     trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
     trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, scratch, data))

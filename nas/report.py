@@ -1,6 +1,8 @@
-"""Trials -> pandas DataFrame -> CSV; the Pareto frontier -> CSV and a plotly page. All from the storage alone."""
+"""Trials -> pandas DataFrame -> CSV; the Pareto frontier -> CSV and a plotly page. All from the storage alone, but
+for the frontier's test accuracy, computed from its stored weights by the caller (nas.scoring)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import optuna
@@ -10,11 +12,13 @@ import plotly.graph_objects as go
 from nas.fileio import atomic_path, write_text
 from nas.study import REJECTED
 
-COLUMNS = ["number", "state", "params", "flops", "peak_kb", "latency_ms", "val_acc", "test_acc", "train_seconds",
+COLUMNS = ["number", "state", "params", "flops", "peak_kb", "latency_ms", "val_acc", "train_seconds",
            "reference", "rejected", "pruned_at", "last_reading", "fail_reason", "candidate_id", "duration_s"]
-# the columns that are the trials' user attributes (peak_kb at the study's precision, fp32 unless --int8-memory)
-ATTRS = ["params", "flops", "peak_kb", "latency_ms", "val_acc", "test_acc", "train_seconds", "reference", "rejected",
+# the columns that are the trials' user attributes (peak_kb at the study's precision, fp32 unless --int8-memory); a
+# test_acc stored by trials of older versions is left out: only the trials a report shows are scored on the test set
+ATTRS = ["params", "flops", "peak_kb", "latency_ms", "val_acc", "train_seconds", "reference", "rejected",
          "fail_reason", "candidate_id"]
+ERROR_FLOOR = 1e-4  # an error rate of 0 is drawn at 0.01%: a log axis has no zero
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -59,42 +63,90 @@ def reference_points(df: pd.DataFrame, baselines: pd.DataFrame | None) -> pd.Dat
     return refs.drop_duplicates("reference", keep="last").sort_values("params")
 
 
+def with_test(frontier: pd.DataFrame, test: dict[int, float] | None) -> pd.DataFrame:
+    """The frontier with a test_acc column after val_acc: each member's from `test` (by trial number), else NaN."""
+    out = frontier.copy()
+    out.insert(out.columns.get_loc("val_acc") + 1, "test_acc", frontier["number"].map(test or {}).astype(float))
+    return out
+
+
+def error(acc: pd.Series) -> pd.Series:
+    """Accuracy -> error rate, at least ERROR_FLOOR."""
+    return (1 - acc.astype(float)).clip(lower=ERROR_FLOOR)
+
+
+def y_axis(errors: pd.Series) -> tuple[list[float], float]:
+    """The y axis' range (log10, the worst error at the bottom) around `errors`, and the error drawn on its bottom
+    edge, where pruned and rejected trials are clipped so that they do not stretch it."""
+    errors = errors.dropna()
+    lo, hi = (math.log10(errors.min()), math.log10(errors.max())) if len(errors) else (-2.0, 0.0)
+    pad = max(0.05, 0.08 * (hi - lo))
+    return [hi + pad, lo - pad], 10 ** (hi + pad / 2)
+
+
+def hover(rows: pd.DataFrame, lines) -> list[str]:
+    """Each row's hover text: its trial number, params and MFLOPs, then `lines(row)`."""
+    def text(row) -> str:
+        mflops = "" if pd.isna(row["flops"]) else f"<br>{row['flops'] / 1e6:,.2f} MFLOPs"
+        return "<br>".join([f"trial {int(row['number'])}<br>{int(row['params']):,} params{mflops}", *lines(row)])
+    return [text(row) for _, row in rows.iterrows()]
+
+
+def shown(value, template: str) -> list[str]:
+    """`template` filled with `value`, or nothing for a missing value."""
+    return [] if pd.isna(value) else [template.format(value)]
+
+
+def scores(row) -> list[str]:
+    """Validation accuracy, and test accuracy where it was computed (frontier members)."""
+    return [f"val {row['val_acc']:.2%}", *shown(row.get("test_acc"), "test {:.2%}")]
+
+
 def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame, max_params: int | None,
                     title: str, epochs: int = 1) -> go.Figure:
+    """Validation error against params on a log axis, better up, zoomed to the trained trials: pruned trials' last
+    readings and rejected candidates sit on the bottom edge (at their reading if it is within range)."""
     fig = go.Figure()
     done = df[(df["state"] == "COMPLETE") & df["reference"].isna()]
     early = df[df["pruned_at"].notna() & df["last_reading"].notna()]
     rejected = df[df["rejected"] == REJECTED]
-    hover = "trial %{customdata[0]}<br>%{x:,} params<br>val %{y:.2%}<br>test %{customdata[1]:.2%}<br>%{customdata[2]:.1f} s"
-    fig.add_trace(go.Scatter(x=done["params"], y=done["val_acc"], mode="markers", name="trained trials",
-                             customdata=done[["number", "test_acc", "train_seconds"]].values, hovertemplate=hover))
-    fig.add_trace(go.Scatter(x=early["params"], y=early["last_reading"], mode="markers", name="pruned early (last reading)",
-                             marker=dict(color="lightgrey"), customdata=early[["number", "pruned_at"]].values,
-                             hovertemplate="trial %{customdata[0]}<br>%{x:,} params<br>%{y:.2%} at %{customdata[1]}% of the epoch"))
-    floor = float(df["val_acc"].min()) if df["val_acc"].notna().any() else 0.9
-    fig.add_trace(go.Scatter(x=rejected["params"], y=[floor] * len(rejected), mode="markers", name="rejected (over budget, never trained)",
-                             marker=dict(symbol="x", color="firebrick"), customdata=rejected[["number"]].values,
-                             hovertemplate="trial %{customdata[0]}<br>%{x:,} params: over budget"))
-    fig.add_trace(go.Scatter(x=frontier["params"], y=frontier["val_acc"], mode="lines+markers", line_shape="hv",
-                             name="Pareto frontier", marker=dict(size=10, color="black"), line=dict(color="black")))
+    span, edge = y_axis(pd.concat([error(t["val_acc"]) for t in (done, frontier, refs)]))
+
+    def points(rows, y, name, lines, **style):
+        fig.add_trace(go.Scatter(x=rows["params"], y=y, name=name, hovertext=hover(rows, lines), hoverinfo="text",
+                                 **{"mode": "markers", **style}))
+
+    points(done, error(done["val_acc"]), "trained trials",
+           lambda r: [*scores(r), *shown(r["train_seconds"], "{:.1f} s")])
+    points(early, error(early["last_reading"]).clip(upper=edge), "pruned early (last reading; bottom edge if lower)",
+           lambda r: [f"pruned at {r['pruned_at']:.0f}% of the epoch: val {r['last_reading']:.2%}"],
+           marker=dict(color="lightgrey"))
+    points(rejected, [edge] * len(rejected), "rejected (over budget, never trained)", lambda r: ["over budget"],
+           marker=dict(symbol="x", color="firebrick"))
+    points(frontier, error(frontier["val_acc"]), "Pareto frontier", scores, mode="lines+markers", line_shape="hv",
+           marker=dict(size=10, color="black"), line=dict(color="black"))
     if len(refs):
-        fig.add_trace(go.Scatter(x=refs["params"], y=refs["val_acc"], mode="markers+text", name="reference models",
-                                 text=refs["reference"], textposition="top center",
-                                 marker=dict(symbol="star", size=14, color="darkorange")))
+        points(refs, error(refs["val_acc"]), "reference models", lambda r: [r["reference"], *scores(r)],
+               mode="markers+text", text=refs["reference"], textposition="top center",
+               marker=dict(symbol="star", size=14, color="darkorange"))
     if max_params:
         fig.add_vline(x=max_params, line_dash="dash", line_color="firebrick",
                       annotation_text=f"budget {max_params:,}", annotation_position="top left")
     trained = "one epoch" if epochs == 1 else f"{epochs} epochs"
-    fig.update_layout(title=title, xaxis_title="parameters", yaxis_title=f"validation accuracy ({trained})",
-                      yaxis_tickformat=".1%", template="plotly_white", legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(title=title, xaxis_title="parameters",
+                      yaxis=dict(title=f"validation error, log scale ({trained}); better is up", type="log",
+                                 range=span, tickformat=".2~%"),
+                      template="plotly_white", legend=dict(orientation="h", y=-0.2))
     return fig
 
 
 def write_reports(study: optuna.Study, out_dir: Path, max_params: int | None,
-                  baselines: pd.DataFrame | None = None, epochs: int = 1) -> dict[str, Path]:
+                  baselines: pd.DataFrame | None = None, epochs: int = 1,
+                  test: dict[int, float] | None = None) -> dict[str, Path]:
+    """trials.csv (validation only), frontier.csv (with `test`, test accuracy by trial number) and frontier.html."""
     out_dir = Path(out_dir)
     df = trials_frame(study)
-    frontier = pareto_frontier(df)
+    frontier = with_test(pareto_frontier(df), test)
     refs = reference_points(df, baselines)
     paths = {"trials": out_dir / "trials.csv", "frontier": out_dir / "frontier.csv", "html": out_dir / "frontier.html"}
     write_text(paths["trials"], df.to_csv(index=False))

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import optuna
 
-from nas import data, export, logs, references, report
+from nas import data, export, logs, references, report, scoring
 from nas import study as study_mod
 from nas.config import SearchConfig
 from nas.storage import fail_stale_trials, sqlalchemy_url
 
+NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
 RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json, best.onnx"
 # each kind of rejection, as the summary counts it
 REJECTIONS = ((study_mod.REJECTED, "over the param budget (never trained)"),
@@ -26,7 +27,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     name = study.study_name
     out_dir = config.out_dir(name)
     fail_stale_trials(study)
-    paths = write_all(study, config, out_dir)
+    paths, test = write_results(study, config, out_dir)
     df = report.trials_frame(study)
     failed = df[df["state"] == "FAIL"]
     interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
@@ -40,11 +41,13 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
         logs.line("Pareto frontier (params, val acc, test acc):")
         for _, row in frontier.iterrows():
             logs.line(f"  trial {int(row['number']):>4}  {int(row['params']):>7,}  {row['val_acc']:.2%}  "
-                      f"{row['test_acc']:.2%}")
+                      f"{percent(test.get(row['number']))}")
+        if not test:
+            logs.line(f"  (no test accuracy: {NO_TEST})")
     best = study_mod.best_trial(study)
     if best is not None:
         logs.line(f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.value:.2%}, "
-                  f"test {best.user_attrs['test_acc']:.2%} -> {paths.get('best')}")
+                  f"test {percent(test.get(best.number))} -> {paths.get('best')}")
     else:
         failed = df[df["fail_reason"].notna()]["fail_reason"].value_counts()
         logs.line("no trial completed." + ("" if failed.empty else " Failures: " + "; ".join(
@@ -56,31 +59,41 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
 
 def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[str, Path]:
     """trials.csv, frontier.csv, frontier.html and the best trial's weights, all from the storage."""
+    return write_results(study, config, out_dir)[0]
+
+
+def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
+                  ) -> tuple[dict[str, Path], dict[int, float]]:
+    """write_all's files, and the test accuracy (by trial number) of the frontier and the best, computed here from
+    their stored weights: the only trials ever scored on the test set."""
     identity = study.user_attrs
     baselines = references.baseline_frame(study._storage, config.dataset,
                                           identity.get("val_size", data.LEGACY_VAL_SIZE), identity.get("train_subset"))
     max_params = identity.get("max_params", config.max_params)
-    paths = report.write_reports(study, out_dir, max_params, baselines, config.epochs)
+    store = export.artifact_store(config.artifacts(study.study_name))
+    legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
     best = study_mod.best_trial(study)
+    test, splits = scoring.accuracies(shown_trials(study, best), store, config, legacy)
+    paths = report.write_reports(study, out_dir, max_params, baselines, config.epochs, test)
     if best is not None and best.user_attrs.get("weights_artifact"):
-        store = export.artifact_store(config.artifacts(study.study_name))
-        legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
-        onnx = best_onnx(paths["best"], out_dir / "best.onnx", config)
-        if onnx is not None:
-            paths["onnx"] = onnx
-    return paths
+        if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
+            from nas import deploy  # onnx and onnxruntime take a second or two to import
+
+            paths["onnx"] = deploy.write_best_onnx(paths["best"], out_dir / "best.onnx", splits)
+    return paths, test
 
 
-def best_onnx(weights: Path, out: Path, config: SearchConfig) -> Path | None:
-    """best.onnx from best.safetensors, checked on the test images of the data it records; none for tensors handed
-    to the search by a program, which cannot be read again."""
-    info = export.read_spec(weights)[1]
-    if info is None or info.source == "tensors":
-        return None
-    from nas import deploy  # onnx and onnxruntime take a second or two to import
+def shown_trials(study: optuna.Study, best) -> list:
+    """The trials a report shows with their test accuracy: the frontier's, and the best (on it but for ties)."""
+    numbers = set(report.pareto_frontier(report.trials_frame(study))["number"]) | ({best.number} if best else set())
+    trials = study.get_trials(deepcopy=False)
+    return [trials[n] for n in sorted(numbers)]
 
-    return deploy.write_best_onnx(weights, out, deploy.data_for(info, config))
+
+def percent(acc: float | None) -> str:
+    """An accuracy as the summary prints it; "-" where none was computed."""
+    return "-" if acc is None else f"{acc:.2%}"
 
 
 def dashboard_command(config: SearchConfig, study_name: str) -> str:

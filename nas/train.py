@@ -44,7 +44,7 @@ TIME_CHECK_STEPS = 50  # the projection is made from this many steps: a few seco
 @dataclass
 class TrainResult:
     val_acc: float
-    test_acc: float
+    test_acc: float | None  # None unless asked for: trials never look at the test set
     train_seconds: float  # the training loop alone
     eval_seconds: float
     steps: int
@@ -69,8 +69,9 @@ def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
 
 
 def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, seed: int = 0,
-          on_progress: ProgressFn | None = None, time_limit: float | None = None) -> TrainResult:
-    """Trains for `epochs` epochs, then scores on the full validation and test sets.
+          on_progress: ProgressFn | None = None, time_limit: float | None = None, test: bool = True) -> TrainResult:
+    """Trains for `epochs` epochs, then scores on the full validation set, and on the test set if `test` (a search's
+    trials pass False: the test set decides nothing, nas.test_scores scores only the trials a report shows).
 
     `seed` fixes the batch order and every random draw in the network (dropout), whatever the caller drew before;
     the caller's own random state is left as it was.
@@ -80,11 +81,11 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
     device = data.x_train.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _train(model, recipe, data, epochs, seed, on_progress, time_limit)
+        return _train(model, recipe, data, epochs, seed, on_progress, time_limit, test)
 
 
 def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, seed: int,
-           on_progress: ProgressFn | None, time_limit: float | None) -> TrainResult:
+           on_progress: ProgressFn | None, time_limit: float | None, test: bool) -> TrainResult:
     device = data.x_train.device
     model.to(device)
     n = len(data.x_train)
@@ -143,7 +144,7 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
     if ema is not None:
         model.load_state_dict(final.state_dict())
     val_acc = evaluate(model, data.x_val, data.y_val, info=data.info) if len(data.x_val) else float("nan")
-    test_acc = evaluate(model, data.x_test, data.y_test, info=data.info)
+    test_acc = evaluate(model, data.x_test, data.y_test, info=data.info) if test else None
     eval_time += time.perf_counter() - t
     return TrainResult(val_acc, test_acc, train_seconds, eval_time, step, float(loss.detach()))
 

@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,40 @@ def toy() -> data_mod.Splits:
 def _few_threads():
     # unit tests are tiny; one thread avoids oversubscribing CI's two cores when a subprocess also runs
     torch.set_num_threads(1)
+
+
+# -- shared by several test files ---------------------------------------------------------------------------------
+class Untouchable:
+    """Stands in for a tensor that must not be used: reading anything of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test set was read (.{name})")
+
+    def __len__(self):
+        raise AssertionError("the test set was read (len)")
+
+    def __getitem__(self, index):
+        raise AssertionError("the test set was read (an index)")
+
+
+QUADRANT_SHAPE, QUADRANT_CLASSES = (1, 16, 16), 4
+
+
+def quadrant_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 16x16 noise, one quadrant brighter: the class is which one."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, QUADRANT_CLASSES, n)
+    x = rng.integers(0, 90, (n, 16, 16)).astype(np.uint8)
+    for i, label in enumerate(y):
+        r, c = divmod(int(label), 2)
+        x[i, r * 8:r * 8 + 8, c * 8:c * 8 + 8] += 120
+    return x, y
+
+
+def foreign_model():
+    """A valid ONNX model that search.py did not write: an identity, no metadata."""
+    import onnx
+
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    return onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))

@@ -25,7 +25,7 @@ from nas.errors import CliError
 from nas.objective import record_candidate, record_result
 from nas.space import load_space
 from nas.spec import Candidate, SpecError
-from nas.train import TrainingDiverged, TrainResult
+from nas.train import TrainingDiverged, TrainResult, evaluate
 from tests.conftest import REFERENCES, synthetic_splits
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -188,7 +188,7 @@ def test_dispatch_runs_the_named_command_with_its_settings_and_threads(command, 
 
 
 # -- report and export ---------------------------------------------------------------------------------------
-def test_report_writes_the_result_files_from_the_storage_and_lists_them(stored, capsys):
+def test_report_writes_the_result_files_from_the_storage_and_lists_them(stored, mnist, capsys):
     assert run("report", "--study", "s", "--results-dir", stored) == 0
     lines = capsys.readouterr().out.splitlines()
     checked = [line for line in lines if line.startswith("onnxruntime vs PyTorch on 1,000 test images: ")]
@@ -202,6 +202,10 @@ def test_report_writes_the_result_files_from_the_storage_and_lists_them(stored, 
     assert trials["state"].tolist() == ["COMPLETE"] * 3 + ["FAIL"]
     assert pd.read_csv(out_dir / "frontier.csv")["number"].tolist() == [1]  # R2: smallest and most accurate
     assert export.read_candidate(out_dir / "best.safetensors") == REFERENCES["R2"]
+    # test accuracy for the frontier's one network alone, scored on MNIST's test set from its stored weights
+    assert "test_acc" not in trials.columns
+    assert pd.read_csv(out_dir / "frontier.csv")["test_acc"].tolist() == [pytest.approx(evaluate(
+        export.load(out_dir / "best.safetensors"), mnist.x_test.float() / 255, mnist.y_test), abs=2e-4)]
 
 
 @pytest.mark.parametrize("trial, name", [(None, "R2"), (0, "R1"), (2, "R4")], ids=["best", "trial-0", "trial-2"])
@@ -210,8 +214,8 @@ def test_export_copies_the_chosen_trial_else_the_best(stored, tmp_path, capsys, 
     chosen = [] if trial is None else ["--trial", trial]
     assert run("export", "--study", "s", *chosen, "--results-dir", stored, "--out", out) == 0
     number, candidate = list(SCORES).index(name), REFERENCES[name]
-    assert capsys.readouterr().out == (f"trial {number} ({count_params(candidate.arch):,} params, test "
-                                       f"{SCORES[name] - 0.01:.2%}) -> {out} and {out.with_suffix('.json')}\n")
+    assert capsys.readouterr().out == (f"trial {number} ({count_params(candidate.arch):,} params, val "
+                                       f"{SCORES[name]:.2%}) -> {out} and {out.with_suffix('.json')}\n")
     # trials that did not record their data (made so here) get the study's: MNIST, as the study is not labelled
     assert export.read_spec(out) == (candidate, export.legacy_info("mnist"))
     assert export.read_spec_json(out.with_suffix(".json").read_text(), "m.json") == export.read_spec(out)
@@ -247,8 +251,10 @@ def _half_then_full(path) -> None:
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(stored, tmp_path, monkeypatch, capsys, command):
     """The write of trials.csv (report) or of the exported weights (export) fails half-way with ENOSPC."""
     if command == "report":
-        target, extra = stored / "s" / "trials.csv", []
-        monkeypatch.setattr(Path, "write_text", lambda self, text, *a, **k: _half_then_full(self))
+        target, extra, write_text = stored / "s" / "trials.csv", [], Path.write_text
+        # in the results folder: the report's test scores export the frontier's weights to a temporary folder first
+        monkeypatch.setattr(Path, "write_text", lambda self, text, *a, **k: _half_then_full(self)
+                            if stored in self.parents else write_text(self, text, *a, **k))
     else:
         target, extra = tmp_path / "m.safetensors", ["--out", str(tmp_path / "m.safetensors")]
         monkeypatch.setattr(optuna.artifacts, "download_artifact", lambda **k: _half_then_full(k["file_path"]))
@@ -294,6 +300,7 @@ def test_evaluate_retrains_per_seed_on_the_whole_training_set_and_gives_mean_and
                                                  "cache_dir": ANY})]
     assert [(seed, n, params) for seed, n, params, _ in trainings] == [(0, 128, 20_586), (1, 128, 20_586)]
     accs = [result.test_acc for *_, result in trainings]
+    assert None not in accs  # evaluate scores the test set
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "evaluating R1: 20,586 params, 128 fashion-mnist training images, 2 epoch(s), 2 seed(s)"
     assert [line.split("(")[0] for line in lines[1:3]] == [f"  seed {i}: test {a:.2%}  " for i, a in enumerate(accs)]
@@ -338,7 +345,7 @@ def test_report_draws_the_baselines_of_the_studys_data_and_labels_its_epochs(fas
     monkeypatch.setattr(references, "baseline_frame", lambda storage, *key: asked.append(key) or real(storage, *key))
     assert run("report", "--study", "fm", "--results-dir", fashion) == 0
     assert asked == [("fashion-mnist", data_mod.VAL_SIZE, 300)]
-    assert "validation accuracy (3 epochs)" in (fashion / "fm" / "frontier.html").read_text()
+    assert "validation error, log scale (3 epochs)" in (fashion / "fm" / "frontier.html").read_text()
 
 
 def test_evaluate_a_study_trial_retrains_on_the_studys_data_for_its_epochs(fashion, toy_data, no_training, capsys):
@@ -414,13 +421,14 @@ def test_baselines_train_the_named_references_and_store_them_as_trials(tmp_path,
     for trial, name, (*_, result) in zip(study.trials, ["R2", "R1"], trainings):
         assert trial.state == TrialState.COMPLETE and trial.value == result.val_acc
         assert {k: trial.user_attrs[k] for k in ("reference", "params", "spec", "train_size", "val_size",
-                                                 "train_subset", "test_acc")} == {
+                                                 "train_subset")} == {
             "reference": name, "params": count_params(REFERENCES[name].arch), "spec": REFERENCES[name].to_json(),
-            "train_size": 128, "val_size": 64, "train_subset": 512, "test_acc": result.test_acc}
+            "train_size": 128, "val_size": 64, "train_subset": 512}
+        assert result.test_acc is None and "test_acc" not in trial.user_attrs  # scored on validation, as trials are
         export.export_trial(trial, store, tmp_path / f"{name}.safetensors")
         assert export.read_candidate(tmp_path / f"{name}.safetensors") == REFERENCES[name]
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["model", "params", "val", "acc", "test", "acc", "seconds"]
+    assert lines[0].split() == ["model", "params", "val", "acc", "seconds"]
     rows = [line.split()[:3] for line in lines[1:3]]
     assert rows == [["R2", "Residual+GAP", "8,530"], ["R1", "LightMNIST", "20,586"]]
     assert "'baselines-mnist'" in lines[3]

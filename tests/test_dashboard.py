@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-SHOWN = ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "weights_artifact")
+SHOWN = ("params", "flops", "val_acc", "train_seconds", "spec", "weights_artifact")
 
 
 def free_port() -> int:

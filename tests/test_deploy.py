@@ -17,25 +17,13 @@ from nas.space import load_space
 from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.train import TrainResult, train
 from tests.conftest import REFERENCES
-from tests.test_onnx_export import foreign_model
+from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, foreign_model, quadrant_images
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SHAPE, CLASSES = (1, 16, 16), 4
 CANDIDATE = Candidate(ArchSpec((Conv(16, bn=True, bias=False, act="relu"), Pool(),
                                 Conv(32, bn=True, bias=False, act="relu"), Pool(), GlobalAvgPool(), Linear(CLASSES)),
                                SHAPE, CLASSES),
                       TrainRecipe(lr=0.1, batch_size=32))
-
-
-def quadrant_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 16x16 noise, one quadrant brighter: the class is which one."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, CLASSES, n)
-    x = rng.integers(0, 90, (n, 16, 16)).astype(np.uint8)
-    for i, label in enumerate(y):
-        r, c = divmod(int(label), 2)
-        x[i, r * 8:r * 8 + 8, c * 8:c * 8 + 8] += 120
-    return x, y
 
 
 @pytest.fixture(scope="module")

@@ -66,12 +66,19 @@ def test_over_budget_candidates_were_never_trained(small_search):
     assert trained_count(load(results)) == 3
 
 
-def test_exported_weights_reload_to_the_recorded_test_accuracy(small_search, mnist):
-    results, _ = small_search
+def test_exported_weights_reload_to_the_test_accuracy_the_report_gives(small_search, mnist):
+    """Trials are scored on validation alone; the report scores the frontier (the best among it) on the test set."""
+    results, proc = small_search
     best = load(results).best_trial
     model = export.load(results / "t" / "best.safetensors").to(memory_format=torch.channels_last)
     x = (mnist.x_test.float() / 255.0).contiguous(memory_format=torch.channels_last)  # it normalises as in training
-    assert evaluate(model, x, mnist.y_test) == pytest.approx(best.user_attrs["test_acc"], abs=1e-4)
+    frontier = pd.read_csv(results / "t" / "frontier.csv").set_index("number")
+    assert evaluate(model, x, mnist.y_test) == pytest.approx(frontier.loc[best.number, "test_acc"], abs=1e-4)
+    assert frontier["test_acc"].notna().all() and "test_acc" not in pd.read_csv(results / "t" / "trials.csv")
+    assert not any("test_acc" in t.user_attrs for t in load(results).trials)
+    trial_lines = [line for line in proc.stdout.splitlines() if line.startswith("trial ") and " val " in line]
+    assert trial_lines and not any("test" in line for line in trial_lines)
+    assert f"val {best.value:.2%}, test {frontier.loc[best.number, 'test_acc']:.2%} ->" in proc.stdout
 
 
 def test_report_regenerates_from_the_storage_alone(small_search):

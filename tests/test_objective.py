@@ -1,10 +1,12 @@
 """One trial: sample, budget filter, train, score, record; its faults fail that trial and the study goes on."""
+import dataclasses
+
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas import export, objective as objective_mod
+from nas import export, logs, objective as objective_mod
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
 from nas.objective import FINAL_STEP, Objective, failure_reason
@@ -14,6 +16,7 @@ from nas.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial
 from nas.train import PROGRESS_POINTS
 from nas.workers import Stopper
 from tests.conftest import synthetic_splits
+from tests.conftest import Untouchable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -48,12 +51,26 @@ def test_completed_trials_carry_everything_the_dashboard_shows(tmp_path, toy):
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert done
     for t in done:
-        for key in ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "candidate_id", "weights_artifact"):
+        for key in ("params", "flops", "val_acc", "train_seconds", "spec", "candidate_id", "weights_artifact"):
             assert key in t.user_attrs, key
         assert t.value == t.user_attrs["val_acc"]
         assert set(t.intermediate_values) == {round(f * 100) for f in PROGRESS_POINTS} | {FINAL_STEP}
         assert t.intermediate_values[FINAL_STEP] == t.value
     assert best_trial(study).value == max(t.value for t in done)
+
+
+def test_a_trial_is_scored_on_validation_alone_and_never_reads_the_test_set(tmp_path, toy, capsys):
+    logs.configure(quiet=False)
+    untouchable = Untouchable()
+    splits = dataclasses.replace(toy, x_test=untouchable, y_test=untouchable)  # any use of the test set raises
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
+    objective = Objective(SearchConfig(device="cpu"), load_space(), splits, "cpu",
+                          export.artifact_store(tmp_path / "a"), tmp_path / "s")
+    study.optimize(objective, callbacks=[Stopper(2, objective)])
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and not any("test_acc" in t.user_attrs for t in study.trials)
+    lines = [line for line in capsys.readouterr().out.splitlines() if " val " in line]
+    assert len(lines) == 2 and not any("test" in line for line in lines), lines
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, toy):

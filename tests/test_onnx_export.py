@@ -7,7 +7,6 @@ import onnx
 import optuna
 import pytest
 import torch
-from onnx import TensorProto, helper
 
 from nas import deploy, export, onnx_export
 from nas.blocks import KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
@@ -15,7 +14,7 @@ from nas.build import build
 from nas.data import DataInfo
 from nas.space import load_space
 from nas.spec import ArchSpec, Candidate
-from tests.conftest import REFERENCES, SPACE_FILES
+from tests.conftest import REFERENCES, SPACE_FILES, foreign_model
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 IMAGES = 200  # per round trip: enough to catch a wrong layer, few enough for a quick file
@@ -176,13 +175,6 @@ def test_with_metadata_replaces_what_was_there_and_keeps_other_entries():
     meta = [(p.key, p.value) for p in proto.metadata_props]
     assert [k for k, _ in meta] == ["other", "nas.candidate", "nas.data"]
     assert Candidate.from_json(dict(meta)["nas.candidate"]) == other
-
-
-def foreign_model() -> onnx.ModelProto:
-    """A valid ONNX model that search.py did not write: an identity, no metadata."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    return helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
 
 
 @pytest.mark.parametrize("content, message", [

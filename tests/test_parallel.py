@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SEARCH = str(ROOT / "search.py")
-SHOWN = ("params", "flops", "val_acc", "test_acc", "train_seconds", "spec", "candidate_id", "seed", "weights_artifact")
+SHOWN = ("params", "flops", "val_acc", "train_seconds", "spec", "candidate_id", "seed", "weights_artifact")
 
 
 @pytest.fixture(scope="module")

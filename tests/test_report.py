@@ -42,11 +42,12 @@ def _study_with_trials():
     ]):
         trial = study.ask()
         trial.set_user_attr("params", params)
+        trial.set_user_attr("flops", params * 100)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if acc is not None:
             trial.set_user_attr("val_acc", acc)
-            trial.set_user_attr("test_acc", acc - 0.001)
+            trial.set_user_attr("test_acc", acc - 0.001)  # as trials of older versions stored it: never read
             trial.set_user_attr("train_seconds", 1.5)
         if state == TrialState.PRUNED and not attrs:
             trial.report(0.5, 20)
@@ -82,10 +83,14 @@ def test_trials_frame_keeps_the_newest_reading_exact_durations_and_none_for_abse
 def test_write_reports(tmp_path):
     study = _study_with_trials()
     baselines = report.trials_frame(study).iloc[[2]].assign(reference="R2", params=8530, val_acc=0.95)
-    paths = report.write_reports(study, tmp_path, 25_000, baselines)
+    paths = report.write_reports(study, tmp_path, 25_000, baselines, test={0: 0.5, 2: 0.25, 3: 0.125})
     trials = pd.read_csv(paths["trials"])
     frontier = pd.read_csv(paths["frontier"])
     assert len(trials) == 5 and frontier["number"].tolist() == [0, 2]
+    # test accuracy for the frontier alone, as given (what older trials stored is ignored), beside val_acc
+    assert "test_acc" not in trials.columns and frontier["test_acc"].tolist() == [0.5, 0.25]
+    assert list(frontier.columns) == [*report.COLUMNS[:report.COLUMNS.index("val_acc") + 1], "test_acc",
+                                      *report.COLUMNS[report.COLUMNS.index("val_acc") + 1:]]
     html = paths["html"].read_text()
     for text in ("Pareto frontier", "budget 25,000", "R1", "R2", "rejected (over budget"):
         assert text in html
@@ -103,3 +108,28 @@ def test_the_device_figures_are_columns_of_trials_and_frontier_csv(tmp_path):
     for name in ("trials", "frontier"):
         row = pd.read_csv(paths[name]).iloc[0]
         assert (row["flops"], row["peak_kb"], row["latency_ms"]) == (2_500_000, 36.75, 0.21), name
+
+
+def test_the_plot_is_validation_error_on_a_log_axis_zoomed_to_the_trained_trials():
+    """Better is up; the pruned trial's reading (val 50%) and the rejected trial sit on the bottom edge, not in range."""
+    study = _study_with_trials()
+    df = report.trials_frame(study)
+    frontier = report.with_test(report.pareto_frontier(df), {0: 0.965, 2: 0.975})
+    fig = report.frontier_figure(df, frontier, report.reference_points(df, None), 25_000, "t")
+    axis = fig.layout.yaxis
+    bottom, top = axis.range
+    assert axis.type == "log" and bottom > top  # the worst error at the bottom
+    assert 10 ** top < 0.02 < 0.03 < 10 ** bottom < 0.05  # the trained trials' errors, 2% and 3%, with a margin
+    traces = {t.name.split(" (")[0]: t for t in fig.data}
+    assert list(traces["Pareto frontier"].y) == pytest.approx([0.03, 0.02])
+    for name in ("pruned early", "rejected"):
+        (y,) = traces[name].y
+        assert 0.03 < y < 10 ** bottom, name  # clipped into the margin under the worst trained trial
+    assert traces["Pareto frontier"].hovertext == (
+        "trial 0<br>9,000 params<br>0.90 MFLOPs<br>val 97.00%<br>test 96.50%",
+        "trial 2<br>15,000 params<br>1.50 MFLOPs<br>val 98.00%<br>test 97.50%")
+    assert traces["trained trials"].hovertext == ("trial 0<br>9,000 params<br>0.90 MFLOPs<br>val 97.00%<br>1.5 s",)
+    assert traces["pruned early"].hovertext == (
+        "trial 3<br>12,000 params<br>1.20 MFLOPs<br>pruned at 20% of the epoch: val 50.00%",)
+    assert traces["rejected"].hovertext == ("trial 1<br>30,000 params<br>3.00 MFLOPs<br>over budget",)
+    assert traces["reference models"].hovertext == ("trial 2<br>15,000 params<br>1.50 MFLOPs<br>R1<br>val 98.00%",)

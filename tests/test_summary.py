@@ -1,13 +1,21 @@
 """The end of a run: reports and the best model from the storage, and the printed summary."""
+import numpy as np
 import optuna
+import pandas as pd
+import pytest
 from optuna.trial import TrialState
 
-from nas import export, summary
+from nas import data as data_mod, export, summary
+from nas.budget import count_params
+from nas.build import build
 from nas.config import SearchConfig
-from nas.objective import Objective
+from nas.objective import Objective, record_candidate, record_result
 from nas.space import load_space
+from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.study import make_sampler
+from nas.train import evaluate, train
 from nas.workers import Stopper
+from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, quadrant_images
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -40,6 +48,8 @@ def test_the_summary_shows_the_frontier_and_the_best_and_exports_it(tmp_path, to
     assert result["best"] == best.number
     assert f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.value:.2%}" in out
     assert "Pareto frontier" in out and f"trial {best.number:>4}" in out
+    # the toy tensors cannot be read again: no test figures, and one line says why
+    assert f"  (no test accuracy: {summary.NO_TEST})" in out and f"val {best.value:.2%}, test - ->" in out
     assert f"dashboard: optuna-dashboard sqlite:///{tmp_path}/nas.db --artifact-dir {tmp_path}/s/artifacts" in out
     for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json"):
         assert (tmp_path / "s" / name).is_file(), name
@@ -72,3 +82,41 @@ def test_the_summary_counts_each_kind_of_rejection(tmp_path, capsys):
     assert ("rejected, not counted: 1 over the param budget (never trained), 1 over the compute ceiling (never "
             "trained), 2 over the peak-memory ceiling (never trained), 3 over the latency ceiling (never trained), "
             "0 too slow") in out
+
+
+def test_the_frontier_and_the_best_are_scored_on_the_test_set_from_their_stored_weights(tmp_path, capsys):
+    """Trials store validation only; the report scores the frontier's weights on the study's test images, read
+    again from the npz file the study was made from."""
+    path = tmp_path / "quadrants.npz"
+    (x_train, y_train), (x_test, y_test) = quadrant_images(600, 0), quadrant_images(400, 1)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    config = SearchConfig(results_dir=str(tmp_path), study="q", dataset="npz", data_dir=str(path))
+    splits = data_mod.load("npz", path)
+    study = optuna.create_study(study_name="q", storage=config.storage_url, direction="maximize")
+    store = export.artifact_store(config.artifacts("q"))
+    for width, epochs in [(4, 1), (6, 1), (16, 2)]:  # trained briefly, so their test accuracies differ
+        candidate = Candidate(ArchSpec((Conv(width, bn=True, act="relu"), Pool(), GlobalAvgPool(), Linear(CLASSES)),
+                                       SHAPE, CLASSES), TrainRecipe(lr=0.1, batch_size=32))
+        trial, model = study.ask(), build(candidate.arch, seed=width)
+        result = train(model, candidate.recipe, splits, epochs=epochs, seed=0, test=False)
+        record_candidate(trial, candidate, count_params(candidate.arch))
+        record_result(trial, result, model, candidate, store, tmp_path / "tmp", splits.info)
+        study.tell(trial, result.val_acc)
+    summary.finish(config, study, 1.0)
+    out = capsys.readouterr().out
+    frontier = pd.read_csv(tmp_path / "q" / "frontier.csv")
+    assert "test_acc" not in pd.read_csv(tmp_path / "q" / "trials.csv").columns
+
+    def test_acc(number):  # the exported weights, evaluated here on [0, 1] images as a user would
+        weights = export.export_trial(study.trials[number], store, tmp_path / f"trial-{number}.safetensors")
+        return evaluate(export.load(weights), splits.x_test.float() / 255, splits.y_test)
+
+    expected = [test_acc(n) for n in frontier["number"]]
+    assert len(set(expected)) == len(expected)  # distinct networks: each row has its own
+    assert frontier["test_acc"].tolist() == pytest.approx(expected, abs=1.5 / len(y_test))  # a rounding flip at most
+    best = study.best_trial
+    assert f"val {best.value:.2%}, test {frontier.set_index('number')['test_acc'][best.number]:.2%} ->" in out
+    for _, row in frontier.iterrows():
+        assert f"trial {row['number']:>4}  {row['params']:>7,}  {row['val_acc']:.2%}  {row['test_acc']:.2%}" in out
+    assert f"test {frontier['test_acc'].iloc[0]:.2%}" in (tmp_path / "q" / "frontier.html").read_text()
+    assert (tmp_path / "q" / "best.onnx").is_file() and "no test accuracy" not in out

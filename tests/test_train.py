@@ -10,7 +10,7 @@ from nas.build import build
 from nas.device import prepare_model, to_device
 from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
-from tests.conftest import REFERENCES
+from tests.conftest import REFERENCES, Untouchable
 
 # a flatten head: the toy task's class is *where* a band is, which global pooling would throw away
 TINY = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(16, bn=True, act="relu"), Pool(), Flatten(),
@@ -27,6 +27,18 @@ def test_learns_a_toy_task(toy, recipe):
     result = train(build(TINY, seed=0), recipe, toy, epochs=3)
     assert result.test_acc > 0.8 > before + 0.3
     assert result.steps == 3 * (len(toy.x_train) // recipe.batch_size)
+
+
+def test_a_trial_never_reads_the_test_set_and_evaluate_still_scores_it(toy):
+    """test=False (a search's trials): no test score, and the test images are never read; test=True (evaluate)."""
+    recipe = TrainRecipe(optimizer="adam", lr=0.01, batch_size=32)
+    hidden = dataclasses.replace(toy, x_test=Untouchable(), y_test=Untouchable())
+    trial = train(build(TINY, seed=0), recipe, hidden, seed=1, test=False)
+    assert trial.test_acc is None and trial.val_acc > 0.5
+    with pytest.raises(AssertionError, match="the test set was read"):
+        train(build(TINY, seed=0), recipe, hidden, seed=1, test=True)
+    scored = train(build(TINY, seed=0), recipe, toy, seed=1, test=True)
+    assert (scored.val_acc, scored.final_loss) == (trial.val_acc, trial.final_loss) and scored.test_acc > 0.5
 
 
 @pytest.mark.parametrize("gather_images", [16, 48, 10_000])
