@@ -10,6 +10,8 @@ from nas.errors import CliError, UserError
 COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe", "check")
 FORMATS = ("safetensors", "onnx", "onnx-int8")
 SAMPLERS = ("tpe", "random")
+OBJECTIVES = ("accuracy", "pareto")
+SIZE_METRICS = ("params", "mflops", "peak-kb", "latency-ms")  # nas.config.SIZE_METRICS, here to fail before torch
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # nas.data.NAMES, here so that bad flags fail before torch loads
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-letters", "emnist-balanced", "cifar10", "cifar100", "svhn",
@@ -100,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     s.add_argument("--warm-start", action="store_true", help="queue the reference models R1, R2, R4 as the first trials")
     s.add_argument("--epochs", type=_positive_int("--epochs"), default=1, help="epochs per trial (default 1)")
+    s.add_argument("--objective", default="accuracy", choices=OBJECTIVES,
+                   help="accuracy: the most accurate under the ceilings (default); pareto: one multi-objective study "
+                        "of validation accuracy against size, reporting its Pareto set")
+    s.add_argument("--size-metric", choices=SIZE_METRICS,
+                   help="--objective pareto: the size to minimise (default: params)")
     s.add_argument("--trial-time-limit", type=_positive_float("--trial-time-limit"), default=90.0, metavar="SECONDS",
                    help="a candidate whose training is projected, after its first steps, to take longer is stopped "
                         "and rejected as too slow, not counted (default 90)")
@@ -143,6 +150,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if getattr(args, "trial", None) is not None and args.command == "evaluate" and not args.study:
         raise CliError("--trial goes with --study")
+    if getattr(args, "size_metric", None) and args.objective != "pareto":
+        raise CliError("--size-metric goes with --objective pareto")
     return args
 
 

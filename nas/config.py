@@ -39,6 +39,17 @@ class SearchConfig:
     results_dir: str = "results"
     artifact_dir: str | None = None
     quiet: bool = False
+    objective: str = "accuracy"  # or "pareto": validation accuracy (max) and a size metric (min), one study
+    size_metric: str | None = None  # pareto: one of SIZE_METRICS; None: params
+
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
+
+    @property
+    def size(self) -> str:
+        """The pareto mode's size metric (params unless --size-metric says otherwise)."""
+        return self.size_metric or "params"
 
     @property
     def storage_url(self) -> str:
@@ -59,6 +70,7 @@ class SearchConfig:
         name += "" if self.image_size is None else f"-{self.image_size}px"
         name += "" if self.epochs == 1 else f"-e{self.epochs}"
         name += "" if self.train_subset is None else f"-sub{self.train_subset}"
+        name += "" if not self.pareto else "-pareto" + ("" if self.size == "params" else f"-{self.size}")
         return name
 
     def out_dir(self, study_name: str) -> Path:
@@ -87,6 +99,9 @@ def space_fingerprint(space: SearchSpace) -> str:
 # what a study made before a label existed was made with (no device ceilings but the space's max_mflops)
 ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE, "max_peak_kb": None, "int8_memory": False,
                     "max_latency_ms": None}
+# pareto mode's size metrics: the trial user attr each is read from, and the attr's units per the metric's unit
+SIZE_METRICS = {"params": ("params", 1), "mflops": ("flops", 1e6), "peak-kb": ("peak_kb", 1),
+                "latency-ms": ("latency_ms", 1)}
 # the labels that report, export and evaluate take from the study; a flag saying otherwise is refused
 STUDY_SETTINGS = ("dataset", "epochs", "train_subset", "image_size")
 
@@ -105,7 +120,29 @@ def study_identity(config: SearchConfig, space: SearchSpace) -> dict:
     return {"val_size": data.VAL_SIZE, "space": space.name, "space_fingerprint": space_fingerprint(space),
             "max_params": config.max_params, "dataset": config.dataset, "epochs": config.epochs,
             "train_subset": config.train_subset, "data_source": data.source_of(config.dataset, config.data_dir),
-            "image_size": config.image_size, **ceiling_identity(Ceilings.of(config, space))}
+            "image_size": config.image_size, **ceiling_identity(Ceilings.of(config, space)),
+            **objective_identity(config)}
+
+
+def objective_identity(config: SearchConfig) -> dict:
+    """Pareto mode's labels; none in the default mode, so its studies' identities stay as they were."""
+    return {"objective": config.objective, "size_metric": config.size} if config.pareto else {}
+
+
+def size_metric(study_attrs: dict) -> str:
+    """A study's size metric: its pareto one, else params."""
+    return study_attrs["size_metric"] if study_attrs.get("objective") == "pareto" else "params"
+
+
+def size_column(study_attrs: dict) -> str:
+    """The trial attr a study's reports plot and rank size by (flops for mflops, ...)."""
+    return SIZE_METRICS[size_metric(study_attrs)][0]
+
+
+def size_of(attrs: dict, metric: str) -> float:
+    """A trial's size in `metric`'s units, from its user attrs (e.g. flops / 1e6 for mflops)."""
+    attr, scale = SIZE_METRICS[metric]
+    return attrs[attr] / scale
 
 
 def ceiling_identity(ceilings: Ceilings) -> dict:

@@ -10,7 +10,7 @@ from nas import export, logs, references
 from nas import study as study_mod
 from nas.budget import count_params
 from nas.ceilings import Ceilings
-from nas.config import SearchConfig
+from nas.config import SIZE_METRICS, SearchConfig, size_of
 from nas.data import DataInfo
 from nas.device import prepare_model
 from nas.interrupts import CTRL_C
@@ -32,7 +32,7 @@ class Objective:
         self.rejected_in_a_row = 0
         self.params = None  # the running trial's, for its failure line
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         with CTRL_C.trial():
             self.params = None
             try:
@@ -65,8 +65,7 @@ class Objective:
 
         def on_progress(percent: int, acc: float) -> None:
             with CTRL_C.paused():
-                trial.report(acc, percent)
-                prune = trial.should_prune()
+                prune = self._reading(trial, percent, acc)
                 if prune:
                     trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 2))
             if prune:
@@ -86,7 +85,17 @@ class Objective:
         name = f"  [{reference}]" if reference else ""
         logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  "
                                       f"{result.train_seconds:5.1f}s{name}")
-        return result.val_acc
+        return (result.val_acc, size_of(trial.user_attrs, self.config.size)) if self.config.pareto else result.val_acc
+
+    def _reading(self, trial: optuna.Trial, percent: int, acc: float) -> bool:
+        """Records a within-epoch reading; whether to prune the trial there. Pareto mode: as a user attr, judged
+        by study.pareto_should_prune (Optuna's pruners and Trial.report are single-objective)."""
+        if not self.config.pareto:
+            trial.report(acc, percent)
+            return trial.should_prune()
+        trial.set_user_attr(study_mod.readings_key(percent), acc)
+        attr = SIZE_METRICS[self.config.size][0]
+        return study_mod.pareto_should_prune(trial.study, trial.number, percent, acc, trial.user_attrs[attr], attr)
 
     def _fail(self, trial: optuna.Trial, e: Exception) -> None:
         """Records why the trial failed, and whether its candidate caused it: only then does it count as trained."""
@@ -127,7 +136,10 @@ def record_result(trial, result, model, candidate: Candidate, store, scratch: Pa
                   data: DataInfo | None = None) -> None:
     """A trained trial's validation score, timings and weights (as an Optuna artifact, recording `data`, what it
     trained on). No test score: only the trials a report shows are scored on the test set, from these weights."""
-    trial.report(result.val_acc, FINAL_STEP)  # the learning curve's end point, from the score already computed
+    if study_mod.is_multi_objective(trial.study):  # the end point of a pareto trial's readings (see Objective._reading)
+        trial.set_user_attr(study_mod.readings_key(FINAL_STEP), result.val_acc)
+    else:
+        trial.report(result.val_acc, FINAL_STEP)  # the learning curve's end point, from the score already computed
     trial.set_user_attr("val_acc", result.val_acc)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
     trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))

@@ -18,7 +18,11 @@ COLUMNS = ["number", "state", "params", "flops", "peak_kb", "latency_ms", "val_a
 # test_acc stored by trials of older versions is left out: only the trials a report shows are scored on the test set
 ATTRS = ["params", "flops", "peak_kb", "latency_ms", "val_acc", "train_seconds", "reference", "rejected",
          "fail_reason", "candidate_id"]
+READING = "val_at_"  # the prefix of a pareto trial's within-run readings (nas.study.readings_key)
 ERROR_FLOOR = 1e-4  # an error rate of 0 is drawn at 0.01%: a log axis has no zero
+# the frontier plot's x axis title for each size column (pareto mode plots its size metric)
+AXIS_TITLES = {"params": "parameters", "flops": "FLOPs per image", "peak_kb": "peak activation memory (KB)",
+               "latency_ms": "latency (ms, batch 1)"}
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -28,7 +32,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     attrs = df.get("user_attrs", pd.DataFrame(index=df.index))
-    readings = df.get("intermediate_values", pd.DataFrame(index=df.index)).stack().dropna()
+    readings = within_run(df, attrs).stack().dropna()
     newest = {row: (step, value) for (row, step), value in readings.items()}  # steps ascend: the last one wins
     step, reading = zip(*(newest.get(row, (None, None)) for row in df.index))
     pruned = (df["state"] == "PRUNED") & (attrs.get("rejected") != REJECTED)
@@ -41,10 +45,19 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     }, columns=COLUMNS)
 
 
-def pareto_frontier(df: pd.DataFrame) -> pd.DataFrame:
-    """Completed trials not dominated in (higher val_acc, fewer params), sorted by params."""
-    done = df[(df["state"] == "COMPLETE") & df["val_acc"].notna()]
-    done = done.sort_values(["params", "val_acc"], ascending=[True, False])
+def within_run(df: pd.DataFrame, attrs: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's readings by percent of its run: its intermediate values, or a pareto study's `val_at_<percent>`
+    user attrs (nas.study.readings_key), one column per percent, ascending."""
+    if "intermediate_values" in df:
+        return df["intermediate_values"]
+    cols = {int(c[len(READING):]): attrs[c] for c in attrs.columns if str(c).startswith(READING)}
+    return pd.DataFrame(dict(sorted(cols.items())), index=df.index)
+
+
+def pareto_frontier(df: pd.DataFrame, size: str = "params") -> pd.DataFrame:
+    """Completed trials not dominated in (higher val_acc, smaller `size`, a column), sorted by size."""
+    done = df[(df["state"] == "COMPLETE") & df["val_acc"].notna() & df[size].notna()]
+    done = done.sort_values([size, "val_acc"], ascending=[True, False])
     keep, best = [], -1.0
     for idx, row in done.iterrows():
         if row["val_acc"] > best:
@@ -103,7 +116,7 @@ def scores(row) -> list[str]:
 
 
 def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame, max_params: int | None,
-                    title: str, epochs: int = 1) -> go.Figure:
+                    title: str, epochs: int = 1, size: str = "params") -> go.Figure:
     """Validation error against params on a log axis, better up, zoomed to the trained trials: pruned trials' last
     readings and rejected candidates sit on the bottom edge (at their reading if it is within range)."""
     fig = go.Figure()
@@ -113,7 +126,7 @@ def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame
     span, edge = y_axis(pd.concat([error(t["val_acc"]) for t in (done, frontier, refs)]))
 
     def points(rows, y, name, lines, **style):
-        fig.add_trace(go.Scatter(x=rows["params"], y=y, name=name, hovertext=hover(rows, lines), hoverinfo="text",
+        fig.add_trace(go.Scatter(x=rows[size], y=y, name=name, hovertext=hover(rows, lines), hoverinfo="text",
                                  **{"mode": "markers", **style}))
 
     points(done, error(done["val_acc"]), "trained trials",
@@ -129,11 +142,11 @@ def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame
         points(refs, error(refs["val_acc"]), "reference models", lambda r: [r["reference"], *scores(r)],
                mode="markers+text", text=refs["reference"], textposition="top center",
                marker=dict(symbol="star", size=14, color="darkorange"))
-    if max_params:
+    if max_params and size == "params":
         fig.add_vline(x=max_params, line_dash="dash", line_color="firebrick",
                       annotation_text=f"budget {max_params:,}", annotation_position="top left")
     trained = "one epoch" if epochs == 1 else f"{epochs} epochs"
-    fig.update_layout(title=title, xaxis_title="parameters",
+    fig.update_layout(title=title, xaxis_title=AXIS_TITLES.get(size, size),
                       yaxis=dict(title=f"validation error, log scale ({trained}); better is up", type="log",
                                  range=span, tickformat=".2~%"),
                       template="plotly_white", legend=dict(orientation="h", y=-0.2))
@@ -142,16 +155,17 @@ def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame
 
 def write_reports(study: optuna.Study, out_dir: Path, max_params: int | None,
                   baselines: pd.DataFrame | None = None, epochs: int = 1,
-                  test: dict[int, float] | None = None) -> dict[str, Path]:
-    """trials.csv (validation only), frontier.csv (with `test`, test accuracy by trial number) and frontier.html."""
+                  test: dict[int, float] | None = None, size: str = "params") -> dict[str, Path]:
+    """trials.csv (validation only), frontier.csv (with `test`, test accuracy by trial number) and frontier.html,
+    whose x axis is `size` (a column; params but in pareto mode)."""
     out_dir = Path(out_dir)
     df = trials_frame(study)
-    frontier = with_test(pareto_frontier(df), test)
+    frontier = with_test(pareto_frontier(df, size), test)
     refs = reference_points(df, baselines)
     paths = {"trials": out_dir / "trials.csv", "frontier": out_dir / "frontier.csv", "html": out_dir / "frontier.html"}
     write_text(paths["trials"], df.to_csv(index=False))
     write_text(paths["frontier"], frontier.to_csv(index=False))
-    fig = frontier_figure(df, frontier, refs, max_params, f"{study.study_name}: accuracy against size", epochs)
+    fig = frontier_figure(df, frontier, refs, max_params, f"{study.study_name}: accuracy against size", epochs, size)
     with atomic_path(paths["html"]) as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
     return paths

@@ -1,6 +1,7 @@
 """The Optuna study: creating or resuming it, its sampler and pruner, and the rules for counting trials."""
 from __future__ import annotations
 
+import statistics
 import warnings
 
 import optuna
@@ -74,6 +75,33 @@ def make_pruner() -> optuna.pruners.BasePruner:
     return EarlyPruner(optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=0))
 
 
+SIMILAR_SIZE = 2.0  # pareto pruning compares a trial with earlier trials within this factor of its size
+MIN_PEERS = 5  # pareto pruning: earlier readings of similar-size trials needed before any trial is stopped
+
+
+def readings_key(percent: int) -> str:
+    """The user attr holding a pareto-mode trial's validation accuracy at `percent` of its run (Optuna's
+    Trial.report is single-objective only)."""
+    return f"val_at_{percent}"
+
+
+def pareto_should_prune(study: optuna.Study, number: int, percent: int, acc: float, size: float, size_attr: str
+                        ) -> bool:
+    """The default mode's median rule for a multi-objective study: stopped if below the median reading, at the same
+    point, of earlier trials within SIMILAR_SIZE of its size (in user attr `size_attr`), up to PRUNE_UNTIL percent."""
+    if percent > PRUNE_UNTIL:
+        return False
+    key = readings_key(percent)
+    peers = [t.user_attrs[key] for t in study.get_trials(deepcopy=False)
+             if t.number < number and key in t.user_attrs and t.user_attrs.get(size_attr)
+             and 1 / SIMILAR_SIZE <= t.user_attrs[size_attr] / size <= SIMILAR_SIZE] if size > 0 else []
+    return len(peers) >= MIN_PEERS and acc < statistics.median(peers)
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
 FAILED_BY_ERROR = "error"  # `fail_kind` of a trial failed by anything but its candidate: a bug, an install, a disk
 FAILED_BY_CANDIDATE = "candidate"  # `fail_kind` of a trial whose loss diverged or that ran out of memory
 
@@ -105,11 +133,11 @@ def trained_count(study: optuna.Study) -> int:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """Highest validation accuracy; fewer params breaks ties."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    """Highest validation accuracy (the first objective, in either mode); fewer params breaks ties."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
     if not done:
         return None
-    return max(done, key=lambda t: (t.value, -t.user_attrs.get("params", 0)))
+    return max(done, key=lambda t: (t.values[0], -t.user_attrs.get("params", 0)))
 
 
 def load_study(storage, name: str) -> optuna.Study:
@@ -123,9 +151,18 @@ def load_study(storage, name: str) -> optuna.Study:
 def create_or_resume(storage, name: str, identity: dict, sampler: optuna.samplers.BaseSampler,
                      assumed: dict | None = None) -> optuna.Study:
     """Creates the study labelled with `identity`, or resumes it after checking it was made with the same.
-    `assumed` gives the value of a label that studies made before it existed lack."""
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=sampler, pruner=make_pruner())
+    `assumed` gives the value of a label that studies made before it existed lack. A pareto `identity` makes a
+    two-objective study: validation accuracy (maximised) and its size metric (minimised)."""
+    pareto = identity.get("objective") == "pareto"
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
+                                directions=["maximize", "minimize"] if pareto else ["maximize"], pruner=make_pruner())
+    if is_multi_objective(study) != pareto:  # the other mode's study: its labels alone would not say so
+        raise StudyError(f"study {name!r} was made {'without' if pareto else 'with'} --objective pareto; "
+                         f"pass a new --study name")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if pareto and not study.metric_names:
+            study.set_metric_names(["val_acc", identity["size_metric"]])  # the dashboard's axis names
     existing = study.user_attrs
     if not existing and study.get_trials(deepcopy=False):
         raise StudyError(f"study {name!r} already holds trials that were not made by a search "

@@ -8,7 +8,7 @@ import optuna
 
 from nas import data, export, logs, references, report, scoring
 from nas import study as study_mod
-from nas.config import SearchConfig
+from nas.config import SearchConfig, size_column, size_metric, size_of
 from nas.storage import fail_stale_trials, sqlalchemy_url
 
 NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
@@ -36,17 +36,22 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     counts = ", ".join(f"{rejected.get(reason, 0)} {text}" for reason, text in REJECTIONS)
     logs.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
               f"{counts}; {len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
-    frontier = report.pareto_frontier(df)
+    metric = size_metric(study.user_attrs)
+    frontier = report.pareto_frontier(df, size_column(study.user_attrs))
     if len(frontier):
-        logs.line("Pareto frontier (params, val acc, test acc):")
+        pareto = study_mod.is_multi_objective(study)
+        logs.line(f"Pareto {'set' if pareto else 'frontier'} ({metric}, val acc, test acc):")
         for _, row in frontier.iterrows():
-            logs.line(f"  trial {int(row['number']):>4}  {int(row['params']):>7,}  {row['val_acc']:.2%}  "
+            logs.line(f"  trial {int(row['number']):>4}  {size_text(size_of(row, metric)):>7}  {row['val_acc']:.2%}  "
                       f"{percent(test.get(row['number']))}")
         if not test:
             logs.line(f"  (no test accuracy: {NO_TEST})")
+        if pareto:
+            logs.line(f"pick one: the most accurate member under your {metric} limit (the last row of frontier.csv "
+                      f"below it), then `{pick_command(name, 'N')}`; `evaluate --study {name} --trial N` tests it")
     best = study_mod.best_trial(study)
     if best is not None:
-        logs.line(f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.value:.2%}, "
+        logs.line(f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.values[0]:.2%}, "
                   f"test {percent(test.get(best.number))} -> {paths.get('best')}")
     else:
         failed = df[df["fail_reason"].notna()]["fail_reason"].value_counts()
@@ -74,7 +79,8 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
     best = study_mod.best_trial(study)
     test, splits = scoring.accuracies(shown_trials(study, best), store, config, legacy)
-    paths = report.write_reports(study, out_dir, max_params, baselines, config.epochs, test)
+    paths = report.write_reports(study, out_dir, max_params, baselines, config.epochs, test,
+                                 size_column(identity))
     if best is not None and best.user_attrs.get("weights_artifact"):
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
         if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
@@ -86,9 +92,27 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
 
 def shown_trials(study: optuna.Study, best) -> list:
     """The trials a report shows with their test accuracy: the frontier's, and the best (on it but for ties)."""
-    numbers = set(report.pareto_frontier(report.trials_frame(study))["number"]) | ({best.number} if best else set())
+    frontier = report.pareto_frontier(report.trials_frame(study), size_column(study.user_attrs))
+    numbers = set(frontier["number"]) | ({best.number} if best else set())
     trials = study.get_trials(deepcopy=False)
     return [trials[n] for n in sorted(numbers)]
+
+
+def most_accurate_under(frontier, size: str, limit: float):
+    """The frontier's member (a row) with the highest val_acc among those with `size` under `limit`; None if none."""
+    under = frontier[frontier[size] < limit]
+    return None if under.empty else under.loc[under["val_acc"].idxmax()]
+
+
+def size_text(value: float) -> str:
+    """A size as the summary prints it: whole numbers with thousands separators, others to 4 figures."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
+def pick_command(name: str, trial: int | str) -> str:
+    """The command that exports one member of the Pareto set."""
+    return shlex.join(["python", "search.py", "export", "--study", name, "--trial", str(trial), "--out",
+                       f"trial-{trial}.safetensors"])
 
 
 def percent(acc: float | None) -> str:

@@ -52,6 +52,9 @@ def assert_one_line_error(stderr: str, *mentions: str) -> None:
     (["--train-subset", "0"], "--train-subset"),
     (["--dataset", "cifar"], "--dataset"),
     (["--sampler", "grid"], "--sampler"),
+    (["--objective", "fastest"], "--objective"),
+    (["--size-metric", "mflops"], "--size-metric"),  # only with --objective pareto
+    (["--objective", "pareto", "--size-metric", "kb"], "--size-metric"),
     (["--device", "tpu"], "--device"),
     (["--frobnicate"], "--frobnicate"),
     (["export", "--study", "s"], "--out"),

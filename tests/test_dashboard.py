@@ -1,4 +1,5 @@
 """optuna-dashboard, started with the exact command a search prints, serves every trial's attributes and weights."""
+import contextlib
 import json
 import os
 import shlex
@@ -51,25 +52,10 @@ def test_dashboard_serves_trials_user_attrs_and_weights(mnist_root, tmp_path):
                              "--train-subset", "500", "--max-params", "3000", "--study", "dash"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert search.returncode == 0, search.stdout + search.stderr
-    lines = [line for line in search.stdout.splitlines() if line.startswith("dashboard: ")]
-    assert len(lines) == 1, search.stdout
-    command = shlex.split(lines[0].removeprefix("dashboard: "))
+    command = search_dashboard_command(search.stdout)
     assert command == ["optuna-dashboard", "sqlite:///results/nas.db", "--artifact-dir", "results/dash/artifacts"]
 
-    port = free_port()
-    server = subprocess.Popen([dashboard_executable(), *command[1:], "--host", "127.0.0.1", "--port", str(port),
-                               "--server", "wsgiref", "--quiet"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                meta = get_json(port, "/api/meta")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"optuna-dashboard did not start:\n{server.communicate()[0]}") from None
-                time.sleep(0.3)
+    with dashboard(command, tmp_path) as (port, meta):
         assert meta["artifact_is_available"]
 
         studies = get_json(port, "/api/studies")["study_summaries"]
@@ -91,6 +77,33 @@ def test_dashboard_serves_trials_user_attrs_and_weights(mnist_root, tmp_path):
             weights.write_bytes(body)
             model = export.load(weights)  # the served bytes rebuild the trial's network
             assert sum(p.numel() for p in model.parameters()) == int(attrs["params"])
+
+
+def search_dashboard_command(stdout: str) -> list[str]:
+    """The one `dashboard:` line a search prints, split into its words."""
+    lines = [line for line in stdout.splitlines() if line.startswith("dashboard: ")]
+    assert len(lines) == 1, stdout
+    return shlex.split(lines[0].removeprefix("dashboard: "))
+
+
+@contextlib.contextmanager
+def dashboard(command: list[str], cwd: Path):
+    """optuna-dashboard run with `command`'s arguments from `cwd`, on a free port: (port, its /api/meta)."""
+    port = free_port()
+    server = subprocess.Popen([dashboard_executable(), *command[1:], "--host", "127.0.0.1", "--port", str(port),
+                               "--server", "wsgiref", "--quiet"],
+                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                meta = get_json(port, "/api/meta")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"optuna-dashboard did not start:\n{server.communicate()[0]}") from None
+                time.sleep(0.3)
+        yield port, meta
     finally:
         server.terminate()
         try:

@@ -1,0 +1,136 @@
+"""One Pareto search against dedicated searches per budget (issue 22): is one multi-objective study as good?
+
+    python bench/pareto.py [--commit REV] [--repeats 1] [--budgets 5000 10000 25000] [--trials 50] [--seeds 3]
+    python bench/pareto.py --trials 3 --train-subset 500 --seeds 1 --budgets 5000 25000   # a quick check
+
+For each of `--repeats` search seeds (1, 2, ...), at the given commit (a git worktree of REV; default: this working
+tree): one `search.py --objective pareto --trials N --max-params <largest budget>` study, and one default
+`search.py --trials N --max-params B` study per budget B, each with the default workers and wall-timed. Then
+`search.py evaluate --study S --trial N --seeds K` (full training set, one epoch, mean test accuracy) on the Pareto
+study's most accurate member (by validation) under each budget, and on each dedicated study's best. It prints, per
+budget, the medians over the repeats of both sides' evaluated means and their difference (Pareto minus dedicated),
+then the median wall time of the Pareto search against the median total of the dedicated ones. Selection only ever
+uses validation accuracy.
+
+It takes hours on two cores: run it in the background, never beside another training.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import add_search_flags, passed_flags  # noqa: E402
+from nas.summary import most_accurate_under  # noqa: E402
+
+
+@contextlib.contextmanager
+def checkout(commit: str | None):
+    """The source tree to run: this one, or a temporary git worktree of `commit`, removed afterwards."""
+    if commit is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory(prefix="nas-pareto-") as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
+                       capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+class Runner:
+    """Runs `search.py` of one source tree with shared flags, logging every command and its output."""
+
+    def __init__(self, tree: Path, common: list, log):
+        self.tree, self.common, self.log = tree, common, log
+
+    def __call__(self, *args) -> tuple[str, float]:
+        """The command's stdout and its wall time in seconds; a failure stops the benchmark."""
+        cmd = [sys.executable, str(self.tree / "search.py"), *map(str, args), *map(str, self.common)]
+        print("$ " + " ".join(cmd[1:]), file=self.log, flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=self.tree)
+        self.log.write(proc.stdout + proc.stderr)
+        self.log.flush()
+        if proc.returncode != 0:
+            raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+        return proc.stdout, time.perf_counter() - started
+
+    def evaluate(self, study: str, trial: int | None, seeds: int) -> float:
+        """The mean test accuracy `evaluate` prints for a study's trial (None: its best)."""
+        pick = [] if trial is None else ["--trial", trial]
+        out, _ = self("evaluate", "--study", study, *pick, "--seeds", seeds)
+        return float(re.search(r"test accuracy: ([\d.]+)%", out).group(1)) / 100
+
+
+def one_repeat(run: Runner, seed: int, args) -> list[dict]:
+    """One Pareto search and the dedicated ones, with search seed `seed`: a row per budget for each side."""
+    rows, ceiling = [], max(args.budgets)
+    study = f"pareto-{ceiling}-s{seed}"
+    _, wall = run("--objective", "pareto", "--trials", args.trials, "--max-params", ceiling, "--study", study,
+                  "--seed", seed, "--quiet")
+    frontier = pd.read_csv(args.results_dir / study / "frontier.csv")
+    for budget in args.budgets:
+        member = most_accurate_under(frontier, "params", budget)
+        acc = None if member is None else run.evaluate(study, int(member["number"]), args.seeds)
+        rows.append(dict(side="pareto", budget=budget, seed=seed, wall_s=wall, acc=acc,
+                         trial=None if member is None else int(member["number"]),
+                         params=None if member is None else int(member["params"])))
+    for budget in args.budgets:
+        study = f"dedicated-{budget}-s{seed}"
+        _, wall = run("--trials", args.trials, "--max-params", budget, "--study", study, "--seed", seed, "--quiet")
+        rows.append(dict(side="dedicated", budget=budget, seed=seed, wall_s=wall,
+                         acc=run.evaluate(study, None, args.seeds)))
+    return rows
+
+
+def summarise(df: pd.DataFrame) -> None:
+    """Per budget, the medians of both sides and their difference; then the median wall times."""
+    for budget, rows in df.groupby("budget"):
+        pareto, dedicated = (rows[rows["side"] == side]["acc"].dropna() for side in ("pareto", "dedicated"))
+        if pareto.empty:
+            print(f"budget {budget:,}: the Pareto set has no member under it; dedicated {dedicated.median():.2%}")
+            continue
+        print(f"budget {budget:,}: Pareto member {pareto.median():.2%}, dedicated {dedicated.median():.2%}, "
+              f"difference {(pareto.median() - dedicated.median()) * 100:+.2f} points (medians of {len(dedicated)})")
+    per_seed = df.groupby(["side", "seed"])["wall_s"]
+    pareto = statistics.median(per_seed.first()["pareto"])  # one search, on each of its budget's rows
+    dedicated = statistics.median(per_seed.sum()["dedicated"])  # one search per budget
+    print(f"wall: Pareto search {pareto / 60:.1f} min, dedicated searches {dedicated / 60:.1f} min in all "
+          f"(medians), {dedicated / pareto:.2f}x", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--commit", help="the commit to measure (default: this working tree)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[5_000, 10_000, 25_000],
+                   help="param budgets; the Pareto study runs under the largest")
+    p.add_argument("--repeats", type=int, default=1, help="runs per side, with --seed 1, 2, ...; medians")
+    add_search_flags(p, ROOT / "results" / "bench-pareto")
+    args = p.parse_args()
+    args.results_dir = args.results_dir.resolve()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    common = passed_flags(args)
+    with open(args.results_dir / "bench-pareto.log", "a") as log, checkout(args.commit) as tree:
+        run = Runner(tree, common, log)
+        df = pd.DataFrame([row for seed in range(1, args.repeats + 1) for row in one_repeat(run, seed, args)])
+    print(df.to_string(index=False), flush=True)
+    summarise(df)
+
+
+if __name__ == "__main__":
+    main()
