@@ -33,7 +33,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
     rejected = df["rejected"].value_counts()
     logs.line("")
-    counts = ", ".join(f"{rejected.get(reason, 0)} {text}" for reason, text in REJECTIONS)
+    counts = ", ".join(f"{rejected[reason]} {text}" for reason, text in REJECTIONS if rejected.get(reason)) or "none"
     logs.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
               f"{counts}; {len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
     metric = size_metric(study.user_attrs)
