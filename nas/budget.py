@@ -84,8 +84,3 @@ def layer_costs(spec: ArchSpec) -> list[LayerCost]:
             rows.append(LayerCost(where, describe(block), shape, sum(p.numel() for p in module.parameters()), flops,
                                   x.numel() * 4))
     return rows
-
-
-def within_budget(params: int, max_params: int) -> bool:
-    """The budget is a strict ceiling: a 25,000 budget admits at most 24,999 parameters."""
-    return params < max_params
