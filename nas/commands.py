@@ -206,7 +206,8 @@ def describe(path: str) -> int:
     spec = candidate.arch
     input_bytes = math.prod(spec.input_shape) * 4
     rows = [("input", "", str(tuple(spec.input_shape)), "", "", f"{input_bytes:,}")]
-    for c in layer_costs(spec):
+    costs = layer_costs(spec)
+    for c in costs:
         rows.append((c.where, c.block, str(c.shape), f"{c.params:,}", f"{c.flops / 1e6:.3f}", f"{c.activation_bytes:,}"))
     width = max(len(r[1]) for r in rows)
     title = candidate.name or Path(path).name
@@ -216,7 +217,7 @@ def describe(path: str) -> int:
         print(f"{where:<11} {text:<{width}} {shape:<16} {params:>8} {mflops:>8} {act:>10}")
     peak = peak_activation_bytes(spec)
     print(f"total: {count_params(spec):,} trainable parameters, {count_flops(spec) / 1e6:.3f} MFLOPs per image, "
-          f"{input_bytes + sum(c.activation_bytes for c in layer_costs(spec)):,} activation bytes in all")
+          f"{input_bytes + sum(c.activation_bytes for c in costs):,} activation bytes in all")
     print(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), {peak // 4:,} at int8 "
           f"(the largest input plus output alive at once, residual inputs held)")
     print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")

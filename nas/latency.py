@@ -8,12 +8,12 @@ import statistics
 import time
 
 import numpy as np
-import onnxruntime as ort
 
 from nas.build import build
 from nas.data import DataInfo
 from nas.export import Normalised
 from nas.onnx_export import INPUT, onnx_bytes
+from nas.onnx_export import session as onnx_session
 from nas.spec import ArchSpec
 
 WARMUP, RUNS = 5, 30
@@ -27,10 +27,7 @@ def latency_ms(spec: ArchSpec) -> float:
     info = DataInfo("latency", tuple(spec.input_shape), tuple(map(str, range(spec.num_classes))), (0.5,) * channels,
                     (0.25,) * channels)
     model = Normalised(build(spec, seed=0), info)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(onnx_bytes(model, spec.input_shape), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_bytes(model, spec.input_shape), "the latency check", threads=1)
     feed = {INPUT: np.random.default_rng(0).random((1, *spec.input_shape), dtype=np.float32)}
     for _ in range(WARMUP):
         session.run(None, feed)

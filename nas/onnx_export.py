@@ -90,16 +90,18 @@ def is_int8(proto) -> bool:
     return any(node.op_type in QDQ_OPS for node in proto.graph.node)
 
 
-def session(proto, where: str = "the ONNX model"):
-    """An onnxruntime CPU session on `proto`, with as many threads as torch uses (--threads) and no log noise."""
+def session(proto, where: str = "the ONNX model", threads: int | None = None):
+    """An onnxruntime CPU session on `proto` (a ModelProto or its bytes), running one operator at a time on `threads`
+    threads (default: as many as torch uses, --threads), with no log noise."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings about unused initializers say nothing to a user
+    model = proto if isinstance(proto, bytes) else proto.SerializeToString()
     try:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a graph it cannot run
         raise OnnxFileError(f"{where}: onnxruntime cannot run it ({_first_line(e)})") from None
 

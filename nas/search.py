@@ -37,7 +37,8 @@ def _run(config: SearchConfig) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logs.configure(config.quiet)
     space = load_space(config.space)
-    check_ceilings(space, Ceilings.of(config, space), *least_data(config))
+    ceilings = Ceilings.of(config, space)
+    check_ceilings(space, ceilings, *least_data(config))
     device = resolve_device(config.device)  # an unavailable --device fails here, before any study is made
     config = dataclasses.replace(config, jobs=config.jobs or default_jobs(device))
     study = open_study(config, space)
@@ -46,7 +47,7 @@ def _run(config: SearchConfig) -> dict:
         references.enqueue(study)
     logs.line(f"study {study.study_name!r} in {redact(config.storage_url)}: {study_mod.trained_count(study)} trained "
               f"trial(s) so far, target {config.trials}; budget < {config.max_params:,} params; "
-              f"{device_ceilings(Ceilings.of(config, space))}{config.jobs} worker(s) on {device}")
+              f"{device_ceilings(ceilings)}{config.jobs} worker(s) on {device}")
     try:
         cannot_fit = workers.run_all(config)
         CTRL_C.check()  # a signal after the last trial ended

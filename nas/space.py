@@ -223,10 +223,6 @@ def _choices(decl) -> list:
     return decl if isinstance(decl, list) else [decl]
 
 
-def _first(decl):
-    return _choices(decl)[0] if not isinstance(decl, Range) else decl.low
-
-
 def _low(decl):
     return decl.low if isinstance(decl, Range) else min(_choices(decl))
 
