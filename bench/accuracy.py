@@ -1,13 +1,15 @@
 """Search-quality figures, repeated: search each budget with the default command, then `evaluate` what it found.
 
     python bench/accuracy.py [--repeats 3] [--budgets 25000 10000 5000] [--trials 50] [--seeds 3] [--threads N]
+                             [--dataset NAME] [--references R1 R2 R4 | --no-references]
 
 For each budget and each of `--repeats` search seeds (1, 2, 3, ...): `search.py --trials N --max-params B --seed S`
 with the default workers, as a user runs it (wall time measured), then `search.py evaluate` on the study's best trial
 by validation (full 60k training set, one epoch, --seeds training seeds, mean test accuracy). Per budget it prints
 the median, the worst and the spread of the evaluated means against issue 21's targets, and the median wall time.
-Then, for the first budget's first search, it evaluates the reference models R1, R2, R4 with their own recipes and,
-for each, the best frontier network (by validation) with no more params, to check frontier dominance. Selection only
+Then, for the first budget's first search, it evaluates the reference models (R1, R2, R4) with their own recipes,
+prints how far that search's best lies above each, and evaluates the best frontier network (by validation) with no
+more params than the reference, to check frontier dominance. Selection only
 ever uses validation accuracy; test accuracy is read for what was already chosen.
 
 It takes hours on two cores: run it in the background, never beside another training.
@@ -56,6 +58,7 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[25_000, 10_000, 5_000])
     p.add_argument("--repeats", type=int, default=3, help="searches per budget, with --seed 1, 2, ...")
     add_search_flags(p, ROOT / "results" / "bench")
+    p.add_argument("--references", nargs="+", default=["R1", "R2", "R4"], help="reference models to compare with")
     p.add_argument("--no-references", action="store_true", help="skip the reference models and dominance check")
     args = p.parse_args()
     args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -76,8 +79,8 @@ def main() -> None:
               f"{verdict(wall <= WALL_TARGET_MIN)})", flush=True)
     if not args.no_references:  # last: the reference recipes are slow (R4 trains with batch 4)
         first = study_name(args.budgets[0], 1)
-        dominance(first, args.budgets[0], pd.read_csv(args.results_dir / first / "frontier.csv"), common, args.seeds,
-                  log)
+        dominance(first, rows[0]["eval_test_mean"], pd.read_csv(args.results_dir / first / "frontier.csv"),
+                  args.references, common, args.seeds, log)
 
 
 def study_name(budget: int, seed: int) -> str:
@@ -104,19 +107,22 @@ def search_and_evaluate(budget: int, seed: int, args, common: list, log) -> dict
                 params=int(best["params"]), val_acc=best["val_acc"], eval_test_mean=mean, eval_test_std=std)
 
 
-def dominance(study: str, budget: int, frontier: pd.DataFrame, common: list, seeds: int, log) -> None:
-    """For each reference: its evaluated accuracy against the best frontier network (by validation) with no more
-    params."""
+def dominance(study: str, best_mean: float, frontier: pd.DataFrame, names: list, common: list, seeds: int,
+              log) -> None:
+    """For each reference: its evaluated accuracy against the search's best, and against the best frontier network
+    (by validation) with no more params."""
     sys.path.insert(0, str(ROOT))
     from nas.budget import count_params
-    from nas.references import all_references
+    from nas.references import by_name
 
-    for name, candidate in all_references().items():
-        ref_params = count_params(candidate.arch)
+    for name in names:
+        ref_params = count_params(by_name(name).arch)
         ref_mean, ref_std = evaluate(common, log, spec=name, seeds=seeds)
+        print(f"{name} ({ref_params:,} params): {ref_mean:.2%} ± {ref_std:.2%}; the search's best is "
+              f"{(best_mean - ref_mean) * 100:+.2f} points above it", flush=True)
         smaller = frontier[frontier["params"] <= ref_params]
         if smaller.empty:
-            print(f"{name} ({ref_params:,} params): {ref_mean:.2%} ± {ref_std:.2%}; no frontier network this small", flush=True)
+            print(f"{name}: no frontier network this small", flush=True)
             continue
         pick = smaller.sort_values("val_acc", ascending=False).iloc[0]
         mean, std = evaluate(common, log, study=study, trial=int(pick["number"]), seeds=seeds)

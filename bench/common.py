@@ -6,15 +6,18 @@ from pathlib import Path
 
 
 def add_search_flags(parser: argparse.ArgumentParser, results_dir: Path) -> None:
-    """--trials, --seeds, --threads, --train-subset and --results-dir, as every accuracy benchmark takes them."""
+    """--trials, --seeds, --threads, --train-subset, --dataset and --results-dir, as every accuracy benchmark takes
+    them."""
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per evaluate")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--train-subset", type=int, help="train on N images (a quick check of the script only)")
     parser.add_argument("--results-dir", type=Path, default=results_dir)
+    parser.add_argument("--dataset", help="search.py's --dataset (default: its own, mnist)")
 
 
 def passed_flags(args: argparse.Namespace) -> list:
-    """The flags every `search.py` command of a benchmark gets: its results folder, threads and train subset."""
+    """The flags every `search.py` command of a benchmark gets: its results folder, threads, train subset, dataset."""
     return (["--results-dir", args.results_dir] + (["--threads", args.threads] if args.threads else [])
-            + (["--train-subset", args.train_subset] if args.train_subset else []))
+            + (["--train-subset", args.train_subset] if args.train_subset else [])
+            + (["--dataset", args.dataset] if args.dataset else []))

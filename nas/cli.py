@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "of validation accuracy against size, reporting its Pareto set")
     s.add_argument("--size-metric", choices=SIZE_METRICS,
                    help="--objective pareto: the size to minimise (default: params)")
-    s.add_argument("--trial-time-limit", type=_positive_float("--trial-time-limit"), default=90.0, metavar="SECONDS",
+    s.add_argument("--trial-time-limit", type=_positive_float("--trial-time-limit"), metavar="SECONDS",
                    help="a candidate whose training is projected, after its first steps, to take longer is stopped "
-                        "and rejected as too slow, not counted (default 90)")
+                        "and rejected as too slow, not counted (default: twice the median projection of the "
+                        "study's earlier trials, never under 30 s)")
 
     r = sub.add_parser("report", parents=[common], help="regenerate results/<study>/ from the storage")
     r.add_argument("--study", required=True)

@@ -34,7 +34,7 @@ class SearchConfig:
     sampler: str = "tpe"
     warm_start: bool = False
     epochs: int = 1
-    trial_time_limit: float | None = 90.0  # seconds of training per trial, projected early; see nas.train.TooSlow
+    trial_time_limit: float | None = None  # seconds of training per trial, projected early; None: nas.pace's rule
     train_subset: int | None = None
     results_dir: str = "results"
     artifact_dir: str | None = None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 
-from nas import export, logs, references
+from nas import export, logs, pace, references
 from nas import study as study_mod
 from nas.budget import count_params
 from nas.ceilings import Ceilings
@@ -72,12 +72,18 @@ class Objective:
                 logs.trial_line(trial.number, f"{params:>7,} params  pruned at {percent}% of the epoch (val {acc:.2%})")
                 raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
 
+        limit, why = pace.time_limit(trial.study, trial.number, self.config.trial_time_limit)
+
+        def on_pace(projected: float) -> None:
+            with CTRL_C.paused():
+                trial.set_user_attr(pace.KEY, round(projected, 1))
+            pace.check(projected, limit, why)
+
         try:
             with CTRL_C.stoppable():
                 model = prepare_model(candidate, seed, self.device)
                 result = train(model, candidate.recipe, self.splits, epochs=self.config.epochs, seed=seed,
-                               on_progress=on_progress, time_limit=None if reference else self.config.trial_time_limit,
-                               test=False)
+                               on_progress=on_progress, on_pace=None if reference else on_pace, test=False)
         except TooSlow as e:
             trial.set_user_attr("slow_reason", str(e))
             self._reject(trial, study_mod.REJECTED_SLOW, f"{params:>7,} params  rejected as too slow: {e}, not counted")

@@ -28,6 +28,7 @@ PROGRESS_VAL_SIZE = 1000  # a slice of the hold-out: cheap enough to read twice 
 
 # on_progress(percent_done, val_slice_accuracy); it may raise (e.g. optuna.TrialPruned) to stop training
 ProgressFn = Callable[[int, float], None]
+PaceFn = Callable[[float], None]  # called once, after TIME_CHECK_STEPS steps, with the projected seconds of training
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,23 +70,23 @@ def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
 
 
 def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, seed: int = 0,
-          on_progress: ProgressFn | None = None, time_limit: float | None = None, test: bool = True) -> TrainResult:
+          on_progress: ProgressFn | None = None, on_pace: PaceFn | None = None, test: bool = True) -> TrainResult:
     """Trains for `epochs` epochs, then scores on the full validation set, and on the test set if `test` (a search's
     trials pass False: the test set decides nothing, nas.test_scores scores only the trials a report shows).
 
     `seed` fixes the batch order and every random draw in the network (dropout), whatever the caller drew before;
     the caller's own random state is left as it was.
-    With `time_limit` (seconds of training), a run projected to take longer is stopped with TooSlow
-    after its first TIME_CHECK_STEPS steps.
+    `on_pace` gets the run's projected seconds of training after its first TIME_CHECK_STEPS steps; it may stop the
+    run there by raising TooSlow (nas.pace.check).
     """
     device = data.x_train.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _train(model, recipe, data, epochs, seed, on_progress, time_limit, test)
+        return _train(model, recipe, data, epochs, seed, on_progress, on_pace, test)
 
 
 def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, seed: int,
-           on_progress: ProgressFn | None, time_limit: float | None, test: bool) -> TrainResult:
+           on_progress: ProgressFn | None, on_pace: PaceFn | None, test: bool) -> TrainResult:
     device = data.x_train.device
     model.to(device)
     n = len(data.x_train)
@@ -125,10 +126,8 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
             step += 1
             if step % 50 == 0 or step in checkpoints:
                 _check_finite(loss, step)
-            if time_limit and step == min(TIME_CHECK_STEPS, total):
-                projected = (time.perf_counter() - started - eval_time) * total / step
-                if projected > time_limit:
-                    raise TooSlow(f"projected {projected:.0f} s of training, over the {time_limit:.0f} s limit")
+            if on_pace and step == min(TIME_CHECK_STEPS, total):
+                on_pace((time.perf_counter() - started - eval_time) * total / step)
             if step in checkpoints:
                 t = time.perf_counter()
                 acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE],

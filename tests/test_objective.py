@@ -107,6 +107,24 @@ def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
     assert trained_count(study) == 0
 
 
+def test_by_default_a_candidate_far_slower_than_the_earlier_trials_is_rejected(tmp_path, toy, monkeypatch):
+    from nas import pace
+
+    monkeypatch.setattr(pace, "NEVER_BELOW", 0.0)  # toy trials take milliseconds
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=optuna.pruners.NopPruner())
+    objective = _objective(tmp_path, toy, max_params=25_000)
+    study.optimize(objective, n_trials=pace.MIN_PEERS, catch=(Exception,))
+    assert trained_count(study) == pace.MIN_PEERS  # no limit before MIN_PEERS paces are known
+    assert all(t.user_attrs[pace.KEY] > 0 for t in study.trials)
+    for _ in range(3 * pace.MIN_PEERS):  # earlier trials a million times faster set the median
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={pace.KEY: 1e-6}))
+    study.optimize(objective, n_trials=1, catch=(Exception,))
+    last = study.trials[-1]
+    assert last.user_attrs.get("rejected") == "too_slow" and last.state == TrialState.PRUNED
+    assert "the median 0 s of 16 earlier trials" in last.user_attrs["slow_reason"]
+
+
 def test_rejections_in_a_row_are_counted_and_reset_by_a_trained_trial(tmp_path, toy):
     objective = _objective(tmp_path, toy, max_params=450)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))

@@ -131,15 +131,24 @@ def test_r1_learns_real_mnist_from_10k_images(mnist):
 
 
 def test_a_run_projected_over_its_time_limit_stops_early(toy):
+    from nas import pace
     from nas.train import TIME_CHECK_STEPS, TooSlow
 
-    steps = []
-    with pytest.raises(TooSlow, match="over the"):
-        train(build(TINY, seed=0), TrainRecipe(batch_size=1), toy, time_limit=1e-6,
+    steps, projections = [], []
+
+    def on_pace(projected):
+        projections.append(projected)
+        pace.check(projected, 1e-6, "a test")
+
+    with pytest.raises(TooSlow, match=r"over the 0 s limit \(a test\)"):
+        train(build(TINY, seed=0), TrainRecipe(batch_size=1), toy, on_pace=on_pace,
               on_progress=lambda pct, acc: steps.append(pct))
     assert not steps  # stopped after TIME_CHECK_STEPS steps, before the first 20% reading
     assert TIME_CHECK_STEPS < 0.2 * len(toy.x_train)
-    train(build(TINY, seed=0), TrainRecipe(batch_size=64), toy, time_limit=3600)  # a generous limit never stops
+    assert len(projections) == 1 and projections[0] > 0
+    projections.clear()
+    train(build(TINY, seed=0), TrainRecipe(batch_size=64), toy, on_pace=projections.append)  # no limit: runs on
+    assert len(projections) == 1
 
 
 def test_ema_forgets_the_random_initial_weights(toy):

@@ -1,0 +1,49 @@
+"""The trial time limit: --trial-time-limit as given, else a multiple of the study's own earlier trials' pace."""
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from nas import pace
+from nas.train import TooSlow
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(*attrs: dict) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for a in attrs:
+        study.add_trial(optuna.trial.create_trial(value=0.9, params={"x": 0.5},
+                                                  distributions={"x": FloatDistribution(0, 1)}, user_attrs=a))
+    return study
+
+
+def test_an_explicit_limit_is_taken_as_given():
+    assert pace.time_limit(_study(), 0, 90.0) == (90.0, "--trial-time-limit")
+
+
+def test_no_relative_limit_before_enough_earlier_trials():
+    study = _study(*({pace.KEY: 100.0} for _ in range(pace.MIN_PEERS - 1)))
+    assert pace.time_limit(study, 99, None) == (None, "")
+
+
+def test_the_relative_limit_is_a_multiple_of_the_median_of_earlier_admitted_trials():
+    projections = [40.0, 50.0, 60.0, 70.0, 80.0]
+    study = _study(*({pace.KEY: p} for p in projections),
+                   {pace.KEY: 5000.0, "rejected": "too_slow"},  # a rejected one does not raise the pace
+                   {"rejected": "over_budget"},  # never trained: no projection
+                   {pace.KEY: 1.0})  # a later trial (number 7) does not count for trial 7
+    limit, why = pace.time_limit(study, 7, None)
+    assert limit == pace.SLOWER_THAN_MEDIAN * 60.0
+    assert why == f"{pace.SLOWER_THAN_MEDIAN:g}x the median 60 s of 5 earlier trials"
+
+
+def test_the_relative_limit_never_falls_under_its_floor():
+    study = _study(*({pace.KEY: 0.5} for _ in range(pace.MIN_PEERS)))
+    assert pace.time_limit(study, 99, None)[0] == pace.NEVER_BELOW
+
+
+def test_check_stops_only_a_run_over_its_limit():
+    pace.check(100.0, None, "")
+    pace.check(100.0, 100.0, "")
+    with pytest.raises(TooSlow, match=r"projected 101 s of training, over the 100 s limit \(why\)"):
+        pace.check(101.0, 100.0, "why")
