@@ -38,7 +38,8 @@ def _study_with_trials():
         (30000, None, TrialState.PRUNED, {"rejected": REJECTED}),
         (15000, 0.98, TrialState.COMPLETE, {"reference": "R1"}),
         (12000, None, TrialState.PRUNED, {}),
-        (11000, None, TrialState.FAIL, {"fail_reason": "TrainingDiverged: loss became nan"}),
+        (11000, None, TrialState.FAIL, {"fail_reason": "TrainingDiverged: loss became nan", "fail_kind": "candidate",
+                                        "projected_s": 42.5}),
     ]):
         trial = study.ask()
         trial.set_user_attr("params", params)
@@ -62,6 +63,7 @@ def test_trials_frame_has_every_trial_and_the_counting_rules():
     assert df.loc[1, "rejected"] == REJECTED and pd.isna(df.loc[1, "pruned_at"])
     assert df.loc[3, "pruned_at"] == 20 and df.loc[3, "last_reading"] == 0.5
     assert [is_trained(t) for t in study.trials] == [True, False, True, True, True]
+    assert df.loc[4, "fail_kind"] == "candidate" and df.loc[4, "projected_s"] == 42.5  # whether it counted; its pace
 
 
 def test_trials_frame_keeps_the_newest_reading_exact_durations_and_none_for_absent_attributes():
