@@ -18,7 +18,7 @@ from nas.fileio import writable_dir
 from nas.interrupts import CTRL_C
 from nas.data import MIN_IMAGE_SIZE
 from nas.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace, load_space
-from nas.storage import fail_stale_trials, open_storage, redact
+from nas.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
 
 
 def run(config: SearchConfig) -> dict:
@@ -43,6 +43,9 @@ def _run(config: SearchConfig) -> dict:
     config = dataclasses.replace(config, jobs=config.jobs or default_jobs(device))
     study = open_study(config, space)
     fail_stale_trials(study)  # a killed worker's trial: failed and re-queued, even if the total is reached
+    again = requeue_interrupted(study)
+    if again:
+        logs.line(f"re-queued trial(s) {', '.join(map(str, again))}, stopped by a signal last time")
     if config.warm_start:
         references.enqueue(study)
     logs.line(f"study {study.study_name!r} in {redact(config.storage_url)}: {study_mod.trained_count(study)} trained "

@@ -238,6 +238,22 @@ def fail_stale_trials(study: optuna.Study) -> None:
     _beat_for_the_silent(study)
 
 
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Re-queues (WAITING, same params and seed) each trial a signal stopped, at most MAX_RETRY times over, so the
+    next run trains that candidate again; returns their numbers. Such a trial failed with no `fail_reason`, and no
+    retry names it yet."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in retry.retry_history(t)}
+    stopped = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs and t.params
+               and t.number not in retried and len(retry.retry_history(t)) < MAX_RETRY]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for trial in stopped:
+            retry(max_retry=MAX_RETRY)(study, trial)
+    return [t.number for t in stopped]
+
+
 def _beat_for_the_silent(study: optuna.Study) -> None:
     """A worker killed between creating a trial and its first heartbeat leaves a RUNNING trial that Optuna never
     counts as stale. One beat for every RUNNING trial older than the grace period gives it a record, so the sweep one

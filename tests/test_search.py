@@ -53,6 +53,26 @@ def test_ctrl_c_writes_the_reports_from_the_finished_trials_then_stops(toy_searc
     assert all((tmp_path / "s" / name).is_file() for name in RESULT_FILES)
 
 
+def test_a_trial_stopped_by_a_signal_is_trained_again_by_the_next_run(toy_search, monkeypatch, capsys):
+    from nas.interrupts import Interrupted
+
+    real = objective_mod.train
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(objective_mod, "train", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        search.run(toy_search)
+    monkeypatch.setattr(objective_mod, "train", real)
+    capsys.readouterr()
+    search.run(toy_search)
+    assert "re-queued trial(s) 0, stopped by a signal last time" in capsys.readouterr().out
+    first, retry = optuna.load_study(study_name="s", storage=toy_search.storage_url).trials[:2]
+    assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == first.params and retry.user_attrs["seed"] == first.user_attrs["seed"]
+
+
 def test_a_space_that_cannot_fit_the_budget_is_an_error_after_the_reports(toy_search, tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "run_all", lambda config: True)
     with pytest.raises(SearchError, match="cannot fit it"):

@@ -15,7 +15,8 @@ from nas import retry
 from nas import storage as storage_mod
 from nas.errors import StudyError
 from nas.retry import Outage, StorageUnreachable
-from nas.storage import RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact, sqlalchemy_url
+from nas.storage import (MAX_RETRY, RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact,
+                         requeue_interrupted, sqlalchemy_url)
 
 # the tests drive trials with ask and tell, without Study.optimize: Optuna warns that heartbeats then do not run
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
@@ -72,6 +73,29 @@ def test_a_trial_that_never_beat_is_failed_and_requeued(tmp_path, monkeypatch):
     fail_stale_trials(study)
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and TrialState.WAITING in states[1:]
+
+
+def test_a_trial_stopped_by_a_signal_is_requeued_once_with_its_params_and_seed(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'rq.db'}"), study_name="rq")
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for fail_reason in (None, "TrainingDiverged: loss became nan"):  # stopped by a signal; failed by its candidate
+        trial = study.ask(x)
+        trial.set_user_attr("seed", 7)
+        if fail_reason:
+            trial.set_user_attr("fail_reason", fail_reason)
+        study.tell(trial, state=TrialState.FAIL)
+    study.tell(study.ask(), state=TrialState.FAIL)  # stopped before sampling anything
+    assert requeue_interrupted(study) == [0]
+    assert requeue_interrupted(study) == []  # already re-queued
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == study.trials[0].params and waiting[0].user_attrs["seed"] == 7
+    for _ in range(MAX_RETRY):  # each retry is stopped again: MAX_RETRY retries in all, then no more
+        trial = study.ask(x)
+        assert trial.params == study.trials[0].params
+        study.tell(trial, state=TrialState.FAIL)
+        requeue_interrupted(study)
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    assert sum(t.params == study.trials[0].params for t in study.trials) == 1 + MAX_RETRY
 
 
 def test_a_workers_own_open_waits_out_an_outage_but_the_first_open_does_not(monkeypatch):
