@@ -31,7 +31,7 @@ def main() -> None:
     done = trials[(trials["state"] == "COMPLETE") & trials["reference"].isna()]
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    ax.scatter(done[args.size], 100 * (1 - done["val_acc"]), s=14, color="lightgrey", label="trained trials")
+    ax.scatter(done[args.size], 100 * (1 - done["val_acc"]), s=14, color="lightgrey", label="completed trials")
     ax.step(frontier[args.size], 100 * (1 - frontier["val_acc"]), where="post", color="tab:blue", marker="o",
             label="Pareto set (validation)")
     for _, row in frontier.iterrows():
@@ -45,7 +45,7 @@ def main() -> None:
     ax.invert_yaxis()  # better is up, as in frontier.html
     ax.set_xlabel(LABELS[args.size])
     ax.set_ylabel("validation error (%), log scale")
-    ax.set_title(f"{args.study_dir.name}: {len(done)} trained trials, {len(frontier)} on the Pareto set")
+    ax.set_title(f"{args.study_dir.name}: {len(done)} completed trials, {len(frontier)} on the Pareto set")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
