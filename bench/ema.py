@@ -27,7 +27,7 @@ from nas import data as data_mod  # noqa: E402
 from nas import train as train_mod  # noqa: E402
 from nas.device import prepare_model, to_device  # noqa: E402
 from nas.references import by_name  # noqa: E402
-from nas.space import load_space  # noqa: E402
+from nas.space_file import load_space  # noqa: E402
 
 HAND = train_mod._Ema
 

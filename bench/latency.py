@@ -26,7 +26,7 @@ from nas import references  # noqa: E402
 from nas.build import build  # noqa: E402
 from nas.latency import latency_ms  # noqa: E402
 from nas.onnx_export import onnx_bytes  # noqa: E402
-from nas.space import load_space  # noqa: E402
+from nas.space_file import load_space  # noqa: E402
 
 
 def export_seconds(model: torch.nn.Module, dynamo: bool) -> float:

@@ -38,7 +38,7 @@ from nas.config import SearchConfig  # noqa: E402
 from nas.device import prepare_model, to_device  # noqa: E402
 from nas.objective import Objective  # noqa: E402
 from nas.workers import settle_heap  # noqa: E402
-from nas.space import load_space  # noqa: E402
+from nas.space_file import load_space  # noqa: E402
 from nas.train import train  # noqa: E402
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from nas import data
 from nas.ceilings import Ceilings
-from nas.space import OPTIONAL, SearchSpace
+from nas.space import SearchSpace
+from nas.space_file import OPTIONAL
 
 
 @dataclass

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 
 from nas import report
-from nas.space import SPACES_DIR
+from nas.space_file import SPACES_DIR
 from nas.spec import Candidate
 
 REFERENCE_DIR = SPACES_DIR / "reference"

@@ -17,7 +17,8 @@ from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir
 from nas.interrupts import CTRL_C
 from nas.data import MIN_IMAGE_SIZE
-from nas.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace, load_space
+from nas.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace
+from nas.space_file import load_space
 from nas.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
 
 

@@ -22,7 +22,7 @@ from nas.device import load_data, read_data, resolve_device
 from nas.errors import SearchFailed, UserError
 from nas.interrupts import CTRL_C, held, shielded
 from nas.objective import Objective, failure_reason
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.retry import unreachable
 from nas.storage import heartbeat_settings, open_storage
 

@@ -7,7 +7,7 @@ import torch
 
 from nas import data as data_mod
 from nas.references import all_references
-from nas.space import SPACES_DIR
+from nas.space_file import SPACES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = sorted(SPACES_DIR.glob("*.toml"))

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from nas import export
 from nas.budget import count_params
 from nas.build import WindowMax, build, inference_copy
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual, SpecError, TrainRecipe
 from nas.train import train
 from tests.conftest import REFERENCES, SPACE_FILES

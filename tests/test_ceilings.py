@@ -11,7 +11,8 @@ from nas.ceilings import Ceilings
 from nas.config import SearchConfig
 from nas.objective import Objective
 from nas.references import by_name
-from nas.space import SearchSpace, load_space
+from nas.space import SearchSpace
+from nas.space_file import load_space
 from nas.study import REJECTED, REJECTED_FLOPS, REJECTED_LATENCY, REJECTED_MEMORY, is_trained, trained_count
 from nas.workers import Stopper
 

@@ -13,7 +13,7 @@ from nas.data import DataError
 from nas.errors import CliError, SearchError, SearchFailed, StudyError, UserError
 from nas.export import WeightsError
 from nas.interrupts import Interrupted
-from nas.space import SpaceError
+from nas.space_file import SpaceError
 from nas.spec import SpecError
 from tests.conftest import ROOT
 

@@ -23,7 +23,7 @@ from nas.data import DataInfo
 from nas.device import to_device
 from nas.errors import CliError
 from nas.objective import record_candidate, record_result
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.spec import Candidate, SpecError
 from nas.train import TrainingDiverged, TrainResult, evaluate
 from tests.conftest import REFERENCES, synthetic_splits

@@ -5,7 +5,7 @@ import json
 from nas import data
 from nas.config import (ASSUMED_IDENTITY, SearchConfig, config_from, recorded_identity, space_fingerprint,
                         study_identity)
-from nas.space import DEFAULT_SPACE, load_space
+from nas.space_file import DEFAULT_SPACE, load_space
 
 
 def test_the_default_study_name_says_what_differs_from_the_defaults():

@@ -13,7 +13,7 @@ from nas.budget import count_params
 from nas.build import build
 from nas.config import SearchConfig, study_identity
 from nas.objective import record_candidate, record_result
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.train import TrainResult, train
 from tests.conftest import REFERENCES

@@ -10,7 +10,7 @@ from nas import export, logs, objective as objective_mod
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
 from nas.objective import FINAL_STEP, Objective, failure_reason
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.spec import Candidate
 from nas.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
 from nas.train import PROGRESS_POINTS

@@ -12,7 +12,7 @@ from nas import deploy, export, onnx_export
 from nas.blocks import KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from nas.build import build
 from nas.data import DataInfo
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.spec import ArchSpec, Candidate
 from tests.conftest import REFERENCES, SPACE_FILES, foreign_model
 

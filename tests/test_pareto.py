@@ -13,7 +13,7 @@ from nas import report, study as study_mod
 from nas.config import SearchConfig, study_identity
 from nas.errors import StudyError
 from nas.search import open_study
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.summary import most_accurate_under
 from tests.conftest import ROOT
 from tests.test_dashboard import dashboard, get_json, search_dashboard_command

@@ -66,7 +66,7 @@ def test_a_trial_stopped_by_a_signal_is_trained_again_by_the_next_run(toy_search
         search.run(toy_search)
     monkeypatch.setattr(objective_mod, "train", real)
     capsys.readouterr()
-    search.run(toy_search)
+    search.run(SearchConfig(**{**toy_search.__dict__, "trials": 1}))
     assert "re-queued trial(s) 0, stopped by a signal last time" in capsys.readouterr().out
     first, retry = optuna.load_study(study_name="s", storage=toy_search.storage_url).trials[:2]
     assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE

@@ -10,7 +10,7 @@ from nas.budget import count_params
 from nas.build import build
 from nas.config import SearchConfig
 from nas.objective import Objective, record_candidate, record_result
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.study import make_sampler
 from nas.train import evaluate, train

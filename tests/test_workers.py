@@ -15,7 +15,7 @@ from nas.config import SearchConfig
 from nas.errors import SearchFailed
 from nas.interrupts import CTRL_C
 from nas.search import open_study
-from nas.space import load_space
+from nas.space_file import load_space
 from nas.study import FAILED_BY_ERROR, REJECTED
 from tests.conftest import ROOT
 
