@@ -72,9 +72,9 @@ def main() -> None:
     for budget, runs in df.groupby("budget", sort=False):
         median, worst = runs["eval_test_mean"].median(), runs["eval_test_mean"].min()
         wall = runs["wall_min"].median()
-        want = targets.get(budget)
-        print(f"budget {budget:,}: evaluated means median {median:.2%}{against(median, want and want[0])}, worst "
-              f"{worst:.2%}{against(worst, want and want[1])}, spread {runs['eval_test_mean'].max() - worst:.2%} "
+        want_median, want_worst = targets.get(budget, (None, None))
+        print(f"budget {budget:,}: evaluated means median {median:.2%}{against(median, want_median)}, worst "
+              f"{worst:.2%}{against(worst, want_worst)}, spread {runs['eval_test_mean'].max() - worst:.2%} "
               f"over {len(runs)} searches; median wall {wall:.1f} min (target {WALL_TARGET_MIN}: "
               f"{verdict(wall <= WALL_TARGET_MIN)})", flush=True)
     if not args.no_references:  # last: the reference recipes are slow (R4 trains with batch 4)
