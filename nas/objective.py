@@ -72,11 +72,13 @@ class Objective:
                 logs.trial_line(trial.number, f"{params:>7,} params  pruned at {percent}% of the epoch (val {acc:.2%})")
                 raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
 
-        limit, why = pace.time_limit(trial.study, trial.number, self.config.trial_time_limit)
+        host = pace.this_host()
+        limit, why = pace.time_limit(trial.study, trial.number, self.config.trial_time_limit, host)
 
         def on_pace(projected: float) -> None:
             with CTRL_C.paused():
                 trial.set_user_attr(pace.KEY, round(projected, 1))
+                trial.set_user_attr(pace.HOST_KEY, host)
             pace.check(projected, limit, why)
 
         try:

@@ -116,7 +116,7 @@ def test_by_default_a_candidate_far_slower_than_the_earlier_trials_is_rejected(t
     objective = _objective(tmp_path, toy, max_params=25_000)
     study.optimize(objective, n_trials=pace.MIN_PEERS, catch=(Exception,))
     assert trained_count(study) == pace.MIN_PEERS  # no limit before MIN_PEERS paces are known
-    assert all(t.user_attrs[pace.KEY] > 0 for t in study.trials)
+    assert all(t.user_attrs[pace.KEY] > 0 and t.user_attrs[pace.HOST_KEY] == pace.this_host() for t in study.trials)
     for _ in range(3 * pace.MIN_PEERS):  # earlier trials a million times faster set the median
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={pace.KEY: 1e-6}))
     study.optimize(objective, n_trials=1, catch=(Exception,))

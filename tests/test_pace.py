@@ -17,13 +17,16 @@ def _study(*attrs: dict) -> optuna.Study:
     return study
 
 
+HOST = "here"
+
+
 def test_an_explicit_limit_is_taken_as_given():
-    assert pace.time_limit(_study(), 0, 90.0) == (90.0, "--trial-time-limit")
+    assert pace.time_limit(_study(), 0, 90.0, HOST) == (90.0, "--trial-time-limit")
 
 
 def test_no_relative_limit_before_enough_earlier_trials():
     study = _study(*({pace.KEY: 100.0} for _ in range(pace.MIN_PEERS - 1)))
-    assert pace.time_limit(study, 99, None) == (None, "")
+    assert pace.time_limit(study, 99, None, HOST) == (None, "")
 
 
 def test_the_relative_limit_is_a_multiple_of_the_median_of_earlier_admitted_trials():
@@ -32,14 +35,25 @@ def test_the_relative_limit_is_a_multiple_of_the_median_of_earlier_admitted_tria
                    {pace.KEY: 5000.0, "rejected": "too_slow"},  # a rejected one does not raise the pace
                    {"rejected": "over_budget"},  # never trained: no projection
                    {pace.KEY: 1.0})  # a later trial (number 7) does not count for trial 7
-    limit, why = pace.time_limit(study, 7, None)
+    limit, why = pace.time_limit(study, 7, None, HOST)
     assert limit == pace.SLOWER_THAN_MEDIAN * 60.0
-    assert why == f"{pace.SLOWER_THAN_MEDIAN:g}x the median 60 s of 5 earlier trials"
+    assert why == f"{pace.SLOWER_THAN_MEDIAN:g}x the median 60 s of 5 earlier trials on this machine"
+
+
+def test_each_machine_is_held_to_its_own_pace():
+    here = [{pace.KEY: p, pace.HOST_KEY: HOST} for p in (40.0, 50.0, 60.0)]
+    elsewhere = [{pace.KEY: 1000.0, pace.HOST_KEY: "slow-box"} for _ in range(5)]
+    unlabelled = {pace.KEY: 70.0}  # made before trials recorded their machine: counts for every machine
+    study = _study(*here, *elsewhere, unlabelled)
+    assert pace.time_limit(study, 99, None, HOST) == (pace.SLOWER_THAN_MEDIAN * 55.0, "2x the median 55 s of 4 "
+                                                                                        "earlier trials on this machine")
+    assert pace.time_limit(study, 99, None, "slow-box")[0] == pace.SLOWER_THAN_MEDIAN * 1000.0
+    assert pace.time_limit(study, 99, None, "new-box") == (None, "")  # one earlier trial of its own: no limit yet
 
 
 def test_the_relative_limit_never_falls_under_its_floor():
     study = _study(*({pace.KEY: 0.5} for _ in range(pace.MIN_PEERS)))
-    assert pace.time_limit(study, 99, None)[0] == pace.NEVER_BELOW
+    assert pace.time_limit(study, 99, None, HOST)[0] == pace.NEVER_BELOW
 
 
 def test_check_stops_only_a_run_over_its_limit():
