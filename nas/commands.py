@@ -42,7 +42,8 @@ def cmd_search(config: SearchConfig, args) -> int:
     return 0
 
 
-def _study(config: SearchConfig, name: str) -> optuna.Study:
+def stored_study(config: SearchConfig, name: str) -> optuna.Study:
+    """The study `name` of the storage `config` names; a missing SQLite file is an error, not a new empty storage."""
     if config.storage is None and not Path(config.results_dir, "nas.db").is_file():
         raise StudyError(f"no storage at {config.storage_url}; run a search first or pass --storage")
     return study_mod.load_study(open_storage(config.storage_url), name)
@@ -65,7 +66,7 @@ def as_made(config: SearchConfig, args, study: optuna.Study) -> SearchConfig:
 
 
 def cmd_report(config: SearchConfig, args) -> int:
-    study = _study(config, args.study)
+    study = stored_study(config, args.study)
     config = as_made(config, args, study)
     writable_dir(config.out_dir(study.study_name), "--results-dir")
     paths = write_all(study, config, config.out_dir(study.study_name))
@@ -75,9 +76,9 @@ def cmd_report(config: SearchConfig, args) -> int:
 
 
 def cmd_export(config: SearchConfig, args) -> int:
-    study = _study(config, args.study)
+    study = stored_study(config, args.study)
     config = as_made(config, args, study)  # the weights are copied as they are; the data of older trials is the study's
-    trial = _pick_trial(study, args.trial)
+    trial = pick_trial(study, args.trial)
     writable_dir(Path(args.out).parent, "--out")
     store = export.artifact_store(config.artifacts(study.study_name))
     form = args.format or ("onnx" if Path(args.out).suffix.lower() == ".onnx" else "safetensors")
@@ -100,7 +101,7 @@ def cmd_check(config: SearchConfig, args) -> int:
     return 0
 
 
-def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
     if number is None:
         best = study_mod.best_trial(study)
         if best is None:
@@ -138,9 +139,9 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
     if args.spec:
         candidate, label = candidate_from(args.spec), args.spec
     else:
-        study = _study(config, args.study)
+        study = stored_study(config, args.study)
         config = as_made(config, args, study)
-        trial = _pick_trial(study, args.trial)
+        trial = pick_trial(study, args.trial)
         candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
     device = resolve_device(config.device)
     splits = load_data(config, device, val_size=0)
