@@ -102,6 +102,7 @@ def cmd_check(config: SearchConfig, args) -> int:
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """Trial `number` of the study, else its best by validation; a StudyError if there is no such trial."""
     if number is None:
         best = study_mod.best_trial(study)
         if best is None:
