@@ -132,6 +132,8 @@ def main() -> None:
     p.add_argument("--data-dir", help="default: $NAS_DATA_DIR, as search.py")
     p.add_argument("--threads", type=int)
     args = p.parse_args()
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
