@@ -60,7 +60,8 @@ def rebuild(raw: dict, path: Path, params: dict, fixed: dict, max_params: int, i
     for key, value in fixed.items():
         section = next((s for s, keys in SECTIONS.items() if key in keys), None)
         if section is None:
-            raise UserError(f"--set {key}: not a space key; keys are {', '.join(k for s in SECTIONS.values() for k in s)}")
+            keys = ", ".join(k for s in SECTIONS.values() for k in s)
+            raise UserError(f"--set {key}: not a space key; keys are {keys}")
         raw[section][key] = value
     space = parse_space(raw, path)
     trial = optuna.trial.FixedTrial({k: v for k, v in params.items() if k not in fixed})
@@ -143,7 +144,7 @@ def main() -> None:
         config = as_made(config, args, study)  # the study's data, epochs and training subset
         splits = load_data(config, torch.device("cpu"))
         candidates = networks(args, study, splits.info)
-    except (UserError, OSError) as e:
+    except (UserError, OSError, tomllib.TOMLDecodeError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{len(candidates)} networks x {args.seeds} seeds, {len(splits.x_train):,} training images, "
           f"{len(splits.x_val):,} validation", flush=True)
