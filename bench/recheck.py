@@ -75,7 +75,10 @@ def networks(args, study: optuna.Study, info: data.DataInfo) -> dict[str, Candid
     """The base and each variant, by label; the base must rebuild to exactly the trial's stored network."""
     trial = pick_trial(study, args.trial)
     path = Path(args.space)
-    raw = tomllib.loads(path.read_text())
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
     if space_fingerprint(parse_space(raw, path)) != study.user_attrs.get("space_fingerprint"):
         raise UserError(f"{path} is not the space study {study.study_name!r} was searched with; pass --space")
     if "spec" not in trial.user_attrs:
@@ -144,7 +147,7 @@ def main() -> None:
         config = as_made(config, args, study)  # the study's data, epochs and training subset
         splits = load_data(config, torch.device("cpu"))
         candidates = networks(args, study, splits.info)
-    except (UserError, OSError, tomllib.TOMLDecodeError) as e:
+    except (UserError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{len(candidates)} networks x {args.seeds} seeds, {len(splits.x_train):,} training images, "
           f"{len(splits.x_val):,} validation", flush=True)
