@@ -88,8 +88,9 @@ def cmd_export(config: SearchConfig, args) -> int:
         from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
         out = deploy.export_trial(trial, store, Path(args.out), config, int8=form == "onnx-int8")
+    written = [out, out.with_suffix(".json")] + ([out.with_suffix(".safetensors")] if form != "safetensors" else [])
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
-          f"-> {out} and {out.with_suffix('.json')}")
+          f"-> {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return 0
 
 

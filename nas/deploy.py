@@ -90,11 +90,16 @@ def export_onnx(weights: Path, out: Path, splits: Splits, int8: bool = False, sa
 
 
 def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = False, say=print) -> Path:
-    """A stored trial's ONNX model at `out`, checked on the data `config` names (the study's, as made)."""
-    with tempfile.TemporaryDirectory(prefix="nas-export-") as tmp:
+    """A stored trial's ONNX model at `out`, checked on the data `config` names (the study's, as made), with its
+    weights beside it (`out`'s name, `.safetensors`) for `check`; a failed check writes neither."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".nas-export-", dir=out.parent) as tmp:  # beside `out`: one rename
         legacy = export.legacy_info(config.dataset)  # for a trial made before weights recorded their data
         weights = export.export_trial(trial, store, Path(tmp) / "weights.safetensors", legacy)
-        return export_onnx(weights, out, read_data(config), int8, say)
+        export_onnx(weights, out, read_data(config), int8, say)
+        weights.replace(out.with_suffix(".safetensors"))
+        return out
 
 
 def write_best_onnx(weights: Path, out: Path, splits: Splits) -> Path:

@@ -165,13 +165,22 @@ def test_export_format_onnx_of_a_stored_trial_then_check_it(study, weights, tmp_
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out) == 0  # the format from the suffix
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("onnxruntime vs PyTorch on 1,000 test images")
-    assert lines[1].startswith("trial 0 (") and lines[1].endswith(f"-> {out} and {out.with_suffix('.json')}")
+    assert lines[1].startswith("trial 0 (")
+    assert lines[1].endswith(f"-> {out}, {out.with_suffix('.json')} and {out.with_suffix('.safetensors')}")
     proto, candidate, info = onnx_export.read(out)
     assert candidate == CANDIDATE and info.source.startswith("npz:") and not onnx_export.is_int8(proto)
     assert json.loads(out.with_suffix(".json").read_text())["data"] == info.to_dict()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["toy.json", "toy.onnx"]
-    assert main("check", out, "--weights", weights) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy.json", "toy.onnx", "toy.safetensors"]
+    assert export.read_candidate(out.with_suffix(".safetensors")) == CANDIDATE
+    assert main("check", out) == 0  # the weights beside it
     assert capsys.readouterr().out.startswith("onnxruntime vs PyTorch on 1,000 test images")
+
+
+def test_export_format_onnx_whose_check_fails_writes_nothing(study, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "MAX_DIFF", -1.0)  # no difference can pass
+    assert main("export", "--study", "toy", "--results-dir", study, "--out", tmp_path / "toy.onnx") == 3
+    assert "the ONNX model does not compute what the network does" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no model, spec, weights or temporary folder
 
 
 def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, weights, tmp_path, capsys):
@@ -181,7 +190,7 @@ def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, weights,
     assert [line.split(":")[0] for line in lines[:2]] == ["onnxruntime vs PyTorch on 1,000 test images", "int8"]
     assert f"int8: {out.stat().st_size:,} bytes" in lines[1]
     assert onnx_export.is_int8(onnx_export.read(out)[0])
-    assert main("check", out, "--weights", weights) == 0
+    assert main("check", out) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("onnxruntime vs PyTorch on 1,000 test images")
     assert lines[0].endswith("(int8: not held to the limits)")
