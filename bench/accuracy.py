@@ -1,10 +1,10 @@
 """Search-quality figures, repeated: search each budget with the default command, then `evaluate` what it found.
 
-    python bench/accuracy.py [--repeats 3] [--budgets 25000 10000 5000] [--trials 50] [--seeds 3] [--threads N]
-                             [--dataset NAME] [--references R1 R2 R4 | --no-references]
+    python bench/accuracy.py [--repeats 3] [--first-seed 1] [--budgets 25000 10000 5000] [--trials 50] [--seeds 3]
+                             [--threads N] [--dataset NAME] [--references R1 R2 R4 | --no-references]
 
-For each budget and each of `--repeats` search seeds (1, 2, 3, ...): `search.py --trials N --max-params B --seed S`
-with the default workers, as a user runs it (wall time measured), then `search.py evaluate` on the study's best trial
+For each budget and each of `--repeats` search seeds (--first-seed, the next, ...): `search.py --trials N
+--max-params B --seed S` with the default workers, as a user runs it (wall time measured), then `search.py evaluate` on the study's best trial
 by validation (full 60k training set, one epoch, --seeds training seeds, mean test accuracy). Per budget it prints
 the median, the worst and the spread of the evaluated means against issue 21's targets, and the median wall time.
 Then, for the first budget's first search, it evaluates the reference models (R1, R2, R4) with their own recipes,
@@ -57,6 +57,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", type=int, nargs="+", default=[25_000, 10_000, 5_000])
     p.add_argument("--repeats", type=int, default=3, help="searches per budget, with --seed 1, 2, ...")
+    p.add_argument("--first-seed", type=int, default=1, help="the first search seed: more draws after earlier runs")
     add_search_flags(p, ROOT / "results" / "bench")
     p.add_argument("--references", nargs="+", default=["R1", "R2", "R4"], help="reference models to compare with")
     p.add_argument("--no-references", action="store_true", help="skip the reference models and dominance check")
@@ -65,7 +66,8 @@ def main() -> None:
     common = passed_flags(args)
     log = open(args.results_dir / "bench-accuracy.log", "a")
     rows = [search_and_evaluate(budget, seed, args, common, log)
-            for budget in args.budgets for seed in range(1, args.repeats + 1)]
+            for budget in args.budgets
+            for seed in range(args.first_seed, args.first_seed + args.repeats)]
     df = pd.DataFrame(rows)
     print(df.to_string(index=False), flush=True)
     targets = TARGETS if args.dataset in (None, "mnist") else {}  # issue 21's targets are MNIST's
@@ -78,7 +80,7 @@ def main() -> None:
               f"over {len(runs)} searches; median wall {wall:.1f} min (target {WALL_TARGET_MIN}: "
               f"{verdict(wall <= WALL_TARGET_MIN)})", flush=True)
     if not args.no_references:  # last: the reference recipes are slow (R4 trains with batch 4)
-        first = study_name(args.budgets[0], 1)
+        first = study_name(args.budgets[0], args.first_seed)
         dominance(first, rows[0]["eval_test_mean"], pd.read_csv(args.results_dir / first / "frontier.csv"),
                   args.references, common, args.seeds, log)
 
