@@ -4,13 +4,13 @@
                              [--threads N] [--dataset NAME] [--references R1 R2 R4 | --no-references]
 
 For each budget and each of `--repeats` search seeds (--first-seed, the next, ...): `search.py --trials N
---max-params B --seed S` with the default workers, as a user runs it (wall time measured), then `search.py evaluate` on the study's best trial
-by validation (full 60k training set, one epoch, --seeds training seeds, mean test accuracy). Per budget it prints
-the median, the worst and the spread of the evaluated means against issue 21's targets, and the median wall time.
-Then, for the first budget's first search, it evaluates the reference models (R1, R2, R4) with their own recipes,
-prints how far that search's best lies above each, and evaluates the best frontier network (by validation) with no
-more params than the reference, to check frontier dominance. Selection only
-ever uses validation accuracy; test accuracy is read for what was already chosen.
+--max-params B --seed S` with the default workers, as a user runs it (wall time measured), then `search.py evaluate`
+on the study's best trial by validation (full 60k training set, one epoch, --seeds training seeds, mean test
+accuracy). Per budget it prints the median, the worst and the spread of the evaluated means against issue 21's
+targets, and the median wall time. Then, for the first budget's first search, it evaluates the reference models
+(R1, R2, R4) with their own recipes, prints how far that search's best lies above each, and evaluates the best
+frontier network (by validation) with no more params than the reference, to check frontier dominance. Selection
+only ever uses validation accuracy; test accuracy is read for what was already chosen.
 
 It takes hours on two cores: run it in the background, never beside another training.
 """

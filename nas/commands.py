@@ -82,13 +82,17 @@ def cmd_export(config: SearchConfig, args) -> int:
     writable_dir(Path(args.out).parent, "--out")
     store = export.artifact_store(config.artifacts(study.study_name))
     form = args.format or ("onnx" if Path(args.out).suffix.lower() == ".onnx" else "safetensors")
+    beside = [".json"] + ([".safetensors"] if form != "safetensors" else [])  # written next to the model
+    if Path(args.out).suffix.lower() in beside:
+        raise CliError(f"--out {args.out}: the {Path(args.out).suffix} file goes beside the {form} model; "
+                       f"name the model {Path(args.out).with_suffix('.onnx' if form != 'safetensors' else '.safetensors')}")
     if form == "safetensors":
         out = export.export_trial(trial, store, args.out, export.legacy_info(config.dataset))
     else:
         from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
         out = deploy.export_trial(trial, store, Path(args.out), config, int8=form == "onnx-int8")
-    written = [out, out.with_suffix(".json")] + ([out.with_suffix(".safetensors")] if form != "safetensors" else [])
+    written = [out, *(out.with_suffix(suffix) for suffix in beside)]
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
           f"-> {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return 0

@@ -223,6 +223,16 @@ def test_export_copies_the_chosen_trial_else_the_best(stored, tmp_path, capsys, 
     assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
 
 
+@pytest.mark.parametrize("out, form", [("m.json", []), ("m.safetensors", ["--format", "onnx"]),
+                                       ("m.JSON", ["--format", "onnx-int8"])])
+def test_export_refuses_an_out_that_a_file_written_beside_it_would_replace(stored, tmp_path, capsys, out, form):
+    argv = ["export", "--study", "s", "--results-dir", stored, "--out", tmp_path / out, *form]
+    assert cli.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path / out}: the ") and "goes beside the" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture
 def umask_022():
     old = os.umask(0o022)

@@ -160,7 +160,7 @@ def test_write_best_onnx_logs_its_check_and_check_finds_the_weights_beside_it(we
 
 
 # -- the commands --------------------------------------------------------------------------------------------
-def test_export_format_onnx_of_a_stored_trial_then_check_it(study, weights, tmp_path, capsys):
+def test_export_format_onnx_of_a_stored_trial_then_check_it(study, tmp_path, capsys):
     out = tmp_path / "sub" / "toy.onnx"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out) == 0  # the format from the suffix
     lines = capsys.readouterr().out.splitlines()
@@ -183,7 +183,7 @@ def test_export_format_onnx_whose_check_fails_writes_nothing(study, tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # no model, spec, weights or temporary folder
 
 
-def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, weights, tmp_path, capsys):
+def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, tmp_path, capsys):
     out = tmp_path / "toy-int8.onnx"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out, "--format", "onnx-int8") == 0
     lines = capsys.readouterr().out.splitlines()
