@@ -79,19 +79,21 @@ def cmd_export(config: SearchConfig, args) -> int:
     study = stored_study(config, args.study)
     config = as_made(config, args, study)  # the weights are copied as they are; the data of older trials is the study's
     trial = pick_trial(study, args.trial)
-    writable_dir(Path(args.out).parent, "--out")
+    out = Path(args.out)
+    writable_dir(out.parent, "--out")
     store = export.artifact_store(config.artifacts(study.study_name))
-    form = args.format or ("onnx" if Path(args.out).suffix.lower() == ".onnx" else "safetensors")
+    form = args.format or ("onnx" if out.suffix.lower() == ".onnx" else "safetensors")
+    model_suffix = ".safetensors" if form == "safetensors" else ".onnx"
     beside = [".json"] + ([".safetensors"] if form != "safetensors" else [])  # written next to the model
-    if Path(args.out).suffix.lower() in beside:
-        raise CliError(f"--out {args.out}: the {Path(args.out).suffix} file goes beside the {form} model; "
-                       f"name the model {Path(args.out).with_suffix('.onnx' if form != 'safetensors' else '.safetensors')}")
+    if out.suffix.lower() in beside:
+        raise CliError(f"--out {out}: the {out.suffix} file goes beside the {form} model; "
+                       f"name the model {out.with_suffix(model_suffix)}")
     if form == "safetensors":
-        out = export.export_trial(trial, store, args.out, export.legacy_info(config.dataset))
+        out = export.export_trial(trial, store, out, export.legacy_info(config.dataset))
     else:
         from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
-        out = deploy.export_trial(trial, store, Path(args.out), config, int8=form == "onnx-int8")
+        out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8")
     written = [out, *(out.with_suffix(suffix) for suffix in beside)]
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
           f"-> {', '.join(map(str, written[:-1]))} and {written[-1]}")

@@ -98,8 +98,13 @@ def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = Fal
         legacy = export.legacy_info(config.dataset)  # for a trial made before weights recorded their data
         weights = export.export_trial(trial, store, Path(tmp) / "weights.safetensors", legacy)
         export_onnx(weights, out, read_data(config), int8, say)
-        weights.replace(out.with_suffix(".safetensors"))
+        weights.replace(weights_beside(out))
         return out
+
+
+def weights_beside(model: Path) -> Path:
+    """Where an ONNX model's PyTorch weights go, and where `check` looks for them: its name, `.safetensors`."""
+    return Path(model).with_suffix(".safetensors")
 
 
 def write_best_onnx(weights: Path, out: Path, splits: Splits) -> Path:
@@ -161,7 +166,7 @@ def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print
     test images of the data it records. An fp32 model is held to the limits; an int8 one is reported on."""
     path = Path(path)
     proto, candidate, data = onnx_export.read(path)
-    weights = Path(weights) if weights else path.with_suffix(".safetensors")
+    weights = Path(weights) if weights else weights_beside(path)
     if not weights.is_file():
         raise export.WeightsError(f"{weights}: no such weights file; pass --weights FILE.safetensors, the weights "
                                   f"{path.name} was exported from")
