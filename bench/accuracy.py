@@ -28,7 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import add_search_flags, passed_flags  # noqa: E402
+from common import add_repeat_flags, add_search_flags, passed_flags, search_seeds  # noqa: E402
 
 # budget -> (median of the searches' evaluated means, worst of them), issue 21
 TARGETS = {25_000: (0.9935, 0.9925), 10_000: (0.9910, 0.9895), 5_000: (0.9860, 0.9845)}
@@ -56,8 +56,7 @@ def evaluate(common: list, log, **what) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", type=int, nargs="+", default=[25_000, 10_000, 5_000])
-    p.add_argument("--repeats", type=int, default=3, help="searches per budget, with --seed 1, 2, ...")
-    p.add_argument("--first-seed", type=int, default=1, help="the first search seed: more draws after earlier runs")
+    add_repeat_flags(p, 3)
     add_search_flags(p, ROOT / "results" / "bench")
     p.add_argument("--references", nargs="+", default=["R1", "R2", "R4"], help="reference models to compare with")
     p.add_argument("--no-references", action="store_true", help="skip the reference models and dominance check")
@@ -67,7 +66,7 @@ def main() -> None:
     log = open(args.results_dir / "bench-accuracy.log", "a")
     rows = [search_and_evaluate(budget, seed, args, common, log)
             for budget in args.budgets
-            for seed in range(args.first_seed, args.first_seed + args.repeats)]
+            for seed in search_seeds(args)]
     df = pd.DataFrame(rows)
     print(df.to_string(index=False), flush=True)
     targets = TARGETS if args.dataset in (None, "mnist") else {}  # issue 21's targets are MNIST's

@@ -16,6 +16,17 @@ def add_search_flags(parser: argparse.ArgumentParser, results_dir: Path) -> None
     parser.add_argument("--dataset", help="search.py's --dataset (default: its own, mnist)")
 
 
+def add_repeat_flags(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """--repeats and --first-seed: the search seeds a benchmark runs (search_seeds)."""
+    parser.add_argument("--repeats", type=int, default=repeats, help="searches per side or budget: medians over them")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="the first search seed (then the next ones): more draws after earlier runs")
+
+
+def search_seeds(args: argparse.Namespace) -> range:
+    return range(args.first_seed, args.first_seed + args.repeats)
+
+
 def passed_flags(args: argparse.Namespace) -> list:
     """The flags every `search.py` command of a benchmark gets: its results folder, threads, train subset, dataset."""
     return (["--results-dir", args.results_dir] + (["--threads", args.threads] if args.threads else [])

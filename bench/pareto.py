@@ -1,16 +1,18 @@
 """One Pareto search against dedicated searches per budget (issue 22): is one multi-objective study as good?
 
-    python bench/pareto.py [--commit REV] [--repeats 1] [--budgets 5000 10000 25000] [--trials 50] [--seeds 3]
+    python bench/pareto.py [--commit REV] [--repeats 1] [--first-seed 1] [--sides pareto dedicated]
+                           [--budgets 5000 10000 25000] [--trials 50] [--seeds 3]
     python bench/pareto.py --trials 3 --train-subset 500 --seeds 1 --budgets 5000 25000   # a quick check
 
-For each of `--repeats` search seeds (1, 2, ...), at the given commit (a git worktree of REV; default: this working
-tree): one `search.py --objective pareto --trials N --max-params <largest budget>` study, and one default
-`search.py --trials N --max-params B` study per budget B, each with the default workers and wall-timed. Then
-`search.py evaluate --study S --trial N --seeds K` (full training set, one epoch, mean test accuracy) on the Pareto
-study's most accurate member (by validation) under each budget, and on each dedicated study's best. It prints, per
-budget, the medians over the repeats of both sides' evaluated means and their difference (Pareto minus dedicated),
-then the median wall time of the Pareto search against the median total of the dedicated ones. Selection only ever
-uses validation accuracy.
+For each of `--repeats` search seeds (--first-seed, the next, ...), at the given commit (a git worktree of REV;
+default: this working tree): one `search.py --objective pareto --trials N --max-params <largest budget>` study, and
+one default `search.py --trials N --max-params B` study per budget B, each with the default workers and wall-timed.
+Then `search.py evaluate --study S --trial N --seeds K` (full training set, one epoch, mean test accuracy) on the
+Pareto study's most accurate member (by validation) under each budget, and on each dedicated study's best. It prints,
+per budget, the medians over the repeats of both sides' evaluated means and their difference (Pareto minus
+dedicated), then the median wall time of the Pareto search against the median total of the dedicated ones.
+`--sides pareto` (or `dedicated`) runs one side only, to add draws to earlier ones of the other side when that
+side's search behaviour has not changed. Selection only ever uses validation accuracy.
 
 It takes hours on two cores: run it in the background, never beside another training.
 """
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import add_search_flags, passed_flags  # noqa: E402
+from common import add_repeat_flags, add_search_flags, passed_flags, search_seeds  # noqa: E402
 from nas.summary import most_accurate_under  # noqa: E402
 
 
@@ -79,6 +81,11 @@ class Runner:
 
 def one_repeat(run: Runner, seed: int, args) -> list[dict]:
     """One Pareto search and the dedicated ones, with search seed `seed`: a row per budget for each side."""
+    return ((pareto_side(run, seed, args) if "pareto" in args.sides else [])
+            + (dedicated_side(run, seed, args) if "dedicated" in args.sides else []))
+
+
+def pareto_side(run: Runner, seed: int, args) -> list[dict]:
     rows, ceiling = [], max(args.budgets)
     study = f"pareto-{ceiling}-s{seed}"
     _, wall = run("--objective", "pareto", "--trials", args.trials, "--max-params", ceiling, "--study", study,
@@ -90,6 +97,11 @@ def one_repeat(run: Runner, seed: int, args) -> list[dict]:
         rows.append(dict(side="pareto", budget=budget, seed=seed, wall_s=wall, acc=acc,
                          trial=None if member is None else int(member["number"]),
                          params=None if member is None else int(member["params"])))
+    return rows
+
+
+def dedicated_side(run: Runner, seed: int, args) -> list[dict]:
+    rows = []
     for budget in args.budgets:
         study = f"dedicated-{budget}-s{seed}"
         _, wall = run("--trials", args.trials, "--max-params", budget, "--study", study, "--seed", seed, "--quiet")
@@ -100,6 +112,11 @@ def one_repeat(run: Runner, seed: int, args) -> list[dict]:
 
 def summarise(df: pd.DataFrame) -> None:
     """Per budget, the medians of both sides and their difference; then the median wall times."""
+    if df["side"].nunique() < 2:
+        for (side, budget), rows in df.groupby(["side", "budget"]):
+            print(f"budget {budget:,}: {side} {rows['acc'].median():.2%} (median of {rows['acc'].count()}), "
+                  f"wall {rows['wall_s'].median() / 60:.1f} min")
+        return
     for budget, rows in df.groupby("budget"):
         pareto, dedicated = (rows[rows["side"] == side]["acc"].dropna() for side in ("pareto", "dedicated"))
         if pareto.empty:
@@ -119,7 +136,8 @@ def main() -> None:
     p.add_argument("--commit", help="the commit to measure (default: this working tree)")
     p.add_argument("--budgets", type=int, nargs="+", default=[5_000, 10_000, 25_000],
                    help="param budgets; the Pareto study runs under the largest")
-    p.add_argument("--repeats", type=int, default=1, help="runs per side, with --seed 1, 2, ...; medians")
+    add_repeat_flags(p, 1)
+    p.add_argument("--sides", nargs="+", choices=["pareto", "dedicated"], default=["pareto", "dedicated"])
     add_search_flags(p, ROOT / "results" / "bench-pareto")
     args = p.parse_args()
     args.results_dir = args.results_dir.resolve()
@@ -127,7 +145,7 @@ def main() -> None:
     common = passed_flags(args)
     with open(args.results_dir / "bench-pareto.log", "a") as log, checkout(args.commit) as tree:
         run = Runner(tree, common, log)
-        df = pd.DataFrame([row for seed in range(1, args.repeats + 1) for row in one_repeat(run, seed, args)])
+        df = pd.DataFrame([row for seed in search_seeds(args) for row in one_repeat(run, seed, args)])
     print(df.to_string(index=False), flush=True)
     summarise(df)
 

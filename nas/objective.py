@@ -48,7 +48,7 @@ class Objective:
         info = self.splits.info
         candidate = (references.by_name(reference) if reference else
                      self.space.sample(trial, self.config.max_params, info.shape, len(info.classes),
-                                       self.ceilings.fits_devices))
+                                       self.ceilings.fits_devices, auto_by_size=self.config.pareto))
         params = self.params = count_params(candidate.arch)
         record_candidate(trial, candidate, params)
         arch = candidate.arch

@@ -80,16 +80,23 @@ class SearchSpace:
     max_mflops: float | None = None  # a compute ceiling per image forward pass; keeps one-epoch trials short
 
     def sample(self, trial, max_params: int, input_shape: tuple[int, int, int] = MNIST_SHAPE,
-               classes: int = MNIST_CLASSES, fits: Callable[[ArchSpec], bool] | None = None) -> Candidate:
+               classes: int = MNIST_CLASSES, fits: Callable[[ArchSpec], bool] | None = None,
+               auto_by_size: bool = False) -> Candidate:
         """A candidate for images of `input_shape` (C, H, W) in `classes` classes. The trial's parameters are the
         same whatever the data: `pools` means what it does at 28x28 and follows the resolution (resolution_pools).
-        `fits`, the device ceilings (nas.ceilings.Ceilings.fits_devices): the widest network that also meets them."""
-        return Candidate(arch=self._arch(trial, max_params, input_shape, classes, fits), recipe=self._recipe(trial))
+        `fits`, the device ceilings (nas.ceilings.Ceilings.fits_devices): the widest network that also meets them.
+        `auto_by_size`: the "auto" rules read the candidate's own size (budget_fill x max_params) rather than
+        max_params, so each gets the shape a search with that budget would give it (the pareto mode's ceiling is no
+        budget)."""
+        arch = self._arch(trial, max_params, input_shape, classes, fits, auto_by_size)
+        return Candidate(arch=arch, recipe=self._recipe(trial))
 
     # -- architecture ---------------------------------------------------------------------------
     def _arch(self, trial, max_params: int, input_shape: tuple[int, int, int], classes: int,
-              fits: Callable[[ArchSpec], bool] | None = None) -> ArchSpec:
-        a = functools.partial(_suggest, trial, self._for_budget(max_params))
+              fits: Callable[[ArchSpec], bool] | None = None, auto_by_size: bool = False) -> ArchSpec:
+        fill = _suggest(trial, self.arch, "budget_fill") if auto_by_size else None
+        a = functools.partial(_suggest, trial, self._for_budget(max_params if fill is None else
+                                                                 math.floor(fill * max_params)))
         shape = dict(
             stem_convs=a("stem_convs"), stages=a("stages"), convs=a("convs_per_stage"), pools=a("pools"),
             pool_placement=a("pool_placement"),
@@ -99,7 +106,7 @@ class SearchSpace:
         shape["head_dropout"] = a("head_dropout") if shape["head"].startswith("flatten") else 0.0
         shape["head_hidden"] = a("head_hidden") if shape["head"] == "flatten_mlp" else 0
         shape["min_width"] = self.arch["min_width"]
-        fill = a("budget_fill")
+        fill = a("budget_fill") if fill is None else fill
         return widest_fit(shape, math.floor(fill * max_params), self.arch["min_width"], self.arch["max_width"],
                           input_shape, classes, fits)
 

@@ -13,6 +13,7 @@ from nas import report, study as study_mod
 from nas.config import SearchConfig, study_identity
 from nas.errors import StudyError
 from nas.search import open_study
+from nas.space import SearchSpace
 from nas.space_file import load_space
 from nas.summary import most_accurate_under
 from tests.conftest import ROOT
@@ -82,6 +83,16 @@ def test_candidates_over_a_ceiling_are_rejected_untrained_in_pareto_mode(tmp_pat
         if t.state == TrialState.COMPLETE:
             assert t.values == [t.user_attrs["val_acc"], t.user_attrs["params"]] and t.user_attrs["params"] < 450
             assert t.user_attrs[study_mod.readings_key(100)] == t.values[0] and not t.intermediate_values
+
+
+def test_pareto_candidates_take_the_depth_of_their_own_size(tmp_path, toy, monkeypatch):
+    """Under a pareto ceiling the "auto" rules read each candidate's size; the default mode's read the budget."""
+    asked, sample = [], SearchSpace.sample
+    monkeypatch.setattr(SearchSpace, "sample", lambda self, *a, **kw: asked.append(kw["auto_by_size"]) or
+                        sample(self, *a, **kw))
+    _pareto_study(tmp_path, toy, 1, max_params=5000)
+    optuna.create_study(direction="maximize").optimize(_objective(tmp_path, toy, max_params=5000), n_trials=1)
+    assert asked == [True, False]
 
 
 def _with_readings(study, rows):

@@ -213,6 +213,24 @@ def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, stages, 
     assert sum(isinstance(b, Pool) for b in arch.blocks) == pools
 
 
+@pytest.mark.parametrize("fill, by_size_depth", [(0.2, (3, 1)), (0.4, (2, 2)), (1.0, (2, 3))])
+def test_auto_by_size_takes_the_depth_of_the_candidates_own_size(fill, by_size_depth):
+    """The pareto mode's candidates get the depth a search with their own size as budget would give them
+    (stages x convs per stage: 3 x 1 at 5k, 2 x 2 at 10k, 2 x 3 at 25k); the default mode's follow the budget."""
+    params = dict(stem_convs=1, pools=2, block="conv", head="gap", width_growth=1.2, budget_fill=fill, sgd_lr=0.1,
+                  warmup=0.3, weight_decay=1e-4, label_smoothing=0.1, ema=0.0)
+    space = load_space(DEFAULT)
+
+    def stage_convs(auto_by_size):
+        arch = space.sample(optuna.trial.FixedTrial(params), 25_000, auto_by_size=auto_by_size).arch
+        assert count_params(arch) <= fill * 25_000
+        return sum(isinstance(b, Conv) for b in arch.blocks) - 1  # less the stem's
+
+    stages, convs = by_size_depth
+    assert stage_convs(auto_by_size=True) == stages * convs
+    assert stage_convs(auto_by_size=False) == 2 * 3
+
+
 def test_sampled_convs_before_batchnorm_have_no_bias():
     # a bias before BatchNorm is cancelled by it: its parameters would be budget spent on nothing
     convs = [b for c in _samples(DEFAULT, 25_000, 20) for b in c.arch.blocks if isinstance(b, Conv)]
