@@ -154,19 +154,18 @@ def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame
     return fig
 
 
-def write_reports(study: optuna.Study, out_dir: Path, max_params: int | None,
+def write_reports(df: pd.DataFrame, name: str, out_dir: Path, max_params: int | None,
                   baselines: pd.DataFrame | None = None, epochs: int = 1,
                   test: dict[int, float] | None = None, size: str = "params") -> dict[str, Path]:
-    """trials.csv (validation only), frontier.csv (with `test`, test accuracy by trial number) and frontier.html,
-    whose x axis is `size` (a column; params but in pareto mode)."""
+    """From study `name`'s trials_frame `df`: trials.csv (validation only), frontier.csv (with `test`, test accuracy
+    by trial number) and frontier.html, whose x axis is `size` (a column; params but in pareto mode)."""
     out_dir = Path(out_dir)
-    df = trials_frame(study)
     frontier = with_test(pareto_frontier(df, size), test)
     refs = reference_points(df, baselines)
     paths = {"trials": out_dir / "trials.csv", "frontier": out_dir / "frontier.csv", "html": out_dir / "frontier.html"}
     write_text(paths["trials"], df.to_csv(index=False))
     write_text(paths["frontier"], frontier.to_csv(index=False))
-    fig = frontier_figure(df, frontier, refs, max_params, f"{study.study_name}: accuracy against size", epochs, size)
+    fig = frontier_figure(df, frontier, refs, max_params, f"{name}: accuracy against size", epochs, size)
     with atomic_path(paths["html"]) as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
     return paths

@@ -5,6 +5,7 @@ import shlex
 from pathlib import Path
 
 import optuna
+import pandas as pd
 
 from nas import data, export, logs, references, report, scoring
 from nas import study as study_mod
@@ -27,8 +28,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     name = study.study_name
     out_dir = config.out_dir(name)
     fail_stale_trials(study)
-    paths, test = write_results(study, config, out_dir)
-    df = report.trials_frame(study)
+    paths, test, df = write_results(study, config, out_dir)
     failed = df[df["state"] == "FAIL"]
     interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
     rejected = df["rejected"].value_counts()
@@ -68,9 +68,9 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
 
 
 def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
-                  ) -> tuple[dict[str, Path], dict[int, float]]:
-    """write_all's files, and the test accuracy (by trial number) of the frontier and the best, computed here from
-    their stored weights: the only trials ever scored on the test set."""
+                  ) -> tuple[dict[str, Path], dict[int, float], pd.DataFrame]:
+    """write_all's files; the test accuracy (by trial number) of the frontier and the best, computed here from
+    their stored weights: the only trials ever scored on the test set; and the trials frame they came from."""
     identity = study.user_attrs
     baselines = references.baseline_frame(study._storage, config.dataset,
                                           identity.get("val_size", data.LEGACY_VAL_SIZE), identity.get("train_subset"))
@@ -78,8 +78,9 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     store = export.artifact_store(config.artifacts(study.study_name))
     legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
     best = study_mod.best_trial(study)
-    test, splits = scoring.accuracies(shown_trials(study, best), store, config, legacy)
-    paths = report.write_reports(study, out_dir, max_params, baselines, config.epochs, test,
+    df = report.trials_frame(study)
+    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy)
+    paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines, config.epochs, test,
                                  size_column(identity))
     if best is not None and best.user_attrs.get("weights_artifact"):
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
@@ -87,12 +88,13 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
             from nas import deploy  # onnx and onnxruntime take a second or two to import
 
             paths["onnx"] = deploy.write_best_onnx(paths["best"], out_dir / "best.onnx", splits)
-    return paths, test
+    return paths, test, df
 
 
-def shown_trials(study: optuna.Study, best) -> list:
-    """The trials a report shows with their test accuracy: the frontier's, and the best (on it but for ties)."""
-    frontier = report.pareto_frontier(report.trials_frame(study), size_column(study.user_attrs))
+def shown_trials(study: optuna.Study, df: pd.DataFrame, best) -> list:
+    """The trials a report shows with their test accuracy: the frontier's (from its trials_frame `df`), and the best
+    (on it but for ties)."""
+    frontier = report.pareto_frontier(df, size_column(study.user_attrs))
     numbers = set(frontier["number"]) | ({best.number} if best else set())
     trials = study.get_trials(deepcopy=False)
     return [trials[n] for n in sorted(numbers)]

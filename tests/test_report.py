@@ -84,8 +84,9 @@ def test_trials_frame_keeps_the_newest_reading_exact_durations_and_none_for_abse
 
 def test_write_reports(tmp_path):
     study = _study_with_trials()
-    baselines = report.trials_frame(study).iloc[[2]].assign(reference="R2", params=8530, val_acc=0.95)
-    paths = report.write_reports(study, tmp_path, 25_000, baselines, test={0: 0.5, 2: 0.25, 3: 0.125})
+    df = report.trials_frame(study)
+    baselines = df.iloc[[2]].assign(reference="R2", params=8530, val_acc=0.95)
+    paths = report.write_reports(df, study.study_name, tmp_path, 25_000, baselines, test={0: 0.5, 2: 0.25, 3: 0.125})
     trials = pd.read_csv(paths["trials"])
     frontier = pd.read_csv(paths["frontier"])
     assert len(trials) == 5 and frontier["number"].tolist() == [0, 2]
@@ -106,7 +107,7 @@ def test_the_device_figures_are_columns_of_trials_and_frontier_csv(tmp_path):
                            test_acc=0.96).items():
         trial.set_user_attr(key, value)
     study.tell(trial, 0.97)
-    paths = report.write_reports(study, tmp_path, 25_000)
+    paths = report.write_reports(report.trials_frame(study), study.study_name, tmp_path, 25_000)
     for name in ("trials", "frontier"):
         row = pd.read_csv(paths[name]).iloc[0]
         assert (row["flops"], row["peak_kb"], row["latency_ms"]) == (2_500_000, 36.75, 0.21), name
