@@ -91,8 +91,8 @@ def test_a_candidate_over_a_ceiling_is_rejected_untrained_and_not_counted(tmp_pa
     settings, reason, attr, ceiling = CEILINGS[name]
     space = load_space()
     # a sampler blind to the device ceilings, as an older study's or a hand-queued candidate would be
-    space.sample = lambda trial, max_params, shape, classes, fits=None: SearchSpace.sample(space, trial, max_params,
-                                                                                           shape, classes)
+    space.sample = lambda trial, max_params, shape, classes, fits=None, **kw: SearchSpace.sample(
+        space, trial, max_params, shape, classes, **kw)
     config = SearchConfig(quiet=True, device="cpu", train_subset=None, **settings)
     objective = Objective(config, space, toy, "cpu", export.artifact_store(tmp_path / "a"), tmp_path / "s")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
