@@ -122,8 +122,8 @@ def readings_key(percent: int) -> str:
 
 def pareto_should_prune(study: optuna.Study, number: int, percent: int, acc: float, size: float, size_attr: str
                         ) -> bool:
-    """The default mode's median rule for a multi-objective study: stopped if below the median reading, at the same
-    point, of earlier trials within SIMILAR_SIZE of its size (in user attr `size_attr`), up to PRUNE_UNTIL percent."""
+    """The pareto mode's pruning: stopped if below the median reading, at the same point, of earlier trials within
+    SIMILAR_SIZE of its size (in user attr `size_attr`), up to PRUNE_UNTIL percent."""
     if percent > PRUNE_UNTIL:
         return False
     key = readings_key(percent)
