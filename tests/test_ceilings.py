@@ -27,6 +27,7 @@ CEILINGS = {
     "latency": (dict(max_latency_ms=0.2), REJECTED_LATENCY, "latency_ms", 0.2),
 }
 R1 = by_name("R1").arch
+LATENCY_MS_PER_MFLOP = 0.33 / 2.9  # the proposals' median latency over their median MFLOPs, measured here
 
 
 def _ceilings(**settings) -> Ceilings:
@@ -79,8 +80,10 @@ def _proposals(ceilings: Ceilings, n: int) -> list:
 
 
 @pytest.mark.parametrize("name", CEILINGS)
-def test_sampling_draws_the_widest_network_under_each_ceiling(name):
+def test_sampling_draws_the_widest_network_under_each_ceiling(name, monkeypatch):
     """Without the device predicate in the width search, about half of these proposals break the ceiling."""
+    # measured latency follows the machine's load (a busy CI host doubles it); a FLOPs proxy keeps this about sampling
+    monkeypatch.setattr(ceilings_mod, "_latency", lambda spec: count_flops(spec) / 1e6 * LATENCY_MS_PER_MFLOP)
     ceilings = _ceilings(**CEILINGS[name][0])
     archs = _proposals(ceilings, 30)
     assert sum(ceilings.breach(a) is not None for a in archs) <= 3  # the issue allows 20%
