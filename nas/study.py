@@ -1,7 +1,6 @@
 """The Optuna study: creating or resuming it, its sampler and pruner, and the rules for counting trials."""
 from __future__ import annotations
 
-import math
 import statistics
 import warnings
 
@@ -57,57 +56,23 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 PRUNE_UNTIL = 40  # percent of the epoch: the last reading at which a trial may be pruned
-NEIGHBOURS = 8  # default-mode pruning compares a reading with this many earlier trials, the most like it
 
 
-def choice_distance(a: FrozenTrial, b: FrozenTrial) -> float:
-    """How far apart two trials' sampled choices are: per choice, 0 to 1 (the gap on its range, log-scaled where the
-    distribution is; 1 if the categories differ or only one trial has the choice), summed."""
-    def position(trial: FrozenTrial, name: str) -> float | None:
-        dist, value = trial.distributions[name], trial.params[name]
-        if isinstance(dist, optuna.distributions.CategoricalDistribution):
-            return None
-        low, high = dist.low, dist.high
-        if dist.log:
-            low, high, value = math.log(low), math.log(high), math.log(value)
-        return 0.0 if high == low else (value - low) / (high - low)
+class EarlyPruner(optuna.pruners.BasePruner):
+    """Prunes at the within-epoch readings up to PRUNE_UNTIL percent only: early is where stopping saves most of a
+    trial's cost; later it saves little and throws away nearly finished results (evidence: bench/RESULTS.md)."""
 
-    total = 0.0
-    for name in a.params.keys() | b.params.keys():
-        if name not in a.params or name not in b.params:
-            total += 1
-        elif (pa := position(a, name)) is None:
-            total += a.params[name] != b.params[name]
-        else:
-            total += abs(pa - position(b, name))
-    return total
-
-
-class NeighbourMedianPruner(optuna.pruners.BasePruner):
-    """Stops a trial whose reading, up to PRUNE_UNTIL percent of the epoch, is below the median reading at that
-    point of the `k` earlier trials whose choices are nearest its own (pruned ones included).
-
-    Early readings depend on the recipe (a long warm-up reads low at 20%) and the family of network, so a trial
-    is judged against its like: the sampler's proposals near the best so far are not all stopped for learning at
-    that best's pace (bench/RESULTS.md, 2026-12-02 afternoon). Late readings save little: never pruned there.
-    """
-
-    def __init__(self, k: int = NEIGHBOURS, until: int = PRUNE_UNTIL):
-        self.k, self.until = k, until
+    def __init__(self, inner: optuna.pruners.BasePruner, until: int = PRUNE_UNTIL):
+        self.inner, self.until = inner, until
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
-        if step is None or step > self.until:
-            return False
-        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and step in t.intermediate_values]
-        if len(earlier) < self.k:
-            return False
-        nearest = sorted(earlier, key=lambda t: (choice_distance(trial, t), -t.number))[:self.k]
-        return trial.intermediate_values[step] < statistics.median(t.intermediate_values[step] for t in nearest)
+        return step is not None and step <= self.until and self.inner.prune(study, trial)
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
-    return NeighbourMedianPruner()
+    """Below the median of earlier trials at the same reading (20% or 40% of the epoch): stopped."""
+    return EarlyPruner(optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=0))
 
 
 SIMILAR_SIZE = 2.0  # pareto pruning compares a trial with earlier trials within this factor of its size
