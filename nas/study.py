@@ -71,7 +71,7 @@ class EarlyPruner(optuna.pruners.BasePruner):
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
-    """Below the median of earlier trials at the same reading (20% or 40% of the epoch): stopped."""
+    """Below the median of earlier completed trials at the same reading (20% or 40% of the epoch): stopped."""
     return EarlyPruner(optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=0))
 
 
