@@ -171,10 +171,8 @@ def legacy_info(dataset: str | None) -> DataInfo | None:
     such study was trained with; None for any other dataset."""
     if dataset not in LEGACY_DATASETS:
         return None
-    import torchvision.datasets as tvd  # only for the class names
-
     mean, std = DATASETS[dataset].mean_std
-    return DataInfo(dataset, (1, 28, 28), tuple(getattr(tvd, DATASETS[dataset].cls).classes), mean, std)
+    return DataInfo(dataset, (1, 28, 28), DATASETS[dataset].classes, mean, std)
 
 
 def artifact_store(directory: str | Path) -> optuna.artifacts.FileSystemArtifactStore:

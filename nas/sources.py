@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import string
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,23 @@ class TorchvisionSet(NamedTuple):
     kind: str  # "idx", "emnist", "cifar" or "svhn"
     mean_std: tuple | None  # published constants, kept so studies made with them resume; None: from the data
     split: str = ""  # EMNIST's split; CIFAR's label key
+    classes: tuple[str, ...] = ()  # the IDX sets' names, as torchvision's classes give them; the others' files hold them
 
 
+# The IDX sets' class names, copied from torchvision's dataset classes (a test keeps them equal): importing
+# torchvision.datasets for them costs 2.5-4.8 s in every process, the search's workers included.
+_DIGITS = ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
+           "8 - eight", "9 - nine")
+_FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+_KUZUSHIJI = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+_LETTERS = tuple(string.ascii_lowercase)  # labelled 1-26 in the files (torchvision's class 0 is "N/A", never used)
+_BALANCED = tuple(string.digits + string.ascii_uppercase + "abdefghnqrt")
 DATASETS = {
-    "mnist": TorchvisionSet("MNIST", "MNIST", "idx", ((0.1307,), (0.3081,))),
-    "fashion-mnist": TorchvisionSet("FashionMNIST", "FashionMNIST", "idx", ((0.2860,), (0.3530,))),
-    "kmnist": TorchvisionSet("KMNIST", "KMNIST", "idx", None),
-    "emnist-letters": TorchvisionSet("EMNIST", "EMNIST", "emnist", None, "letters"),
-    "emnist-balanced": TorchvisionSet("EMNIST", "EMNIST", "emnist", None, "balanced"),
+    "mnist": TorchvisionSet("MNIST", "MNIST", "idx", ((0.1307,), (0.3081,)), classes=_DIGITS),
+    "fashion-mnist": TorchvisionSet("FashionMNIST", "FashionMNIST", "idx", ((0.2860,), (0.3530,)), classes=_FASHION),
+    "kmnist": TorchvisionSet("KMNIST", "KMNIST", "idx", None, classes=_KUZUSHIJI),
+    "emnist-letters": TorchvisionSet("EMNIST", "EMNIST", "emnist", None, "letters", _LETTERS),
+    "emnist-balanced": TorchvisionSet("EMNIST", "EMNIST", "emnist", None, "balanced", _BALANCED),
     "cifar10": TorchvisionSet("cifar-10-batches-py", "CIFAR10", "cifar", None, "labels"),
     "cifar100": TorchvisionSet("cifar-100-python", "CIFAR100", "cifar", None, "fine_labels"),
     "svhn": TorchvisionSet("", "SVHN", "svhn", None),
@@ -114,13 +124,7 @@ def read_torchvision(dataset: str, root: Path, download: bool = True) -> Raw:
                         f"--data-dir DIR / set NAS_DATA_DIR=DIR to a folder holding {where}.")
     names = [_find(raw, n) for n in file_names(dataset)]
     if s.kind in ("idx", "emnist"):
-        import torchvision.datasets as tvd
-
-        if s.kind == "idx":
-            classes, low = tuple(getattr(tvd, s.cls).classes), 0
-        else:  # letters are labelled 1-26 ("N/A" is class 0 in torchvision, never used): shifted to 0-25
-            classes = tuple(c for c in tvd.EMNIST.classes_split_dict[s.split] if c != "N/A")
-            low = 1 if s.split == "letters" else 0
+        classes, low = s.classes, 1 if s.split == "letters" else 0  # letters' labels 1-26 are shifted to 0-25
         x_train, x_test = read_images(names[0]), read_images(names[2])
         y_train = read_labels(names[1], len(x_train), low, low + len(classes) - 1) - low
         y_test = read_labels(names[3], len(x_test), low, low + len(classes) - 1) - low

@@ -12,6 +12,7 @@ import torch
 from nas import data as data_mod
 from nas import image_folder, sources
 from nas.data import DataError
+from nas.sources import DATASETS
 
 N_TRAIN, N_TEST = 36, 12
 
@@ -38,6 +39,15 @@ def _write_idx_set(root, dataset, images, labels, gz):
 
 
 # -- torchvision's sets --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dataset", [d for d, s in DATASETS.items() if s.kind in ("idx", "emnist")])
+def test_the_idx_sets_class_names_are_torchvisions(dataset):
+    import torchvision.datasets as tvd
+
+    s = DATASETS[dataset]
+    names = tvd.EMNIST.classes_split_dict[s.split] if s.kind == "emnist" else getattr(tvd, s.cls).classes
+    assert s.classes == tuple(c for c in names if c != "N/A")
+
+
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
 def test_kmnist_reads_its_idx_files_as_they_are(tmp_path, gz):
     images = [_rng(1).integers(0, 256, (n, 28, 28)) for n in (N_TRAIN, N_TEST)]
