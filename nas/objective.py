@@ -31,8 +31,10 @@ class Objective:
         self.ceilings = Ceilings.of(config, space)
         self.rejected_in_a_row = 0
         self.params = None  # the running trial's, for its failure line
+        self.number = -1  # the running (or last) trial's
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        self.number = trial.number
         with CTRL_C.trial():
             self.params = None
             try:

@@ -44,7 +44,7 @@ def _run(config: SearchConfig) -> dict:
     config = dataclasses.replace(config, jobs=config.jobs or default_jobs(device))
     study = open_study(config, space)
     fail_stale_trials(study)  # a killed worker's trial: failed and re-queued, even if the total is reached
-    again = requeue_interrupted(study)
+    again = requeue_interrupted(study)  # those a second signal stopped before their worker re-queued them
     if again:
         logs.line(f"re-queued trial(s) {', '.join(map(str, again))}, stopped by a signal last time")
     if config.warm_start:

@@ -9,6 +9,7 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Collection
 
 import optuna
 from optuna.storages._rdb import models
@@ -238,15 +239,16 @@ def fail_stale_trials(study: optuna.Study) -> None:
     _beat_for_the_silent(study)
 
 
-def requeue_interrupted(study: optuna.Study) -> list[int]:
-    """Re-queues (WAITING, same params and seed) each trial a signal stopped, at most MAX_RETRY times over, so the
-    next run trains that candidate again; returns their numbers. Such a trial failed with no `fail_reason`, and no
-    retry names it yet."""
+def requeue_interrupted(study: optuna.Study, numbers: Collection[int] | None = None) -> list[int]:
+    """Re-queues (WAITING, same params and seed) each trial a signal stopped, at most MAX_RETRY times over, so a
+    worker trains that candidate again; returns their numbers. Such a trial failed with no `fail_reason`, and no
+    retry names it yet. `numbers`: only those trials (a worker re-queues its own, so no two processes race)."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in retry.retry_history(t)}
     stopped = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs and t.params
-               and t.number not in retried and len(retry.retry_history(t)) < MAX_RETRY]
+               and t.number not in retried and len(retry.retry_history(t)) < MAX_RETRY
+               and (numbers is None or t.number in numbers)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for trial in stopped:

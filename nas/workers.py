@@ -24,7 +24,7 @@ from nas.interrupts import CTRL_C, held, shielded
 from nas.objective import Objective, failure_reason
 from nas.space_file import load_space
 from nas.retry import unreachable
-from nas.storage import heartbeat_settings, open_storage
+from nas.storage import heartbeat_settings, open_storage, requeue_interrupted
 
 MAX_CONSECUTIVE_REJECTIONS = 200
 MAX_ERRORS_IN_A_ROW = 5  # trials failed by the same error, not by the candidate: a bug, a broken install, a full disk
@@ -113,6 +113,10 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
         try:
             study.optimize(objective, callbacks=[stopper, settle_heap], catch=(Exception,), timeout=config.timeout,
                            gc_after_trial=False)
+        except KeyboardInterrupt:
+            if CTRL_C.presses <= 1:  # its trial, now failed, waits for any worker; a second signal stops at once
+                requeue_interrupted(study, [objective.number])
+            raise
         finally:
             gc.unfreeze()
     if stopper.repeated_errors():

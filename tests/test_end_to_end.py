@@ -231,6 +231,9 @@ def test_a_signal_stops_every_worker_marks_the_running_trials_writes_reports_and
     trials = _tiny_trials(tmp_path)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert not [t for t in trials if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs]
+    # each trial stopped after its candidate was drawn already waits to be trained again
+    stopped = {t.number for t in trials if t.state == TrialState.FAIL and t.params}
+    assert stopped <= {t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING}
     assert not list(results.glob(".*.tmp"))
     export.load(results / "best.safetensors")  # the exported best model is whole
 

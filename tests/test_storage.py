@@ -85,6 +85,7 @@ def test_a_trial_stopped_by_a_signal_is_requeued_once_with_its_params_and_seed(t
             trial.set_user_attr("fail_reason", fail_reason)
         study.tell(trial, state=TrialState.FAIL)
     study.tell(study.ask(), state=TrialState.FAIL)  # stopped before sampling anything
+    assert requeue_interrupted(study, [1, 2]) == []  # a worker re-queues only its own trial
     assert requeue_interrupted(study) == [0]
     assert requeue_interrupted(study) == []  # already re-queued
     waiting = study.get_trials(states=(TrialState.WAITING,))
