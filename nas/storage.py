@@ -245,12 +245,12 @@ def requeue_interrupted(study: optuna.Study, numbers: Collection[int] | None = N
     retry names it yet. `numbers`: only those trials (a worker re-queues its own, so no two processes race)."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in retry.retry_history(t)}
-    stopped = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs and t.params
-               and t.number not in retried and len(retry.retry_history(t)) < MAX_RETRY
-               and (numbers is None or t.number in numbers)]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # retry_history is experimental: its warning would reach the user's terminal
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = {n for t in trials for n in retry.retry_history(t)}
+        stopped = [t for t in trials if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs and t.params
+                   and t.number not in retried and len(retry.retry_history(t)) < MAX_RETRY
+                   and (numbers is None or t.number in numbers)]
         for trial in stopped:
             retry(max_retry=MAX_RETRY)(study, trial)
     return [t.number for t in stopped]
