@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,7 +94,8 @@ class SearchSpace:
     # -- architecture ---------------------------------------------------------------------------
     def _arch(self, trial, max_params: int, input_shape: tuple[int, int, int], classes: int,
               fits: Callable[[ArchSpec], bool] | None = None, auto_by_size: bool = False) -> ArchSpec:
-        fill = _suggest(trial, self.arch, "budget_fill") if auto_by_size else None
+        fill = _suggest(trial, {"budget_fill": _log_scaled(self.arch["budget_fill"])}, "budget_fill") \
+            if auto_by_size else None
         a = functools.partial(_suggest, trial, self._for_budget(max_params if fill is None else
                                                                  math.floor(fill * max_params)))
         shape = dict(
@@ -167,6 +168,12 @@ def _suggest(trial, section: dict[str, Any], key: str):
     if isinstance(decl, list):
         return decl[0] if len(decl) == 1 else trial.suggest_categorical(key, decl)
     return decl
+
+
+def _log_scaled(decl):
+    """A size range drawn log-uniform: the pareto mode spreads its trials over orders of magnitude of size, where a
+    dedicated search, drawing the range as declared, puts more of them near its budget."""
+    return replace(decl, log=True) if isinstance(decl, Range) else decl
 
 
 def _choices(decl) -> list:

@@ -35,10 +35,11 @@ def _samples(path, budget, n, seed=0, data=None, trials=None):
 
 # (space file, budget) -> digests of the ids of 12 candidates drawn by RandomSampler(seed=1), and of the names and
 # distributions of the Optuna parameters they used: recorded from the code before sampling took the data's shape
+# (the default space's again when its budget_fill became uniform)
 COMMITTED_MNIST_SAMPLES = {
-    ("mnist", 25000): ("2d0151e207b84fd1", "bcb77fc7f54b1a8a"),
-    ("mnist", 10000): ("2e2e414c1e46a174", "bcb77fc7f54b1a8a"),
-    ("mnist", 5000): ("879340904f1d8516", "bcb77fc7f54b1a8a"),
+    ("mnist", 25000): ("6fe4a5a2720a0977", "4c8fc51f9a5ef7d0"),
+    ("mnist", 10000): ("53bddd16614411ec", "4c8fc51f9a5ef7d0"),
+    ("mnist", 5000): ("94f7c9e15f6dc96a", "4c8fc51f9a5ef7d0"),
     ("mnist_broad", 25000): ("225dc5e06176c03a", "09bced0917e6999f"),
     ("mnist_broad", 10000): ("eec00b78b0ac491e", "09bced0917e6999f"),
     ("mnist_broad", 5000): ("1d0a7b01bbb30744", "09bced0917e6999f"),
@@ -229,6 +230,13 @@ def test_auto_by_size_takes_the_depth_of_the_candidates_own_size(fill, by_size_d
     stages, convs = by_size_depth
     assert stage_convs(auto_by_size=True) == stages * convs
     assert stage_convs(auto_by_size=False) == 2 * 3
+
+
+@pytest.mark.parametrize("auto_by_size, log", [(False, False), (True, True)])
+def test_a_search_draws_the_size_share_as_declared_and_the_pareto_mode_log_uniform(auto_by_size, log):
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    load_space(DEFAULT).sample(trial, 25_000, auto_by_size=auto_by_size)
+    assert trial.distributions["budget_fill"] == optuna.distributions.FloatDistribution(0.15, 1.0, log=log)
 
 
 def test_sampled_convs_before_batchnorm_have_no_bias():
