@@ -28,7 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import add_repeat_flags, add_search_flags, passed_flags, search_seeds  # noqa: E402
+from common import add_repeat_flags, add_search_flags, passed_flags, run_benchmark, search_seeds  # noqa: E402
 
 # budget -> (median of the searches' evaluated means, worst of them), issue 21
 TARGETS = {25_000: (0.9935, 0.9925), 10_000: (0.9910, 0.9895), 5_000: (0.9860, 0.9845)}
@@ -138,4 +138,4 @@ def dominance(study: str, best_mean: float, frontier: pd.DataFrame, names: list,
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -24,6 +24,7 @@ from nas.config import SearchConfig  # noqa: E402
 from nas.report import trials_frame  # noqa: E402
 from nas.storage import open_storage  # noqa: E402
 from nas.study import load_study  # noqa: E402
+from common import run_benchmark  # noqa: E402
 
 # name -> the settings of one ceiling, binding for the default space at 25k
 CEILINGS = {
@@ -71,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -1,8 +1,13 @@
-"""What the accuracy benchmarks share: the flags that pass through to `search.py`."""
+"""What the benchmarks share: the flags that pass through to `search.py`, and one-line errors."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nas.cli import report_user_error  # noqa: E402
 
 
 def add_search_flags(parser: argparse.ArgumentParser, results_dir: Path) -> None:
@@ -32,3 +37,15 @@ def passed_flags(args: argparse.Namespace) -> list:
     return (["--results-dir", args.results_dir] + (["--threads", args.threads] if args.threads else [])
             + (["--train-subset", args.train_subset] if args.train_subset else [])
             + (["--dataset", args.dataset] if args.dataset else []))
+
+
+def run_benchmark(main: Callable[[], None]) -> None:
+    """Runs a benchmark's main as search.py runs its commands: bad input or missing data gets one line and a non-zero
+    exit, a bug keeps its traceback."""
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001
+        code = report_user_error(e)
+        if code is None:
+            raise
+        sys.exit(code)

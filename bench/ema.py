@@ -28,6 +28,7 @@ from nas import train as train_mod  # noqa: E402
 from nas.device import prepare_model, to_device  # noqa: E402
 from nas.references import by_name  # noqa: E402
 from nas.space_file import load_space  # noqa: E402
+from common import run_benchmark  # noqa: E402
 
 HAND = train_mod._Ema
 
@@ -139,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

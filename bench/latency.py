@@ -27,6 +27,7 @@ from nas.build import build  # noqa: E402
 from nas.latency import latency_ms  # noqa: E402
 from nas.onnx_export import onnx_bytes  # noqa: E402
 from nas.space_file import load_space  # noqa: E402
+from common import run_benchmark  # noqa: E402
 
 
 def export_seconds(model: torch.nn.Module, dynamo: bool) -> float:
@@ -81,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import add_repeat_flags, add_search_flags, passed_flags, search_seeds  # noqa: E402
+from common import add_repeat_flags, add_search_flags, passed_flags, run_benchmark, search_seeds  # noqa: E402
 from nas.summary import most_accurate_under  # noqa: E402
 
 
@@ -151,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -38,6 +38,7 @@ from nas.errors import UserError  # noqa: E402
 from nas.space_file import DEFAULT_SPACE, SECTIONS, parse_space  # noqa: E402
 from nas.spec import Candidate  # noqa: E402
 from nas.train import train  # noqa: E402
+from common import run_benchmark  # noqa: E402
 
 
 def settings(text: str) -> dict:
@@ -141,18 +142,15 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        config = SearchConfig(results_dir=args.results_dir, storage=args.storage, data_dir=args.data_dir)
-        study = stored_study(config, args.study)
-        config = as_made(config, args, study)  # the study's data, epochs and training subset
-        splits = load_data(config, torch.device("cpu"))
-        candidates = networks(args, study, splits.info)
-    except (UserError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
+    config = SearchConfig(results_dir=args.results_dir, storage=args.storage, data_dir=args.data_dir)
+    study = stored_study(config, args.study)
+    config = as_made(config, args, study)  # the study's data, epochs and training subset
+    splits = load_data(config, torch.device("cpu"))
+    candidates = networks(args, study, splits.info)
     print(f"{len(candidates)} networks x {args.seeds} seeds, {len(splits.x_train):,} training images, "
           f"{len(splits.x_val):,} validation", flush=True)
     print("\n".join(summary(candidates, run(candidates, splits, args.seeds, config.epochs))))
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

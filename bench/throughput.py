@@ -40,6 +40,7 @@ from nas.objective import Objective  # noqa: E402
 from nas.workers import settle_heap  # noqa: E402
 from nas.space_file import load_space  # noqa: E402
 from nas.train import train  # noqa: E402
+from common import run_benchmark  # noqa: E402
 
 
 def dataloader_epoch(root: Path, indices: torch.Tensor) -> float:
@@ -223,4 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

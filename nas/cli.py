@@ -166,11 +166,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
     except Exception as e:  # noqa: BLE001 - user errors get one line; anything else is a bug and keeps its traceback
-        message = _user_message(e)
-        if message is None:
+        code = report_user_error(e)
+        if code is None:
             raise
-        print(f"error: {one_line(message)}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)  # UserError's, or 2 for an OSError
+        return code
+
+
+def report_user_error(e: Exception) -> int | None:
+    """Prints the one line for an error caused by the input or the environment and returns its exit code; None for
+    a bug, which the caller re-raises with its traceback."""
+    message = _user_message(e)
+    if message is None:
+        return None
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    return getattr(e, "exit_code", 2)  # UserError's, or 2 for an OSError
 
 
 def _user_message(e: Exception) -> str | None:

@@ -298,3 +298,20 @@ def test_parallel_workers_with_missing_data_fail_cleanly(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "nodata")
+
+
+@pytest.mark.parametrize("bench, args, mention", [
+    ("throughput.py", ["--only", "epoch", "--runs", "1", "--data-dir", "{d}"], "train-images-idx3-ubyte"),
+    ("recheck.py", ["--study", "nothing-here", "--results-dir", "{d}/results", "--data-dir", "{d}"], "no storage"),
+])
+def test_a_benchmark_given_bad_input_prints_one_line(tmp_path, bench, args, mention):
+    """Benchmarks that read data or studies in-process fail as search.py does: one line and exit 2."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data_mod.FILES.values():
+        (raw / name).write_bytes(b"not an IDX file")
+    (tmp_path / "results").mkdir()
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), *(a.format(d=tmp_path) for a in args)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.stderr, mention)
