@@ -1,6 +1,7 @@
 """The Optuna study: creating or resuming it, its sampler and pruner, and the rules for counting trials."""
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 
@@ -46,13 +47,45 @@ class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
     pass
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+SIZE_SHARE = "budget_fill"  # the share of the ceiling a candidate's widths are fitted to (nas.space)
+SIZE_BANDS = 3
+
+
+class _SizeBands:
+    """The pareto mode: trial n draws its size share log-uniform within band n mod SIZE_BANDS (log-equal bands of the
+    declared range), so each size range gets its share of the trials however the sampler's model drifts; the
+    sampler chooses everything else."""
+
+    def infer_relative_search_space(self, study, trial: FrozenTrial) -> dict:
+        space = super().infer_relative_search_space(study, trial)
+        space.pop(SIZE_SHARE, None)
+        return space
+
+    def sample_independent(self, study, trial: FrozenTrial, name: str, distribution):
+        if name != SIZE_SHARE or not isinstance(distribution, optuna.distributions.FloatDistribution):
+            return super().sample_independent(study, trial, name, distribution)
+        low, high = math.log(distribution.low), math.log(distribution.high)
+        band = (trial.number % SIZE_BANDS + self._rng.rng.uniform()) / SIZE_BANDS
+        return min(max(math.exp(low + band * (high - low)), distribution.low), distribution.high)
+
+
+class BandedRandomSampler(_SizeBands, SeededRandomSampler):
+    pass
+
+
+class BandedTPESampler(_SizeBands, SeededTPESampler):
+    pass
+
+
+def make_sampler(name: str, seed: int | None, size_bands: bool = False) -> optuna.samplers.BaseSampler:
+    """`size_bands`: the pareto mode's sampler (_SizeBands)."""
     if name == "random":
-        return SeededRandomSampler(seed=seed)
+        return (BandedRandomSampler if size_bands else SeededRandomSampler)(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # multivariate + group suit the conditional space; constant_liar keeps parallel workers apart
-        return SeededTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+        return (BandedTPESampler if size_bands else SeededTPESampler)(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
 PRUNE_UNTIL = 40  # percent of the epoch: the last reading at which a trial may be pruned

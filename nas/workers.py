@@ -104,7 +104,8 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
         splits = load_data(config, device)
     name = config.study_name(space)
     study = optuna.load_study(study_name=name, storage=open_storage(config.storage_url, wait=True),
-                              sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000),
+                              sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000,
+                                                             size_bands=config.pareto),
                               pruner=study_mod.make_pruner())
     objective = Objective(config, space, splits, device, export.artifact_store(config.artifacts(name)),
                           config.out_dir(name) / ".scratch")

@@ -3,6 +3,7 @@ evaluated and shown by the dashboard; the default mode stays single-objective.""
 import os
 import subprocess
 import sys
+import warnings
 
 import optuna
 import pandas as pd
@@ -155,3 +156,35 @@ def test_a_pareto_search_end_to_end(mnist_root, tmp_path):
     assert f"trial {member} " in exported and weights.is_file()
     evaluated = run_search(tmp_path, mnist_root, "evaluate", "--study", "par", "--trial", member, "--seeds", 1)
     assert f"par trial {member}" in evaluated and "test accuracy:" in evaluated
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_the_pareto_sampler_gives_each_size_band_its_share_of_trials(sampler):
+    """A study that rewards the smallest sizes still draws a third of its size shares in each log-equal band, and
+    the sampler keeps choosing the other parameters; a re-queued trial keeps its share."""
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=study_mod.make_sampler(sampler, 0, size_bands=True))
+    study.enqueue_trial({"budget_fill": 0.9})  # as a re-queued trial: its band is not its number's
+
+    def objective(trial):
+        fill = trial.suggest_float("budget_fill", 0.15, 1.0, log=True)
+        width = trial.suggest_int("width", 4, 64)
+        return -fill - width / 1000, fill
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no out-of-range or independent-sampling warning
+        study.optimize(objective, n_trials=31)
+    fills = [t.params["budget_fill"] for t in study.trials]
+    assert fills[0] == 0.9
+    edges = [0.15 ** (1 - b / 3) for b in range(4)]
+    for t in study.trials[1:]:
+        band = t.number % study_mod.SIZE_BANDS
+        assert edges[band] <= t.params["budget_fill"] <= edges[band + 1] + 1e-12, (t.number, t.params)
+    assert len({t.params["width"] for t in study.trials}) > 5
+
+
+def test_the_default_mode_draws_its_size_share_unbanded():
+    study = optuna.create_study(direction="maximize", sampler=study_mod.make_sampler("tpe", 0))
+    study.optimize(lambda t: -t.suggest_float("budget_fill", 0.15, 1.0, log=True), n_trials=30)
+    # rewarded for small shares, the sampler drifts under the first band's top (0.28) in most later trials
+    assert sum(t.params["budget_fill"] < 0.15 ** (2 / 3) for t in study.trials[10:]) > 12
