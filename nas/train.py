@@ -130,8 +130,9 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
                 on_pace((time.perf_counter() - started - eval_time) * total / step)
             if step in checkpoints:
                 t = time.perf_counter()
-                acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE],
-                               info=data.info)
+                # the trained weights, not their average: EMA's early head start is not a better network, and
+                # readings must rank trials with and without EMA alike (bench/RESULTS.md, 2026-12-04 night)
+                acc = evaluate(model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE], info=data.info)
                 model.train()
                 eval_time += time.perf_counter() - t
                 on_progress(checkpoints[step], acc)

@@ -62,6 +62,15 @@ def test_progress_is_reported_within_the_epoch(toy):
     assert all(0 <= a <= 1 for _, a in seen)
 
 
+def test_progress_readings_score_the_trained_weights_not_their_average(toy, monkeypatch):
+    """EMA's average reads ahead of the weights early on; the pruner must rank trials with and without EMA alike."""
+    model, scored = build(TINY, seed=0), []
+    real = train_mod.evaluate
+    monkeypatch.setattr(train_mod, "evaluate", lambda m, *a, **k: scored.append(m is model) or real(m, *a, **k))
+    train(model, TrainRecipe(batch_size=16, ema=0.99), toy, on_progress=lambda pct, acc: None, test=False)
+    assert scored == [True] * (len(PROGRESS_POINTS) + 1)  # the readings, then the final score (the average's weights)
+
+
 def test_progress_callback_can_stop_training(toy):
     class Stop(Exception):
         pass
