@@ -25,9 +25,6 @@ PROGRESS_POINTS = (0.2, 0.4)
 # many images costs less than one per batch of scattered reads (bench/RESULTS.md)
 GATHER_IMAGES = 2048
 PROGRESS_VAL_SIZE = 1000  # a slice of the hold-out: cheap enough to read twice an epoch
-# the pruner's readings score this average of the weights for every trial, whether or not its recipe keeps an EMA:
-# trials are ranked alike, and a reading is not the noise of one step at peak LR (bench/RESULTS.md, 2026-12-04 night)
-READING_EMA = 0.99
 
 # on_progress(percent_done, val_slice_accuracy); it may raise (e.g. optuna.TrialPruned) to stop training
 ProgressFn = Callable[[int, float], None]
@@ -102,7 +99,6 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     ema = _Ema(model, recipe.ema) if recipe.ema else None
     checkpoints = {max(1, round(total * f)): round(f * 100) for f in PROGRESS_POINTS} if on_progress and len(data.x_val) else {}
-    reader = ema if recipe.ema == READING_EMA else _Ema(model, READING_EMA) if checkpoints else None
     generator = torch.Generator().manual_seed(seed)
 
     started = time.perf_counter()
@@ -128,15 +124,13 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
             if ema is not None:
                 ema.update(model)
             step += 1
-            if reader is not None and reader is not ema and step <= max(checkpoints):
-                reader.update(model)
             if step % 50 == 0 or step in checkpoints:
                 _check_finite(loss, step)
             if on_pace and step == min(TIME_CHECK_STEPS, total):
                 on_pace((time.perf_counter() - started - eval_time) * total / step)
             if step in checkpoints:
                 t = time.perf_counter()
-                acc = evaluate(reader.model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE],
+                acc = evaluate(ema.model if ema else model, data.x_val[:PROGRESS_VAL_SIZE], data.y_val[:PROGRESS_VAL_SIZE],
                                info=data.info)
                 model.train()
                 eval_time += time.perf_counter() - t

@@ -62,21 +62,6 @@ def test_progress_is_reported_within_the_epoch(toy):
     assert all(0 <= a <= 1 for _, a in seen)
 
 
-def test_progress_readings_score_the_same_weight_average_with_or_without_ema(toy, monkeypatch):
-    """The pruner's readings score an average of the weights (less noisy than one step's) for every trial, so a
-    recipe's EMA does not change them; only the final score is the recipe's own."""
-    real, readings = train_mod.evaluate, {}
-    for decay in (0.0, train_mod.READING_EMA):
-        model, scored, seen = build(TINY, seed=0), [], []
-        monkeypatch.setattr(train_mod, "evaluate",
-                            lambda m, *a, model=model, **k: scored.append(m is model) or real(m, *a, **k))
-        recipe = TrainRecipe(optimizer="sgd", nesterov=True, lr=0.01, batch_size=16, ema=decay)
-        train(model, recipe, toy, on_progress=lambda pct, acc: seen.append(acc), test=False)
-        assert scored == [False] * len(PROGRESS_POINTS) + [True]  # readings of an average, then the final score
-        readings[decay] = seen
-    assert readings[0.0] == readings[train_mod.READING_EMA]
-
-
 def test_progress_callback_can_stop_training(toy):
     class Stop(Exception):
         pass
