@@ -5,9 +5,10 @@
 
 The base is a trial of a stored study (default: its best by validation), rebuilt from its parameters by the space
 it was searched with. Each `--set` variant fixes space keys to other values and rebuilds the same draw: for example
-`--set stem_convs=1`, `--set pools=2`, `--set head=conv1x1_gap`, `--set batch_size=32`, or
-`--set optimizer=adamw,adam_lr=0.005`. The generator then fits the widths to the same share of the budget, so a
-variant is the network the search would have drawn with that choice. Every network trains as the study's trials
+`--set stem_convs=1`, `--set pools=2`, `--set head=conv1x1_gap`, `--set batch_size=32`,
+`--set optimizer=adamw,adam_lr=0.005`, or the compute ceiling, `--set max_mflops=12`. The generator then fits the
+widths to the same share of the budget under the study's ceilings, so a variant is the network the search would have
+drawn with that choice. Every network trains as the study's trials
 did (its data, epochs and training subset) on the training split, and is scored on the validation hold-out: the test
 set is never scored. Training seeds
 0..K-1 are shared by all networks, and runs alternate (base, variant 1, ..., base, variant 1, ...), so machine
@@ -19,6 +20,7 @@ Never run it beside another training: two trainings on two cores oversubscribe a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,8 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data  # noqa: E402
 from nas.budget import count_flops, count_params  # noqa: E402
+from nas.ceilings import Ceilings  # noqa: E402
 from nas.commands import as_made, pick_trial, stored_study  # noqa: E402
-from nas.config import SearchConfig, space_fingerprint  # noqa: E402
+from nas.config import SearchConfig, recorded_identity, space_fingerprint  # noqa: E402
 from nas.device import load_data, prepare_model  # noqa: E402
 from nas.errors import UserError  # noqa: E402
 from nas.space_file import DEFAULT_SPACE, SECTIONS, parse_space  # noqa: E402
@@ -55,19 +58,30 @@ def settings(text: str) -> dict:
     return found
 
 
-def rebuild(raw: dict, path: Path, params: dict, fixed: dict, max_params: int, info: data.DataInfo) -> Candidate:
-    """The candidate the space `raw` (with `fixed` keys set) draws from `params`, for the data `info` describes."""
+def study_ceilings(study: optuna.Study) -> Ceilings:
+    """The param budget and device ceilings the study's widths were fitted under."""
+    made = recorded_identity(study.user_attrs)
+    return Ceilings(made["max_params"], made.get("max_mflops"), made["max_peak_kb"], made["int8_memory"],
+                    made["max_latency_ms"])
+
+
+def rebuild(raw: dict, path: Path, params: dict, fixed: dict, ceilings: Ceilings, info: data.DataInfo) -> Candidate:
+    """The candidate the space `raw` (with `fixed` keys set) draws from `params` under `ceilings`, for the data `info`
+    describes. `max_mflops` in `fixed` replaces the compute ceiling."""
     raw = {**raw, **{s: dict(raw.get(s, {})) for s in SECTIONS}}
     for key, value in fixed.items():
+        if key == "max_mflops":
+            ceilings = dataclasses.replace(ceilings, mflops=value)
+            continue
         section = next((s for s, keys in SECTIONS.items() if key in keys), None)
         if section is None:
             keys = ", ".join(k for s in SECTIONS.values() for k in s)
-            raise UserError(f"--set {key}: not a space key; keys are {keys}")
+            raise UserError(f"--set {key}: not a space key; keys are max_mflops, {keys}")
         raw[section][key] = value
     space = parse_space(raw, path)
     trial = optuna.trial.FixedTrial({k: v for k, v in params.items() if k not in fixed})
     try:
-        return space.sample(trial, max_params, info.shape, len(info.classes))
+        return space.sample(trial, ceilings.params, info.shape, len(info.classes), ceilings.fits_devices)
     except ValueError as e:  # FixedTrial lacks a parameter the changed space asks for
         raise UserError(f"--set {','.join(fixed)}: {e}; set it too") from None
 
@@ -84,13 +98,13 @@ def networks(args, study: optuna.Study, info: data.DataInfo) -> dict[str, Candid
         raise UserError(f"{path} is not the space study {study.study_name!r} was searched with; pass --space")
     if "spec" not in trial.user_attrs:
         raise UserError(f"trial {trial.number} drew no network")
-    max_params = study.user_attrs["max_params"]
-    base = rebuild(raw, path, trial.params, {}, max_params, info)
+    ceilings = study_ceilings(study)
+    base = rebuild(raw, path, trial.params, {}, ceilings, info)
     if base.to_dict() != Candidate.from_json(trial.user_attrs["spec"]).to_dict():
         raise UserError(f"trial {trial.number} does not rebuild to its stored network")
     print(f"base: {study.study_name} trial {trial.number} ({trial.state.name.lower()}, val "
           f"{trial.user_attrs.get('val_acc', float('nan')):.2%} in the search)", flush=True)
-    return {"base": base, **{f"set {s}": rebuild(raw, path, trial.params, settings(s), max_params, info)
+    return {"base": base, **{f"set {s}": rebuild(raw, path, trial.params, settings(s), ceilings, info)
                              for s in args.set}}
 
 
