@@ -165,6 +165,12 @@ def trained_count(study: optuna.Study) -> int:
     return sum(is_trained(t) for t in study.get_trials(deepcopy=False))
 
 
+def trained_or_running(study: optuna.Study) -> int:
+    """Trained trials and those running now: the most the study will hold once they end. A killed
+    worker's trial stays RUNNING until its heartbeat goes stale (nas.storage), then is failed and retried."""
+    return sum(is_trained(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """Highest validation accuracy (the first objective, in either mode); fewer params breaks ties."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]

@@ -33,8 +33,10 @@ POLL_SECONDS = 0.5  # how often the parent passes its signals on, and a worker l
 
 
 class Stopper:
-    """Stops the worker when the study holds enough trained trials, when the space cannot fit the budget, or when
-    this worker's last MAX_ERRORS_IN_A_ROW trials failed with the same error."""
+    """Stops the worker when the study's trained trials, with those other workers are running, reach the total (so two
+    workers train 50 trials for --trials 50, not 51), when the space cannot fit the budget, or when this worker's last
+    MAX_ERRORS_IN_A_ROW trials failed with the same error. A running trial that ends untrained (rejected, stopped)
+    leaves its worker short of the total, so that worker trains on."""
 
     def __init__(self, target: int, objective: Objective):
         self.target, self.objective = target, objective
@@ -49,7 +51,7 @@ class Stopper:
             study.stop()
         elif len(self.errors) >= MAX_ERRORS_IN_A_ROW:
             study.stop()
-        elif study_mod.is_trained(trial) and study_mod.trained_count(study) >= self.target:
+        elif study_mod.is_trained(trial) and study_mod.trained_or_running(study) >= self.target:
             study.stop()
 
     def _count_errors(self, trial) -> None:

@@ -45,6 +45,13 @@ def test_the_stopper_stops_at_the_total_of_trained_trials_only():
     assert len(study.trials) == 4 and not stopper.space_cannot_fit
 
 
+def test_the_stopper_counts_the_trials_other_workers_are_running():
+    study = optuna.create_study(direction="maximize")
+    study.ask()  # another worker's trial, still training
+    study.optimize(_Rejecting(), n_trials=20, callbacks=[workers.Stopper(3, _Rejecting())])
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
 def test_the_stopper_gives_up_when_the_space_cannot_fit_the_budget(monkeypatch):
     monkeypatch.setattr(workers, "MAX_CONSECUTIVE_REJECTIONS", 5)
     study = optuna.create_study(direction="maximize")
