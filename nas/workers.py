@@ -36,7 +36,8 @@ class Stopper:
     """Stops the worker when the study's trained trials, with those other workers are running, reach the total (so two
     workers train 50 trials for --trials 50, not 51), when the space cannot fit the budget, or when this worker's last
     MAX_ERRORS_IN_A_ROW trials failed with the same error. A running trial that ends untrained (rejected, stopped)
-    leaves its worker short of the total, so that worker trains on."""
+    leaves its worker short of the total, so that worker trains on. Two workers whose trials end at the same moment
+    may each find the other between trials, and overshoot by one."""
 
     def __init__(self, target: int, objective: Objective):
         self.target, self.objective = target, objective
