@@ -38,6 +38,7 @@ from nas.commands import as_made, pick_trial, stored_study  # noqa: E402
 from nas.config import SearchConfig, recorded_identity, space_fingerprint  # noqa: E402
 from nas.device import load_data, prepare_model  # noqa: E402
 from nas.errors import UserError  # noqa: E402
+from nas.space import SearchSpace  # noqa: E402
 from nas.space_file import DEFAULT_SPACE, SECTIONS, parse_space  # noqa: E402
 from nas.spec import Candidate  # noqa: E402
 from nas.train import train  # noqa: E402
@@ -58,11 +59,12 @@ def settings(text: str) -> dict:
     return found
 
 
-def study_ceilings(study: optuna.Study) -> Ceilings:
-    """The param budget and device ceilings the study's widths were fitted under."""
+def study_ceilings(study: optuna.Study, space: SearchSpace) -> Ceilings:
+    """The param budget and device ceilings the study's widths were fitted under; a study made before its ceilings
+    were recorded had its space's max_mflops (as nas.config.ASSUMED_IDENTITY says)."""
     made = recorded_identity(study.user_attrs)
-    return Ceilings(made["max_params"], made.get("max_mflops"), made["max_peak_kb"], made["int8_memory"],
-                    made["max_latency_ms"])
+    return Ceilings(made["max_params"], made.get("max_mflops", space.max_mflops), made["max_peak_kb"],
+                    made["int8_memory"], made["max_latency_ms"])
 
 
 def rebuild(raw: dict, path: Path, params: dict, fixed: dict, ceilings: Ceilings, info: data.DataInfo) -> Candidate:
@@ -94,11 +96,12 @@ def networks(args, study: optuna.Study, info: data.DataInfo) -> dict[str, Candid
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e})") from None
-    if space_fingerprint(parse_space(raw, path)) != study.user_attrs.get("space_fingerprint"):
+    space = parse_space(raw, path)
+    if space_fingerprint(space) != study.user_attrs.get("space_fingerprint"):
         raise UserError(f"{path} is not the space study {study.study_name!r} was searched with; pass --space")
     if "spec" not in trial.user_attrs:
         raise UserError(f"trial {trial.number} drew no network")
-    ceilings = study_ceilings(study)
+    ceilings = study_ceilings(study, space)
     base = rebuild(raw, path, trial.params, {}, ceilings, info)
     if base.to_dict() != Candidate.from_json(trial.user_attrs["spec"]).to_dict():
         raise UserError(f"trial {trial.number} does not rebuild to its stored network")
