@@ -6,11 +6,11 @@
 The base is a trial of a stored study (default: its best by validation), rebuilt from its parameters by the space
 it was searched with. Each `--set` variant fixes space keys to other values and rebuilds the same draw: for example
 `--set stem_convs=1`, `--set pools=2`, `--set head=conv1x1_gap`, `--set batch_size=32`,
-`--set optimizer=adamw,adam_lr=0.005`, or the compute ceiling, `--set max_mflops=12`. The generator then fits the
-widths to the same share of the budget under the study's ceilings, so a variant is the network the search would have
-drawn with that choice. Every network trains as the study's trials
-did (its data, epochs and training subset) on the training split, and is scored on the validation hold-out: the test
-set is never scored. Training seeds
+`--set optimizer=adamw,adam_lr=0.005`, the compute ceiling, `--set max_mflops=12`, or the param budget,
+`--set max_params=100000`. The generator then fits the widths to the same share of the budget under the study's
+ceilings, so a variant is the network the search would have drawn with that choice. Every network trains as the
+study's trials did (its data, epochs and training subset; `--set epochs=2` trains a variant longer, as a diagnostic)
+on the training split, and is scored on the validation hold-out: the test set is never scored. Training seeds
 0..K-1 are shared by all networks, and runs alternate (base, variant 1, ..., base, variant 1, ...), so machine
 noise falls on every network alike. It prints each network's params and MFLOPs, validation mean ± sd, mean paired difference
 from the base ± the standard error of that mean, and median training seconds.
@@ -45,6 +45,9 @@ from nas.train import train  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 
+CEILINGS = {"max_mflops": "mflops", "max_params": "params"}  # --set keys that replace a study ceiling
+
+
 def settings(text: str) -> dict:
     """`key=value,...` as a dict; values are JSON (numbers, true/false) or plain words."""
     found = {}
@@ -59,6 +62,14 @@ def settings(text: str) -> dict:
     return found
 
 
+def pop_epochs(fixed: dict, default: int) -> int:
+    """The variant's `epochs`, taken out of its settings (the study's `default` unless set)."""
+    epochs = fixed.pop("epochs", default)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise UserError(f"--set epochs={epochs}: expected a whole number of at least 1")
+    return epochs
+
+
 def study_ceilings(study: optuna.Study, space: SearchSpace) -> Ceilings:
     """The param budget and device ceilings the study's widths were fitted under; a study made before its ceilings
     were recorded had its space's max_mflops (as nas.config.ASSUMED_IDENTITY says)."""
@@ -69,16 +80,16 @@ def study_ceilings(study: optuna.Study, space: SearchSpace) -> Ceilings:
 
 def rebuild(raw: dict, path: Path, params: dict, fixed: dict, ceilings: Ceilings, info: data.DataInfo) -> Candidate:
     """The candidate the space `raw` (with `fixed` keys set) draws from `params` under `ceilings`, for the data `info`
-    describes. `max_mflops` in `fixed` replaces the compute ceiling."""
+    describes. `max_mflops` and `max_params` in `fixed` replace the compute ceiling and the param budget."""
     raw = {**raw, **{s: dict(raw.get(s, {})) for s in SECTIONS}}
     for key, value in fixed.items():
-        if key == "max_mflops":
-            ceilings = dataclasses.replace(ceilings, mflops=value)
+        if key in CEILINGS:
+            ceilings = dataclasses.replace(ceilings, **{CEILINGS[key]: value})
             continue
         section = next((s for s, keys in SECTIONS.items() if key in keys), None)
         if section is None:
             keys = ", ".join(k for s in SECTIONS.values() for k in s)
-            raise UserError(f"--set {key}: not a space key; keys are max_mflops, {keys}")
+            raise UserError(f"--set {key}: not a space key; keys are epochs, {', '.join(CEILINGS)}, {keys}")
         raw[section][key] = value
     space = parse_space(raw, path)
     trial = optuna.trial.FixedTrial({k: v for k, v in params.items() if k not in fixed})
@@ -88,8 +99,9 @@ def rebuild(raw: dict, path: Path, params: dict, fixed: dict, ceilings: Ceilings
         raise UserError(f"--set {','.join(fixed)}: {e}; set it too") from None
 
 
-def networks(args, study: optuna.Study, info: data.DataInfo) -> dict[str, Candidate]:
-    """The base and each variant, by label; the base must rebuild to exactly the trial's stored network."""
+def networks(args, study: optuna.Study, info: data.DataInfo, epochs: int) -> dict[str, tuple[Candidate, int]]:
+    """The base and each variant with its training epochs (the study's, unless the variant sets `epochs`), by label;
+    the base must rebuild to exactly the trial's stored network."""
     trial = pick_trial(study, args.trial)
     path = Path(args.space)
     try:
@@ -107,15 +119,19 @@ def networks(args, study: optuna.Study, info: data.DataInfo) -> dict[str, Candid
         raise UserError(f"trial {trial.number} does not rebuild to its stored network")
     print(f"base: {study.study_name} trial {trial.number} ({trial.state.name.lower()}, val "
           f"{trial.user_attrs.get('val_acc', float('nan')):.2%} in the search)", flush=True)
-    return {"base": base, **{f"set {s}": rebuild(raw, path, trial.params, settings(s), ceilings, info)
-                             for s in args.set}}
+    found = {"base": (base, epochs)}
+    for text in args.set:
+        fixed = settings(text)
+        variant_epochs = pop_epochs(fixed, epochs)
+        found[f"set {text}"] = (rebuild(raw, path, trial.params, fixed, ceilings, info), variant_epochs)
+    return found
 
 
-def run(candidates: dict[str, Candidate], splits: data.Splits, seeds: int, epochs: int) -> dict[str, list]:
+def run(candidates: dict[str, tuple[Candidate, int]], splits: data.Splits, seeds: int) -> dict[str, list]:
     """(validation accuracy, training seconds) per seed for each network, alternating networks within each seed."""
     results = {label: [] for label in candidates}
     for seed in range(seeds):
-        for label, candidate in candidates.items():
+        for label, (candidate, epochs) in candidates.items():
             result = train(prepare_model(candidate, seed, torch.device("cpu")), candidate.recipe, splits, epochs,
                            seed=seed, test=False)
             results[label].append((result.val_acc, result.train_seconds))
@@ -123,7 +139,7 @@ def run(candidates: dict[str, Candidate], splits: data.Splits, seeds: int, epoch
     return results
 
 
-def summary(candidates: dict[str, Candidate], results: dict[str, list]) -> list[str]:
+def summary(candidates: dict[str, tuple[Candidate, int]], results: dict[str, list]) -> list[str]:
     """One line per network: params, MFLOPs, validation mean ± sd, paired difference from the base ± its standard error,
     median seconds."""
     base = [acc for acc, _ in results["base"]]
@@ -131,7 +147,7 @@ def summary(candidates: dict[str, Candidate], results: dict[str, list]) -> list[
     for label, runs in results.items():
         accs = [acc for acc, _ in runs]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        arch = candidates[label].arch
+        arch = candidates[label][0].arch
         line = (f"{label:<36} {count_params(arch):>7,} params {count_flops(arch) / 1e6:5.2f} MFLOPs  "
                 f"val {statistics.mean(accs):.2%} ± {sd:.2%}")
         if label != "base":
@@ -163,10 +179,10 @@ def main() -> None:
     study = stored_study(config, args.study)
     config = as_made(config, args, study)  # the study's data, epochs and training subset
     splits = load_data(config, torch.device("cpu"))
-    candidates = networks(args, study, splits.info)
+    candidates = networks(args, study, splits.info, config.epochs)
     print(f"{len(candidates)} networks x {args.seeds} seeds, {len(splits.x_train):,} training images, "
           f"{len(splits.x_val):,} validation", flush=True)
-    print("\n".join(summary(candidates, run(candidates, splits, args.seeds, config.epochs))))
+    print("\n".join(summary(candidates, run(candidates, splits, args.seeds))))
 
 
 if __name__ == "__main__":

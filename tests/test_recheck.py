@@ -37,3 +37,15 @@ def test_a_variant_may_set_the_compute_ceiling():
 def test_an_unknown_key_is_refused_naming_the_keys():
     with pytest.raises(UserError, match="max_mflops"):
         _rebuild({"no_such_key": 1})
+
+
+def test_a_variant_may_set_the_param_budget():
+    assert count_params(_rebuild({"max_params": 100_000, "max_mflops": 40})) > 60_000
+
+
+def test_a_variant_may_train_longer_and_its_epochs_are_not_a_space_key():
+    fixed = {"epochs": 2, "stem_convs": 1}
+    assert recheck.pop_epochs(fixed, 1) == 2 and fixed == {"stem_convs": 1}
+    assert recheck.pop_epochs({}, 1) == 1
+    with pytest.raises(UserError, match="epochs"):
+        recheck.pop_epochs({"epochs": 0}, 1)
