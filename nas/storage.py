@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Collection
 
 import optuna
+import sqlalchemy.orm
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
@@ -258,13 +259,22 @@ def requeue_interrupted(study: optuna.Study, numbers: Collection[int] | None = N
 
 def _beat_for_the_silent(study: optuna.Study) -> None:
     """A worker killed between creating a trial and its first heartbeat leaves a RUNNING trial that Optuna never
-    counts as stale. One beat for every RUNNING trial older than the grace period gives it a record, so the sweep one
-    grace period later fails and re-queues it; a live trial only gets an extra beat."""
+    counts as stale. One beat for every RUNNING trial older than the grace period that never beat gives it a record,
+    so the sweep one grace period later fails and re-queues it. A trial that has beaten gets none: sweeps in a row
+    would keep a dead worker's trial alive."""
     storage = study._storage
     if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
         return
-    grace = heartbeat_settings()[1]
-    now = datetime.datetime.now()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.datetime_start and (now - trial.datetime_start).total_seconds() > grace:
-            storage.record_heartbeat(trial._trial_id)
+    backend = getattr(storage, "_backend", storage)  # the RDB storage under Optuna's cache
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=heartbeat_settings()[1])
+
+    def never_beat(again: bool = False) -> list[int]:
+        with _create_scoped_session(backend.scoped_session) as session:
+            running = (session.query(models.TrialModel).options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats))
+                       .filter(models.TrialModel.study_id == study._study_id,
+                               models.TrialModel.state == TrialState.RUNNING))
+            return [t.trial_id for t in running.all()
+                    if not t.heartbeats and t.datetime_start and t.datetime_start < cutoff]
+
+    for trial_id in backend._retried(never_beat) if isinstance(backend, RetryingStorage) else never_beat():
+        storage.record_heartbeat(trial_id)

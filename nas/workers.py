@@ -14,6 +14,7 @@ import time
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from nas import export, logs
 from nas import study as study_mod
@@ -24,7 +25,7 @@ from nas.interrupts import CTRL_C, held, shielded
 from nas.objective import Objective, failure_reason
 from nas.space_file import load_space
 from nas.retry import unreachable
-from nas.storage import heartbeat_settings, open_storage, requeue_interrupted
+from nas.storage import fail_stale_trials, heartbeat_settings, open_storage, requeue_interrupted
 
 MAX_CONSECUTIVE_REJECTIONS = 200
 MAX_ERRORS_IN_A_ROW = 5  # trials failed by the same error, not by the candidate: a bug, a broken install, a full disk
@@ -76,6 +77,24 @@ class Stopper:
                 f"{', '.join(map(str, self.errors))}): {self.last_error}")
 
 
+def _await_running(study: optuna.Study, target: int, deadline: float | None) -> bool:
+    """True when this worker should train more: the study is short of `target` trained trials, even counting those
+    running. While the running trials could make up the total, waits for them: another worker's trial ends, and a
+    killed worker's is failed and re-queued once its heartbeat is a grace period old, for this worker to train."""
+    announced = False
+    while (trained := study_mod.trained_count(study)) < target <= study_mod.trained_or_running(study):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if not announced:
+            running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+            logs.line(f"{trained} of {target} trained; waiting for trial(s) {', '.join(map(str, running))}, running now")
+            announced = True
+        CTRL_C.check()
+        time.sleep(POLL_SECONDS)
+        fail_stale_trials(study)
+    return trained < target and (deadline is None or time.monotonic() < deadline)
+
+
 def settle_heap(*_) -> None:
     """An Optuna callback, after each trial: collects, then leaves every object still alive (imports, data,
     storage) out of later collections until `gc.unfreeze()`, so no full collection walks them inside a trial."""
@@ -113,16 +132,19 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     objective = Objective(config, space, splits, device, export.artifact_store(config.artifacts(name)),
                           config.out_dir(name) / ".scratch")
     stopper = Stopper(config.trials, objective)
-    if study_mod.trained_count(study) < config.trials:
-        try:
-            study.optimize(objective, callbacks=[stopper, settle_heap], catch=(Exception,), timeout=config.timeout,
-                           gc_after_trial=False)
-        except KeyboardInterrupt:
-            if CTRL_C.presses <= 1:  # its trial, now failed, waits for any worker; a second signal stops at once
-                requeue_interrupted(study, [objective.number])
-            raise
-        finally:
-            gc.unfreeze()
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    try:
+        while _await_running(study, config.trials, deadline):
+            study.optimize(objective, callbacks=[stopper, settle_heap], catch=(Exception,), gc_after_trial=False,
+                           timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if stopper.space_cannot_fit or stopper.repeated_errors():
+                break
+    except KeyboardInterrupt:
+        if CTRL_C.presses <= 1:  # its trial, now failed, waits for any worker; a second signal stops at once
+            requeue_interrupted(study, [objective.number])
+        raise
+    finally:
+        gc.unfreeze()
     if stopper.repeated_errors():
         raise SearchFailed(stopper.repeated_errors())
     return stopper.space_cannot_fit

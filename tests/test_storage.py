@@ -75,6 +75,21 @@ def test_a_trial_that_never_beat_is_failed_and_requeued(tmp_path, monkeypatch):
     assert states[0] == TrialState.FAIL and TrialState.WAITING in states[1:]
 
 
+def test_sweeps_in_a_row_do_not_keep_a_dead_workers_trial_alive(tmp_path, monkeypatch):
+    """A worker waiting for the running trials sweeps every half second: only a trial that never beat gets a beat from
+    a sweep, so one whose worker beat and then died goes stale a grace period after its last beat."""
+    monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "1")
+    monkeypatch.setenv(storage_mod.GRACE_ENV, "2")
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'hb.db'}"), study_name="hb")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.record_heartbeat(trial._trial_id)  # it beat once, then its worker was killed
+    deadline = time.monotonic() + 6  # its beat is stale 2-3 s from now (SQLite's clock has one-second resolution)
+    while study.trials[0].state == TrialState.RUNNING and time.monotonic() < deadline:
+        fail_stale_trials(study)
+        time.sleep(0.5)
+    assert study.trials[0].state == TrialState.FAIL
+
+
 def test_a_trial_stopped_by_a_signal_is_requeued_once_with_its_params_and_seed(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'rq.db'}"), study_name="rq")
     x = {"x": optuna.distributions.FloatDistribution(0, 1)}

@@ -4,13 +4,14 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import objective as objective_mod, workers
+from nas import objective as objective_mod, storage as storage_mod, study as study_mod, workers
 from nas.config import SearchConfig
 from nas.errors import SearchFailed
 from nas.interrupts import CTRL_C
@@ -115,6 +116,23 @@ def test_a_worker_trains_to_the_total_and_keeps_long_lived_objects_out_of_collec
     assert sum(t.state.is_finished() and "rejected" not in t.user_attrs for t in study.trials) == 3
     assert len(frozen) >= 3 and frozen[-1] > 0  # settled after each trial
     assert gc.get_freeze_count() == 0  # released once the worker is done: nothing it made is kept for good
+
+
+def test_a_worker_waits_out_a_killed_workers_trial_and_trains_to_the_total(tmp_path, toy, monkeypatch):
+    """A resumed search whose study holds a killed worker's trial, still RUNNING within its grace period: the worker
+    does not stop one short, counting it as running, but waits until the trial is failed and re-queued, and trains it."""
+    monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "1")
+    monkeypatch.setenv(storage_mod.GRACE_ENV, "2")
+    config = SearchConfig(trials=2, max_params=25_000, quiet=True, device="cpu", jobs=1, results_dir=str(tmp_path))
+    study = open_study(config, load_space())
+    with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize(), as the killed worker used
+        warnings.simplefilter("ignore", UserWarning)
+        killed = study.ask()
+    study._storage.record_heartbeat(killed._trial_id)  # it beat once, then its worker was killed
+    monkeypatch.setattr(workers, "load_data", lambda config, device: toy)
+    assert workers.run_worker(config) is False
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL and study_mod.trained_count(study) == 2, states
 
 
 def _entry_with_a_fake_run(*args):
