@@ -3,6 +3,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -11,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import objective as objective_mod, storage as storage_mod, study as study_mod, workers
+from nas import logs, objective as objective_mod, storage as storage_mod, study as study_mod, workers
 from nas.config import SearchConfig
 from nas.errors import SearchFailed
 from nas.interrupts import CTRL_C
@@ -133,6 +134,30 @@ def test_a_worker_waits_out_a_killed_workers_trial_and_trains_to_the_total(tmp_p
     assert workers.run_worker(config) is False
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and study_mod.trained_count(study) == 2, states
+
+
+def _study_waiting_on_another_worker():
+    """One trained trial, and another worker's trial running: a total of 2 may be reached without this worker."""
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 0.5)
+    return study, study.ask()
+
+
+@pytest.mark.parametrize("ends, trains_more", [(TrialState.COMPLETE, False), (TrialState.FAIL, True)])
+def test_a_worker_waits_for_another_workers_trial_and_trains_on_only_if_it_ends_untrained(ends, trains_more, capsys):
+    logs.configure(quiet=False)
+    study, other = _study_waiting_on_another_worker()
+    threading.Timer(1.0, lambda: study.tell(other, 0.6 if ends == TrialState.COMPLETE else None, state=ends)).start()
+    assert workers._await_running(study, 2, deadline=None) is trains_more
+    assert "1 of 2 trained; waiting for trial(s) 1, running now" in capsys.readouterr().out
+
+
+def test_a_signal_stops_a_worker_that_waits_and_a_deadline_ends_the_wait(monkeypatch):
+    study, _ = _study_waiting_on_another_worker()
+    assert workers._await_running(study, 2, deadline=time.monotonic() + 0.6) is False
+    monkeypatch.setattr(CTRL_C, "presses", 1)  # a first Ctrl-C, noted
+    with pytest.raises(KeyboardInterrupt):
+        workers._await_running(study, 2, deadline=None)
 
 
 def _entry_with_a_fake_run(*args):
