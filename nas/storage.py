@@ -270,7 +270,8 @@ def _beat_for_the_silent(study: optuna.Study) -> None:
 
     def never_beat(again: bool = False) -> list[int]:
         with _create_scoped_session(backend.scoped_session) as session:
-            running = (session.query(models.TrialModel).options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats))
+            running = (session.query(models.TrialModel)
+                       .options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats))
                        .filter(models.TrialModel.study_id == study._study_id,
                                models.TrialModel.state == TrialState.RUNNING))
             return [t.trial_id for t in running.all()

@@ -87,7 +87,8 @@ def _await_running(study: optuna.Study, target: int, deadline: float | None) -> 
             return False
         if not announced:
             running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-            logs.line(f"{trained} of {target} trained; waiting for trial(s) {', '.join(map(str, running))}, running now")
+            logs.line(f"{trained} of {target} trained; waiting for trial(s) {', '.join(map(str, running))}, "
+                      "running now")
             announced = True
         CTRL_C.check()
         time.sleep(POLL_SECONDS)

@@ -121,7 +121,8 @@ def test_a_worker_trains_to_the_total_and_keeps_long_lived_objects_out_of_collec
 
 def test_a_worker_waits_out_a_killed_workers_trial_and_trains_to_the_total(tmp_path, toy, monkeypatch):
     """A resumed search whose study holds a killed worker's trial, still RUNNING within its grace period: the worker
-    does not stop one short, counting it as running, but waits until the trial is failed and re-queued, and trains it."""
+    does not stop one short, counting it as running, but waits until the trial is failed and re-queued, and trains
+    it."""
     monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "1")
     monkeypatch.setenv(storage_mod.GRACE_ENV, "2")
     config = SearchConfig(trials=2, max_params=25_000, quiet=True, device="cpu", jobs=1, results_dir=str(tmp_path))
