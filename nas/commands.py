@@ -16,7 +16,7 @@ from nas import export, references, study as study_mod
 from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
 from nas.data import DataInfo
-from nas.device import load_data, prepare_model, resolve_device
+from nas.device import check_fits, load_data, prepare_model, recorded_data, resolve_device
 from nas.errors import CliError, StudyError
 from nas.fileio import writable_dir
 from nas.objective import record_candidate, record_result
@@ -121,10 +121,6 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return trials[number]
 
 
-def candidate_from(ref: str) -> Candidate:
-    return spec_from(ref)[0]
-
-
 def spec_from(ref: str) -> tuple[Candidate, DataInfo | None]:
     """A weights file, a spec JSON file or a reference's name: the candidate, and the data it was trained on if the
     file says."""
@@ -145,7 +141,9 @@ def spec_from(ref: str) -> tuple[Candidate, DataInfo | None]:
 def cmd_evaluate(config: SearchConfig, args) -> int:
     """Re-trains on the full training set (no hold-out) once per seed; reports test accuracy as mean ± std."""
     if args.spec:
-        candidate, label = candidate_from(args.spec), args.spec
+        (candidate, info), label = spec_from(args.spec), args.spec
+        if info is not None and args.dataset is None:  # the data it was trained on, unless --dataset says otherwise
+            config = recorded_data(info, config)
     else:
         study = stored_study(config, args.study)
         config = as_made(config, args, study)
@@ -153,6 +151,7 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
         candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
     device = resolve_device(config.device)
     splits = load_data(config, device, val_size=0)
+    check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, f"{label} takes")
     print(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} {config.dataset} "
           f"training images, {config.epochs} epoch(s), {args.seeds} seed(s)")
     accs = []

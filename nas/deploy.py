@@ -9,16 +9,16 @@ both run by onnxruntime, say what it costs.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nas import data as data_mod, export, logs, onnx_export
+from nas import export, logs, onnx_export
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
-from nas.device import CACHE_DIR, read_data
+from nas.device import check_fits, read_data, recorded_data
 from nas.errors import UserError
 from nas.fileio import atomic_path, write_text
 from nas.spec import Candidate
@@ -184,22 +184,7 @@ def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print
 
 
 def data_for(info: DataInfo, config: SearchConfig) -> Splits:
-    """The data `info` records, read again: a torchvision set under --data-dir (else $NAS_DATA_DIR), or the image
-    folder or npz file it names (--data-dir, if given, where it has moved), at the recorded size."""
-    kind, _, where = info.source.partition(":")
-    if kind in data_mod.DATASETS and not where:
-        data_dir = config.data_dir
-    elif kind in ("folder", "npz"):
-        data_dir = config.data_dir or where
-    else:
-        raise data_mod.DataError(f"the model was trained on {info.source!r}, which cannot be read again; "
-                                 f"only a torchvision set, an image folder or an npz file can be")
-    _, h, w = info.shape
-    # square: resized to HxH, or already that size (a no-op); images of another shape were never resized
-    splits = data_mod.load(kind, data_dir, val_size=0, image_size=h if h == w else None,
-                           cache_dir=Path(config.results_dir) / CACHE_DIR)
-    if tuple(splits.info.shape) != tuple(info.shape) or len(splits.info.classes) != len(info.classes):
-        raise data_mod.DataError(f"{info.source}: holds {tuple(splits.info.shape)} images in "
-                                 f"{len(splits.info.classes)} classes, but the model was trained on "
-                                 f"{tuple(info.shape)} in {len(info.classes)}")
+    """The data `info` records, read again (nas.device.recorded_data), whole: no hold-out, no training subset."""
+    splits = read_data(recorded_data(info, replace(config, train_subset=None)), val_size=0)
+    check_fits(splits, info.shape, len(info.classes), "the model was trained on")
     return splits

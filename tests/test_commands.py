@@ -140,34 +140,34 @@ def test_describe_of_a_nameless_weights_file_is_titled_by_the_file(tmp_path, cap
     assert capsys.readouterr().out.splitlines()[0] == f"mine.safetensors  (id {candidate.id})"
 
 
-# -- candidate_from ----------------------------------------------------------------------------------------
+# -- spec_from --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ref, name", [("R1", "R1"), ("r4", "R4"), ("R2 Residual+GAP", "R2")])
-def test_candidate_from_a_reference_name(ref, name):
-    assert commands.candidate_from(ref) == REFERENCES[name]
+def test_spec_from_a_reference_name(ref, name):
+    assert commands.spec_from(ref)[0] == REFERENCES[name]
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
-def test_candidate_from_a_json_file(path):
-    assert commands.candidate_from(str(path)) == Candidate.from_json(path.read_text())
+def test_spec_from_a_json_file(path):
+    assert commands.spec_from(str(path))[0] == Candidate.from_json(path.read_text())
 
 
-def test_candidate_from_a_weights_file_reads_the_spec_inside_it(tmp_path):
+def test_spec_from_a_weights_file_reads_the_spec_inside_it(tmp_path):
     path = tmp_path / "w.safetensors"
     export.save(build(REFERENCES["R4"].arch), REFERENCES["R4"], path)
     path.with_suffix(".json").unlink()
-    assert commands.candidate_from(str(path)) == REFERENCES["R4"]
+    assert commands.spec_from(str(path))[0] == REFERENCES["R4"]
 
 
-def test_candidate_from_a_file_named_like_a_reference_reads_the_file(tmp_path, monkeypatch):
+def test_spec_from_a_file_named_like_a_reference_reads_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "R1").write_text(REFERENCES["R2"].to_json())
-    assert commands.candidate_from("R1") == REFERENCES["R2"]
+    assert commands.spec_from("R1")[0] == REFERENCES["R2"]
 
 
 @pytest.mark.parametrize("ref", ["R9", "nope.json", "search_spaces"])
-def test_candidate_from_anything_else_names_it_and_the_references(ref):
+def test_spec_from_anything_else_names_it_and_the_references(ref):
     with pytest.raises(SpecError) as e:
-        commands.candidate_from(ref)
+        commands.spec_from(ref)
     assert str(e.value) == f"{ref}: no such file, and not a reference name (R1, R2, R4)"
 
 
@@ -331,6 +331,31 @@ def test_evaluate_a_study_trial_retrains_its_recorded_candidate(stored, toy_data
     assert built == [(params, 2)]
     assert lines[0].startswith(f"evaluating s trial 2: {params:,} params")
     assert lines[-1] == "test accuracy: 49.00% ± 0.00% over 1 seed(s)"
+
+
+def test_evaluate_a_spec_file_retrains_on_the_data_it_records_unless_told_otherwise(tmp_path, toy_data, no_training):
+    leaves = tmp_path / "leaves"
+    spec = tmp_path / "best.json"
+    spec.write_text(export.spec_json(REFERENCES["R1"], DataInfo(f"folder:{leaves}", (1, 28, 28), tuple("abcdefghij"),
+                                                                (0.5,), (0.2,))))
+    flags = ["--spec", spec, "--seeds", 1, "--results-dir", tmp_path, "--device", "cpu"]
+    assert run("evaluate", *flags) == 0
+    assert run("evaluate", *flags, "--dataset", "fashion-mnist") == 0
+    assert toy_data == [(("folder", str(leaves)), {"val_size": 0, "train_subset": None, "image_size": 28,
+                                                   "cache_dir": tmp_path / ".cache"}),
+                        (("fashion-mnist", None), {"val_size": 0, "train_subset": None, "image_size": None,
+                                                   "cache_dir": ANY})]
+    assert no_training == [1, 1]
+
+
+def test_evaluate_of_a_network_on_data_it_does_not_take_is_one_line(tmp_path, monkeypatch, no_training, capsys):
+    colour = data_mod.Splits(torch.zeros(4, 3, 28, 28), torch.arange(4), torch.zeros(0, 3, 28, 28),
+                             torch.zeros(0, dtype=torch.long), torch.zeros(2, 3, 28, 28), torch.arange(2))
+    monkeypatch.setattr(data_mod, "load", lambda *a, **k: colour)
+    assert cli.main(["evaluate", "--spec", "R1", "--results-dir", str(tmp_path), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == ("error: tensors: holds (3, 28, 28) images in 4 classes, but R1 takes "
+                                       "(1, 28, 28) in 10\n")
+    assert no_training == []
 
 
 # -- the settings a study was made with ---------------------------------------------------------------------

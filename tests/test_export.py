@@ -68,7 +68,7 @@ def test_garbage_and_pickles_are_refused_without_unpickling(tmp_path, kind):
     with pytest.raises(export.WeightsError, match="m.safetensors"):
         export.load(path)
     with pytest.raises(export.WeightsError, match="m.safetensors"):
-        commands.candidate_from(str(path))  # what `describe` and `evaluate --spec` read
+        commands.spec_from(str(path))  # what `describe` and `evaluate --spec` read
     assert not marker.exists()
 
 
