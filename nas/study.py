@@ -16,6 +16,7 @@ REJECTED_MEMORY = "over_peak_memory"  # over --max-peak-kb (peak activation memo
 REJECTED_LATENCY = "over_latency"  # over --max-latency-ms (onnxruntime, batch 1, one thread); never trained
 REJECTED_DATA = "other_data"  # a reference network (--warm-start) built for another input shape or class count
 REJECTED_SLOW = "too_slow"  # projected over --trial-time-limit after its first steps; stopped there, not counted
+REJECTED_SURPLUS = "surplus"  # started when the trials before it could already make up --trials; never trained
 
 
 class _SeededPerTrial:
@@ -169,6 +170,14 @@ def trained_or_running(study: optuna.Study) -> int:
     """Trained trials and those running now: the most the study will hold once they end. A killed
     worker's trial stays RUNNING until its heartbeat goes stale (nas.storage), then is failed and retried."""
     return sum(is_trained(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+def claimed_before(study: optuna.Study, number: int) -> int:
+    """Trials numbered below `number` that are trained, running or waiting to run: a trial that starts with these
+    at the total is surplus. Trial numbers are given out in order, so of two trials started at once only the later
+    one finds the other among its predecessors."""
+    return sum(is_trained(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+               for t in study.get_trials(deepcopy=False) if t.number < number)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -19,7 +19,8 @@ REJECTIONS = ((study_mod.REJECTED, "over the param budget (never trained)"),
               (study_mod.REJECTED_FLOPS, "over the compute ceiling (never trained)"),
               (study_mod.REJECTED_MEMORY, "over the peak-memory ceiling (never trained)"),
               (study_mod.REJECTED_LATENCY, "over the latency ceiling (never trained)"),
-              (study_mod.REJECTED_SLOW, "too slow (stopped after 50 steps)"))
+              (study_mod.REJECTED_SLOW, "too slow (stopped after 50 steps)"),
+              (study_mod.REJECTED_SURPLUS, "surplus (started as the trials before it made up --trials)"))
 
 
 def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:

@@ -35,10 +35,9 @@ POLL_SECONDS = 0.5  # how often the parent passes its signals on, and a worker l
 
 class Stopper:
     """Stops the worker when the study's trained trials, with those other workers are running, reach the total (so two
-    workers train 50 trials for --trials 50, not 51), when the space cannot fit the budget, or when this worker's last
-    MAX_ERRORS_IN_A_ROW trials failed with the same error. A running trial that ends untrained (rejected, stopped)
-    leaves its worker short of the total, so that worker trains on. Two workers whose trials end at the same moment
-    may each find the other between trials, and overshoot by one."""
+    workers train 50 trials for --trials 50, not 51), when its trial was surplus (`within_total`), when the space
+    cannot fit the budget, or when this worker's last MAX_ERRORS_IN_A_ROW trials failed with the same error. A running
+    trial that ends untrained (rejected, stopped) leaves its worker short of the total, so that worker trains on."""
 
     def __init__(self, target: int, objective: Objective):
         self.target, self.objective = target, objective
@@ -54,6 +53,8 @@ class Stopper:
         elif len(self.errors) >= MAX_ERRORS_IN_A_ROW:
             study.stop()
         elif study_mod.is_trained(trial) and study_mod.trained_or_running(study) >= self.target:
+            study.stop()
+        elif trial.user_attrs.get("rejected") == study_mod.REJECTED_SURPLUS:
             study.stop()
 
     def _count_errors(self, trial) -> None:
@@ -75,6 +76,19 @@ class Stopper:
             return None
         return (f"stopped after {len(self.errors)} trials in a row failed with the same error (trials "
                 f"{', '.join(map(str, self.errors))}): {self.last_error}")
+
+
+def within_total(objective: Objective, target: int):
+    """`objective` for the trials the study still needs. Two workers whose trials end at the same moment may each find
+    the other between trials and start one more: the later-numbered of the two is stored untrained, rejected as
+    surplus, and its worker stops (Stopper) and waits for the trials before it (`_await_running`)."""
+    def run(trial: optuna.Trial):
+        if study_mod.claimed_before(trial.study, trial.number) >= target:
+            trial.set_user_attr("rejected", study_mod.REJECTED_SURPLUS)
+            logs.trial_line(trial.number, f"not trained: the trials before it make up --trials {target}")
+            raise optuna.TrialPruned(study_mod.REJECTED_SURPLUS)
+        return objective(trial)
+    return run
 
 
 def _await_running(study: optuna.Study, target: int, deadline: float | None) -> bool:
@@ -136,7 +150,7 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
         while _await_running(study, config.trials, deadline):
-            study.optimize(objective, callbacks=[stopper, settle_heap], catch=(Exception,), gc_after_trial=False,
+            study.optimize(within_total(objective, config.trials), callbacks=[stopper, settle_heap], catch=(Exception,), gc_after_trial=False,
                            timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             if stopper.space_cannot_fit or stopper.repeated_errors():
                 break

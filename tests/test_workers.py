@@ -54,6 +54,31 @@ def test_the_stopper_counts_the_trials_other_workers_are_running():
     assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE]
 
 
+@pytest.mark.parametrize("target, trains", [(2, False), (3, True)])
+def test_a_trial_started_when_the_trials_before_it_make_up_the_total_is_surplus_and_stops_its_worker(target, trains):
+    """Trial 0 trained and trial 1 running elsewhere: with a total of 2 a trial 2, which another worker may have
+    started as trial 1 did, is stored untrained and its worker stops; with 3 it trains."""
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # another worker's trial, still training
+    objective = _Rejecting()
+    study.optimize(workers.within_total(objective, target), n_trials=5, callbacks=[workers.Stopper(target, objective)])
+    assert len(study.trials) == 3  # it stopped after trial 2 either way
+    last = study.trials[2]
+    assert last.state == (TrialState.COMPLETE if trains else TrialState.PRUNED)
+    assert last.user_attrs.get("rejected") == (None if trains else study_mod.REJECTED_SURPLUS)
+    assert study_mod.is_trained(last) == trains
+
+
+def test_the_trials_claimed_before_a_trial_are_those_trained_running_or_waiting():
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 0.5)  # 0: trained
+    study.ask()  # 1: running
+    study.tell(study.ask(), state=TrialState.FAIL)  # 2: interrupted, not trained (it carries no fail_reason)
+    study.enqueue_trial({})  # 3: waiting to run
+    assert [study_mod.claimed_before(study, n) for n in range(5)] == [0, 1, 2, 2, 3]
+
+
 def test_the_stopper_gives_up_when_the_space_cannot_fit_the_budget(monkeypatch):
     monkeypatch.setattr(workers, "MAX_CONSECUTIVE_REJECTIONS", 5)
     study = optuna.create_study(direction="maximize")
