@@ -150,7 +150,8 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
         while _await_running(study, config.trials, deadline):
-            study.optimize(within_total(objective, config.trials), callbacks=[stopper, settle_heap], catch=(Exception,), gc_after_trial=False,
+            study.optimize(within_total(objective, config.trials), callbacks=[stopper, settle_heap],
+                           catch=(Exception,), gc_after_trial=False,
                            timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             if stopper.space_cannot_fit or stopper.repeated_errors():
                 break
