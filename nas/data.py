@@ -6,6 +6,7 @@ batches by index into these tensors instead; the trainer normalises each gathere
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +77,18 @@ class Splits:
 
 
 TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def split_fingerprint(splits: Splits) -> str:
+    """A hash of the splits' image shapes and their labels in order: it changes when images are added, removed or
+    relabelled (which also redraws the hold-out), not with how a library decodes or resizes the same images."""
+    h = hashlib.sha256()
+    for name in TENSORS:
+        t = getattr(splits, name)
+        h.update(repr(tuple(t.shape)).encode())
+        if name.startswith("y_"):
+            h.update(t.cpu().numpy().astype("int64").tobytes())
+    return h.hexdigest()[:16]
 
 
 def normalise(x: torch.Tensor, info_or_mean_std) -> torch.Tensor:

@@ -196,6 +196,21 @@ def load_study(storage, name: str) -> optuna.Study:
         raise StudyError(f"no study named {name!r} in this storage; studies here: {', '.join(names) or 'none'}") from None
 
 
+DATA_KEY = "data_fingerprint"  # nas.data.split_fingerprint of the data the study's trials trained on
+
+
+def check_data(study: optuna.Study, fingerprint: str) -> None:
+    """Labels the study with its data's fingerprint, or refuses other data: an image folder or npz file changed
+    since the study was made would score its trials on another hold-out. A study made before the label is labelled."""
+    made = study.user_attrs.get(DATA_KEY)
+    if made is None:
+        study.set_user_attr(DATA_KEY, fingerprint)
+    elif made != fingerprint:
+        raise StudyError(f"study {study.study_name!r} was made from other data: "
+                         f"{study.user_attrs.get('data_source', 'its data')} has gained, lost or relabelled images "
+                         f"since; pass a new --study name rather than scoring trials on two hold-outs")
+
+
 def create_or_resume(storage, name: str, identity: dict, sampler: optuna.samplers.BaseSampler,
                      assumed: dict | None = None) -> optuna.Study:
     """Creates the study labelled with `identity`, or resumes it after checking it was made with the same.

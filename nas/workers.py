@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from nas import export, logs
 from nas import study as study_mod
 from nas.config import SearchConfig
+from nas.data import split_fingerprint
 from nas.device import load_data, read_data, resolve_device
 from nas.errors import SearchFailed, UserError
 from nas.interrupts import CTRL_C, held, shielded
@@ -144,6 +145,7 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
                               sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000,
                                                              size_bands=config.pareto),
                               pruner=study_mod.make_pruner())
+    study_mod.check_data(study, split_fingerprint(splits))
     objective = Objective(config, space, splits, device, export.artifact_store(config.artifacts(name)),
                           config.out_dir(name) / ".scratch")
     stopper = Stopper(config.trials, objective)
@@ -169,8 +171,12 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
 def _run_processes(config: SearchConfig, threads: int) -> bool:
     """The --jobs workers, each in a process. The parent's SIGINT or SIGTERM is passed on to every worker, and so is
     a stop once any worker failed: the others mark their running trial and exit, and their finished trials stay."""
-    # the data is checked here, once, so a bad data root is one clear error rather than one per worker
-    read_data(config)  # and an image folder is decoded and cached once, for all the workers
+    # the data is checked here, once, so a bad data root or changed data is one clear error rather than one per worker
+    splits = read_data(config)  # and an image folder is decoded and cached once, for all the workers
+    study = optuna.load_study(study_name=config.study_name(load_space(config.space)),
+                              storage=open_storage(config.storage_url))
+    study_mod.check_data(study, split_fingerprint(splits))
+    del splits, study
     CTRL_C.check()  # a signal while the data was checked: no worker starts
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.RawValue("i", 0)  # how many stop signals the workers act on; a worker polls it

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -298,6 +299,25 @@ def test_parallel_workers_with_missing_data_fail_cleanly(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "nodata")
+
+
+def test_a_search_resumed_on_changed_data_is_refused_in_one_line_before_any_worker(tmp_path):
+    """Images added to an npz file since its study was made would redraw the hold-out; --jobs 2 checks once."""
+    arrays, rng = tmp_path / "parts.npz", np.random.default_rng(0)
+
+    def write(n_train: int) -> None:
+        np.savez(arrays, x_train=rng.integers(0, 255, (n_train, 8, 8), dtype=np.uint8),
+                 y_train=np.arange(n_train) % 2, x_test=rng.integers(0, 255, (12, 8, 8), dtype=np.uint8),
+                 y_test=np.arange(12) % 2)
+
+    search = ["--dataset", "npz", "--data-dir", arrays, "--max-params", 3000, "--results-dir", tmp_path / "r",
+              "--jobs", 2, "--quiet"]
+    write(60)
+    assert run_cli(*search, "--trials", 1, timeout=120).returncode == 0
+    write(66)
+    result = run_cli(*search, "--trials", 2, timeout=120)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "was made from other data", "parts.npz")
 
 
 @pytest.mark.parametrize("bench, args, mention", [

@@ -1,4 +1,5 @@
 """Workers: pull trials to the study's total, stop when the space cannot fit, settle the heap, die with the parent."""
+import dataclasses
 import gc
 import os
 import subprocess
@@ -14,12 +15,13 @@ from optuna.trial import TrialState
 
 from nas import logs, objective as objective_mod, storage as storage_mod, study as study_mod, workers
 from nas.config import SearchConfig
-from nas.errors import SearchFailed
+from nas.data import split_fingerprint
+from nas.errors import SearchFailed, StudyError
 from nas.interrupts import CTRL_C
 from nas.search import open_study
 from nas.space_file import load_space
 from nas.study import FAILED_BY_ERROR, REJECTED
-from tests.conftest import ROOT
+from tests.conftest import ROOT, synthetic_splits
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -160,6 +162,33 @@ def test_a_worker_waits_out_a_killed_workers_trial_and_trains_to_the_total(tmp_p
     assert workers.run_worker(config) is False
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and study_mod.trained_count(study) == 2, states
+
+
+def test_a_study_resumes_only_on_the_data_it_was_made_with(tmp_path, monkeypatch):
+    """Images added to the data since (here 16 more training images) redraw the hold-out: the worker refuses to
+    train on, in one line, before any trial; the same images resume."""
+    config = SearchConfig(trials=1, max_params=25_000, quiet=True, device="cpu", jobs=1, results_dir=str(tmp_path))
+    study = open_study(config, load_space())
+    data = {"splits": synthetic_splits(64, 32, 32)}
+    monkeypatch.setattr(workers, "load_data", lambda config, device: data["splits"])
+    workers.run_worker(config)
+    data["splits"] = synthetic_splits(80, 32, 32)
+    with pytest.raises(StudyError, match="was made from other data"):
+        workers.run_worker(dataclasses.replace(config, trials=2))
+    assert len(study.trials) == 1
+    data["splits"] = synthetic_splits(64, 32, 32)
+    workers.run_worker(dataclasses.replace(config, trials=2))
+    assert study_mod.trained_count(study) == 2
+
+
+def test_the_data_fingerprint_follows_the_images_and_labels_not_their_pixels():
+    splits = synthetic_splits(64, 32, 32)
+    same = split_fingerprint(splits)
+    splits.x_train[0] += 1  # decoded or resized a little differently
+    assert split_fingerprint(splits) == same
+    splits.y_train[0] = (splits.y_train[0] + 1) % 10  # relabelled
+    assert split_fingerprint(splits) != same
+    assert split_fingerprint(synthetic_splits(65, 32, 32)) != same
 
 
 def _study_waiting_on_another_worker():
