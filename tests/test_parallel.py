@@ -55,10 +55,11 @@ def study_name(postgres_url):
         pass
 
 
-def command(url, name, tmp_path, trials):
+def command(url, name, tmp_path, trials, images=500):
     # one worker per command (--jobs 1), so two commands are two workers and SIGKILL hits the worker itself
     return [sys.executable, SEARCH, "--trials", str(trials), "--storage", url, "--study", name, "--jobs", "1",
-            "--train-subset", "500", "--max-params", "3000", "--threads", "1", "--results-dir", str(tmp_path / "results")]
+            "--train-subset", str(images), "--max-params", "3000", "--threads", "1",
+            "--results-dir", str(tmp_path / "results")]
 
 
 def environment(mnist_root):
@@ -113,14 +114,14 @@ def test_a_worker_killed_mid_trial_is_resumed_without_losing_or_sticking(postgre
                                                                          tmp_path):
     """SIGKILL during training, then the same command again: finished trials intact, none RUNNING, total reached."""
     target = 2
-    cmd = command(postgres_url, study_name, tmp_path, target)
+    cmd = command(postgres_url, study_name, tmp_path, target, images=3000)  # trials of about 2 s: time to see one
     env = environment(mnist_root)
     worker = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = None
     try:
         deadline = time.monotonic() + 120
         while victim is None and time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.05)
             try:
                 trials = trials_of(postgres_url, study_name)
             except KeyError:  # the study is not created yet
