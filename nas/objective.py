@@ -128,11 +128,15 @@ class Objective:
         self.rejected_in_a_row = 0
 
     def _reject(self, trial: optuna.Trial, why: str, text: str):
-        """Stores the trial as PRUNED with `rejected=why`: shown in the dashboard, not counted toward --trials."""
-        trial.set_user_attr("rejected", why)
         self.rejected_in_a_row += 1
-        logs.trial_line(trial.number, text)
-        raise optuna.TrialPruned(why) from None
+        reject(trial, why, text)
+
+
+def reject(trial: optuna.Trial, why: str, text: str):
+    """Stores the trial as PRUNED with `rejected=why`: shown in the dashboard, not counted toward --trials."""
+    trial.set_user_attr("rejected", why)
+    logs.trial_line(trial.number, text)
+    raise optuna.TrialPruned(why) from None
 
 
 def record_candidate(trial, candidate: Candidate, params: int) -> None:

@@ -23,7 +23,7 @@ from nas.data import split_fingerprint
 from nas.device import load_data, read_data, resolve_device
 from nas.errors import SearchFailed, UserError
 from nas.interrupts import CTRL_C, held, shielded
-from nas.objective import Objective, failure_reason
+from nas.objective import Objective, failure_reason, reject
 from nas.space_file import load_space
 from nas.retry import unreachable
 from nas.storage import fail_stale_trials, heartbeat_settings, open_storage, requeue_interrupted
@@ -85,9 +85,7 @@ def within_total(objective: Objective, target: int):
     surplus, and its worker stops (Stopper) and waits for the trials before it (`_await_running`)."""
     def run(trial: optuna.Trial):
         if study_mod.claimed_before(trial.study, trial.number) >= target:
-            trial.set_user_attr("rejected", study_mod.REJECTED_SURPLUS)
-            logs.trial_line(trial.number, f"not trained: the trials before it make up --trials {target}")
-            raise optuna.TrialPruned(study_mod.REJECTED_SURPLUS)
+            reject(trial, study_mod.REJECTED_SURPLUS, f"not trained: the trials before it make up --trials {target}")
         return objective(trial)
     return run
 
