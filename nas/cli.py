@@ -8,7 +8,7 @@ import sys
 from nas.errors import CliError, UserError
 
 COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe", "check")
-FORMATS = ("safetensors", "onnx", "onnx-int8")
+FORMATS = ("safetensors", "onnx", "onnx-int8", "tflite", "tflite-int8")
 SAMPLERS = ("tpe", "random")
 OBJECTIVES = ("accuracy", "pareto")
 SIZE_METRICS = ("params", "mflops", "peak-kb", "latency-ms")  # nas.config.SIZE_METRICS, here to fail before torch
@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--trial", type=_positive_int("--trial", 0))
     e.add_argument("--out", required=True, help="output path (a .json spec is written beside it)")
     e.add_argument("--format", choices=FORMATS,
-                   help="safetensors weights, an ONNX model, or an int8-quantised ONNX model (default: from --out's "
-                        "suffix, .onnx -> onnx, else safetensors)")
+                   help="safetensors weights, an ONNX model, an int8-quantised ONNX model, a TFLite model, or a "
+                        "full-integer int8 TFLite model with its C array for TensorFlow Lite Micro (tflite formats: "
+                        "pip install -e '.[tflite]'; default: from --out's suffix, .onnx -> onnx, .tflite -> "
+                        "tflite, else safetensors)")
 
     v = sub.add_parser("evaluate", parents=[common], help="re-train on the full training set over several seeds")
     group = v.add_mutually_exclusive_group(required=True)
@@ -138,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("describe", help="print a spec's layers, output shapes and exact parameter count")
     d.add_argument("path", help="a candidate or spec JSON file, or a weights file")
 
-    c = sub.add_parser("check", parents=[common], help="check an ONNX export against its PyTorch weights")
-    c.add_argument("path", help="an .onnx file written by export or search")
+    c = sub.add_parser("check", parents=[common], help="check an ONNX or TFLite export against its PyTorch weights")
+    c.add_argument("path", help="an .onnx or .tflite file written by export or search")
     c.add_argument("--weights", help="its .safetensors weights (default: the file of the same name beside it)")
     return parser
 

@@ -27,6 +27,9 @@ from nas.summary import write_all
 from nas.train import train
 
 
+FORMAT_OF_SUFFIX = {".onnx": "onnx", ".tflite": "tflite"}  # export's format when --format is not given
+
+
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "describe":
         return describe(args.path)
@@ -82,8 +85,8 @@ def cmd_export(config: SearchConfig, args) -> int:
     out = Path(args.out)
     writable_dir(out.parent, "--out")
     store = export.artifact_store(config.artifacts(study.study_name))
-    form = args.format or ("onnx" if out.suffix.lower() == ".onnx" else "safetensors")
-    model_suffix = ".safetensors" if form == "safetensors" else ".onnx"
+    form = args.format or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "safetensors")
+    model_suffix = {"safetensors": ".safetensors", "onnx": ".onnx", "onnx-int8": ".onnx"}.get(form, ".tflite")
     beside = [".json"] + ([".safetensors"] if form != "safetensors" else [])  # written next to the model
     if out.suffix.lower() in beside:
         raise CliError(f"--out {out}: the {out.suffix} file goes beside the {form} model; "
@@ -91,17 +94,19 @@ def cmd_export(config: SearchConfig, args) -> int:
     if form == "safetensors":
         out = export.export_trial(trial, store, out, export.legacy_info(config.dataset))
     else:
-        from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
+        from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX or TFLite export
 
-        out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8")
-    written = [out, *(out.with_suffix(suffix) for suffix in beside)]
+        out = deploy.export_trial(trial, store, out, config, form)
+    if form == "tflite-int8":
+        beside += ["_data.cc", "_data.h"]
+    written = [out, *(Path(f"{out.with_suffix('')}{suffix}") for suffix in beside)]
     print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
           f"-> {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return 0
 
 
 def cmd_check(config: SearchConfig, args) -> int:
-    """An exported .onnx against its PyTorch weights, on the test images of the data it records."""
+    """An exported .onnx or .tflite against its PyTorch weights, on the test images of the data it records."""
     from nas import deploy  # onnx and onnxruntime take seconds to import
 
     deploy.check_file(Path(args.path), args.weights and Path(args.weights), config)

@@ -23,6 +23,8 @@ from nas.errors import UserError
 from nas.fileio import atomic_path, write_text
 from nas.spec import Candidate
 
+Normalised = export.Normalised
+
 CHECK_IMAGES = 1000  # test images onnxruntime and PyTorch are compared on
 CALIBRATION_IMAGES = 1000  # training images the int8 activation ranges are calibrated on
 MAX_DIFF = 1e-4  # the largest absolute logit difference allowed
@@ -37,19 +39,29 @@ class CheckFailed(UserError):
 
 @dataclass(frozen=True)
 class Agreement:
-    """onnxruntime's logits against PyTorch's on the same images."""
+    """A runtime's logits against PyTorch's (or another reference's) on the same images."""
 
     images: int
     max_diff: float
     agreement: float  # the share of images given the same class
+    runtime: str = "onnxruntime"
+    against: str = "PyTorch"
 
     @property
     def passed(self) -> bool:
         return self.max_diff <= MAX_DIFF and self.agreement >= MIN_AGREEMENT  # a NaN difference fails
 
     def __str__(self) -> str:
-        return (f"onnxruntime vs PyTorch on {self.images:,} test images: largest logit difference "
+        return (f"{self.runtime} vs {self.against} on {self.images:,} test images: largest logit difference "
                 f"{self.max_diff:.2e}, predictions agree on {self.agreement:.2%}")
+
+
+def agreement(ours: np.ndarray, theirs: np.ndarray, runtime: str, against: str = "PyTorch") -> Agreement:
+    """How far logits `ours` (a runtime's) lie from `theirs` on the same images."""
+    if not len(ours):
+        return Agreement(0, 0.0, 1.0, runtime, against)
+    agree = float((ours.argmax(1) == theirs.argmax(1)).mean())
+    return Agreement(len(ours), float(np.abs(ours - theirs).max()), agree, runtime, against)
 
 
 def limits() -> str:
@@ -77,7 +89,7 @@ def export_onnx(weights: Path, out: Path, splits: Splits, int8: bool = False, sa
     """Writes `out`, the ONNX model of a weights file (fp32, or int8 calibrated on `splits`' training images), and its
     `.json` spec beside it, once the check on `splits`' test images has passed; a failed check writes nothing."""
     out = Path(out)
-    model, candidate, data = _network(weights)
+    model, candidate, data = network(weights)
     proto = onnx_export.model_proto(model, candidate, data)
     say(f"{check(proto, model, splits.x_test, str(out))} {limits()}")
     if int8:
@@ -89,21 +101,32 @@ def export_onnx(weights: Path, out: Path, splits: Splits, int8: bool = False, sa
     return out
 
 
-def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = False, say=print) -> Path:
-    """A stored trial's ONNX model at `out`, checked on the data `config` names (the study's, as made), with its
-    weights beside it (`out`'s name, `.safetensors`) for `check`; a failed check writes neither."""
+def export_trial(trial, store, out: Path, config: SearchConfig, form: str = "onnx", say=print) -> Path:
+    """A stored trial's deployable model at `out` in `form` (onnx, onnx-int8, tflite, tflite-int8), checked on the
+    data `config` names (the study's, as made), with its weights beside it (`out`'s name, `.safetensors`) for
+    `check`; a failed check writes neither."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if form.startswith("tflite"):
+        from nas import tflite_export
+
+        tflite_export.require()  # before reading any data
     with tempfile.TemporaryDirectory(prefix=".nas-export-", dir=out.parent) as tmp:  # beside `out`: one rename
         legacy = export.legacy_info(config.dataset)  # for a trial made before weights recorded their data
         weights = export.export_trial(trial, store, Path(tmp) / "weights.safetensors", legacy)
-        export_onnx(weights, out, read_data(config), int8, say)
+        splits, int8 = read_data(config), form.endswith("-int8")
+        if form.startswith("tflite"):
+            from nas import tflite_deploy
+
+            tflite_deploy.export_tflite(weights, out, splits, int8, say)
+        else:
+            export_onnx(weights, out, splits, int8, say)
         weights.replace(weights_beside(out))
         return out
 
 
 def weights_beside(model: Path) -> Path:
-    """Where an ONNX model's PyTorch weights go, and where `check` looks for them: its name, `.safetensors`."""
+    """Where an exported model's PyTorch weights go, and where `check` looks for them: its name, `.safetensors`."""
     return Path(model).with_suffix(".safetensors")
 
 
@@ -113,7 +136,7 @@ def write_best_onnx(weights: Path, out: Path, splits: Splits) -> Path:
     return export_onnx(weights, out, splits, say=logs.line)
 
 
-def _network(weights: Path) -> tuple[export.Normalised, Candidate, DataInfo]:
+def network(weights: Path) -> tuple[Normalised, Candidate, DataInfo]:
     """The network of a weights file that takes [0, 1] images, its candidate and its data."""
     candidate, data = export.read_spec(weights)
     if data is None:  # a bare network takes normalised images, and nothing says how they were normalised
@@ -135,12 +158,10 @@ def compare(session, model: torch.nn.Module, images: torch.Tensor) -> Agreement:
     """onnxruntime (`session`) against PyTorch (`model`, taking [0, 1] images) on uint8 `images`."""
     if not len(images):
         return Agreement(0, 0.0, 1.0)
-    ours, theirs = onnx_export.logits(session, images), _torch_logits(model, images)
-    agree = float((ours.argmax(1) == theirs.argmax(1)).mean())
-    return Agreement(len(images), float(np.abs(ours - theirs).max()), agree)
+    return agreement(onnx_export.logits(session, images), torch_logits(model, images), "onnxruntime")
 
 
-def _torch_logits(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+def torch_logits(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         parts = [model(onnx_export.scaled(images[i:i + onnx_export.BATCH]).to(device)).cpu()
@@ -162,25 +183,37 @@ def int8_report(fp32, int8, splits: Splits) -> Int8Report:
 
 
 def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print) -> None:
-    """`search.py check`: an exported .onnx against its weights (--weights, else the .safetensors beside it), on the
-    test images of the data it records. An fp32 model is held to the limits; an int8 one is reported on."""
+    """`search.py check`: an exported .onnx or .tflite against its weights (--weights, else the .safetensors beside
+    it), on the test images of the data it records. An fp32 ONNX model is held to the limits; an int8 one is reported
+    on. A .tflite file gets its export's checks (nas.tflite_deploy)."""
     path = Path(path)
+    if path.suffix.lower() == ".tflite":
+        from nas import tflite_deploy
+
+        return tflite_deploy.check_file(path, weights, config, say)
     proto, candidate, data = onnx_export.read(path)
-    weights = Path(weights) if weights else weights_beside(path)
-    if not weights.is_file():
-        raise export.WeightsError(f"{weights}: no such weights file; pass --weights FILE.safetensors, the weights "
-                                  f"{path.name} was exported from")
-    model, theirs, trained_on = _network(weights)
-    if theirs.id != candidate.id:
-        raise export.WeightsError(f"{weights}: the weights of another network ({theirs.id}) than {path.name}'s "
-                                  f"({candidate.id})")
+    model = weights_for(path, weights, candidate)
     splits = data_for(data, config)
     if not onnx_export.is_int8(proto):
         say(f"{check(proto, model, splits.x_test, str(path))} {limits()}")
         return
     result = compare(onnx_export.session(proto, str(path)), model, splits.x_test[:CHECK_IMAGES])
     say(f"{result} (int8: not held to the limits)")
-    say(str(int8_report(onnx_export.model_proto(model, theirs, trained_on), proto, splits)))
+    say(str(int8_report(onnx_export.model_proto(model, candidate, model.info), proto, splits)))
+
+
+def weights_for(model_file: Path, weights: Path | None, candidate: Candidate) -> Normalised:
+    """The network an exported model was made from: `weights`, else the .safetensors beside it, which must hold the
+    same network as the model's `candidate`."""
+    weights = Path(weights) if weights else weights_beside(model_file)
+    if not weights.is_file():
+        raise export.WeightsError(f"{weights}: no such weights file; pass --weights FILE.safetensors, the weights "
+                                  f"{model_file.name} was exported from")
+    model, theirs, _ = network(weights)
+    if theirs.id != candidate.id:
+        raise export.WeightsError(f"{weights}: the weights of another network ({theirs.id}) than {model_file.name}'s "
+                                  f"({candidate.id})")
+    return model
 
 
 def data_for(info: DataInfo, config: SearchConfig) -> Splits:
