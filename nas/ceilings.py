@@ -1,11 +1,11 @@
-"""The param budget and the device ceilings (FLOPs, peak activation memory, latency) a candidate must meet before it
-trains: each measured on its spec, cheapest first."""
+"""The param budget and the device ceilings (FLOPs, peak activation memory, TFLM's arena and flash, latency) a
+candidate must meet before it trains: each measured on its spec, cheapest first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from nas import budget
+from nas import budget, tflm_budget
 from nas import study as study_mod
 from nas.spec import ArchSpec
 
@@ -61,6 +61,8 @@ class Ceilings:
     peak_kb: float | None = None
     int8: bool = False
     latency_ms: float | None = None
+    arena_kb: float | None = None
+    flash_kb: float | None = None
     mflops_label: str = "--max-mflops"  # "the space's max_mflops" when the space sets it
 
     @classmethod
@@ -68,6 +70,7 @@ class Ceilings:
         """The search's ceilings: --max-mflops, else the space's max_mflops; the others from their flags."""
         mflops = config.max_mflops if config.max_mflops is not None else space.max_mflops
         return cls(config.max_params, mflops, config.max_peak_kb, config.int8_memory, config.max_latency_ms,
+                   config.max_arena_kb, config.max_flash_kb,
                    "--max-mflops" if config.max_mflops is not None else "the space's max_mflops")
 
     @property
@@ -87,6 +90,16 @@ class Ceilings:
         if self.peak_kb is not None:
             out.append(Limit(study_mod.REJECTED_MEMORY, f"--max-peak-kb {self.peak_kb:g}", self.peak_kb, 1024,
                              f"KB peak at {self.precision}", lambda spec: peak_bytes(spec, self.int8)))
+        if self.arena_kb is not None or self.flash_kb is not None:  # a network TFLM cannot run fits no device
+            out.append(Limit(study_mod.REJECTED_TFLM, "TFLM's int8 kernels", 0, 1,
+                             f"layer(s) TFLM has no int8 kernel for ({', '.join(tflm_budget.UNSUPPORTED)})",
+                             tflm_budget.unsupported_layers))
+        if self.arena_kb is not None:
+            out.append(Limit(study_mod.REJECTED_ARENA, f"--max-arena-kb {self.arena_kb:g}", self.arena_kb, 1024,
+                             "KB TFLM arena", lambda spec: tflm_budget.arena(spec).total))
+        if self.flash_kb is not None:
+            out.append(Limit(study_mod.REJECTED_FLASH, f"--max-flash-kb {self.flash_kb:g}", self.flash_kb, 1024,
+                             "KB int8 flash", tflm_budget.flash_bytes))
         if self.latency_ms is not None:
             out.append(Limit(study_mod.REJECTED_LATENCY, f"--max-latency-ms {self.latency_ms:g}", self.latency_ms, 1,
                              "ms latency", _latency))
@@ -105,6 +118,8 @@ class Ceilings:
         return all(limit.admits(limit.measure(spec)) for limit in self.limits()[1:])
 
     def figures(self, spec: ArchSpec) -> dict[str, float]:
-        """What every trial records, ceiling or not: FLOPs, peak activation KB at the study's precision, latency."""
+        """What every trial records, ceiling or not: FLOPs, peak activation KB at the study's precision, TFLM's
+        arena and the int8 flash (KB, predicted), latency."""
         return {"flops": budget.count_flops(spec), "peak_kb": peak_bytes(spec, self.int8) / 1024,
+                "arena_kb": tflm_budget.arena(spec).total / 1024, "flash_kb": tflm_budget.flash_bytes(spec) / 1024,
                 "latency_ms": _latency(spec)}

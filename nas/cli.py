@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device budget: peak activation memory for one image, in KB (1 KB = 1,024 bytes), at or "
                         "under KB; fp32 unless --int8-memory")
     s.add_argument("--int8-memory", action="store_true", help="count activations at one byte each for --max-peak-kb")
+    s.add_argument("--max-arena-kb", type=_positive_float("--max-arena-kb"), metavar="KB",
+                   help="microcontroller budget: the tensor arena TensorFlow Lite Micro needs for the int8 model "
+                        "(activations plus persistent data), in KB, at or under KB; needs no extra to search, "
+                        "writing best.tflite needs pip install -e '.[tflite]'")
+    s.add_argument("--max-flash-kb", type=_positive_float("--max-flash-kb"), metavar="KB",
+                   help="microcontroller budget: the int8 .tflite file a device flashes, in KB, at or under KB")
     s.add_argument("--max-latency-ms", type=_positive_float("--max-latency-ms"), metavar="MS",
                    help="device budget: onnxruntime latency at batch 1, one thread, on this machine, at or under MS")
     s.add_argument("--study", help="study name (default: <space>-<max-params>)")

@@ -21,6 +21,8 @@ class SearchConfig:
     max_mflops: float | None = None  # None: the space's max_mflops
     max_peak_kb: float | None = None
     int8_memory: bool = False
+    max_arena_kb: float | None = None  # TFLM's arena for the int8 model, head plus tail
+    max_flash_kb: float | None = None  # the int8 .tflite file
     max_latency_ms: float | None = None
     study: str | None = None
     storage: str | None = None
@@ -53,6 +55,11 @@ class SearchConfig:
         return self.size_metric or "params"
 
     @property
+    def microcontroller(self) -> bool:
+        """Whether the search is for a microcontroller: it then writes best.tflite (int8) and its C array."""
+        return self.int8_memory or self.max_arena_kb is not None or self.max_flash_kb is not None
+
+    @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{Path(self.results_dir).as_posix()}/nas.db"
 
@@ -65,6 +72,8 @@ class SearchConfig:
         name += "" if self.max_mflops is None else f"-mflops{self.max_mflops:g}"
         name += "-int8" if self.int8_memory and self.max_peak_kb is None else ""
         name += "" if self.max_peak_kb is None else f"-{'int8' if self.int8_memory else ''}kb{self.max_peak_kb:g}"
+        name += "" if self.max_arena_kb is None else f"-arena{self.max_arena_kb:g}kb"
+        name += "" if self.max_flash_kb is None else f"-flash{self.max_flash_kb:g}kb"
         name += "" if self.max_latency_ms is None else f"-lat{self.max_latency_ms:g}ms"
         name += "" if self.dataset == "mnist" else f"-{self.dataset}"
         name += f"-{Path(self.data_dir).stem}" if self.dataset in ("folder", "npz") and self.data_dir else ""
@@ -99,7 +108,7 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 # what a study made before a label existed was made with (no device ceilings but the space's max_mflops)
 ASSUMED_IDENTITY = {"val_size": data.LEGACY_VAL_SIZE, "max_peak_kb": None, "int8_memory": False,
-                    "max_latency_ms": None}
+                    "max_latency_ms": None, "max_arena_kb": None, "max_flash_kb": None}
 # pareto mode's size metrics: the trial user attr each is read from, and the attr's units per the metric's unit
 SIZE_METRICS = {"params": ("params", 1), "mflops": ("flops", 1e6), "peak-kb": ("peak_kb", 1),
                 "latency-ms": ("latency_ms", 1)}
@@ -150,4 +159,4 @@ def ceiling_identity(ceilings: Ceilings) -> dict:
     """The effective device ceilings, so a study resumes only under the same ones. A study made before them lacks
     these labels; create_or_resume sets them, so it still resumes."""
     return {"max_mflops": ceilings.mflops, "max_peak_kb": ceilings.peak_kb, "int8_memory": ceilings.int8,
-            "max_latency_ms": ceilings.latency_ms}
+            "max_latency_ms": ceilings.latency_ms, "max_arena_kb": ceilings.arena_kb, "max_flash_kb": ceilings.flash_kb}

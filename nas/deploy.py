@@ -118,7 +118,7 @@ def export_trial(trial, store, out: Path, config: SearchConfig, form: str = "onn
         if form.startswith("tflite"):
             from nas import tflite_deploy
 
-            tflite_deploy.export_tflite(weights, out, splits, int8, say)
+            tflite_deploy.export_tflite(weights, out, splits, int8, say)  # its report went to `say`
         else:
             export_onnx(weights, out, splits, int8, say)
         weights.replace(weights_beside(out))

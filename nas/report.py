@@ -12,13 +12,13 @@ import plotly.graph_objects as go
 from nas.fileio import atomic_path, write_text
 from nas.study import REJECTED
 
-COLUMNS = ["number", "state", "params", "flops", "peak_kb", "latency_ms", "val_acc", "train_seconds", "projected_s",
-           "host", "reference", "rejected", "pruned_at", "last_reading", "fail_reason", "fail_kind", "candidate_id",
-           "duration_s"]
+COLUMNS = ["number", "state", "params", "flops", "peak_kb", "arena_kb", "flash_kb", "latency_ms", "val_acc",
+           "train_seconds", "projected_s", "host", "reference", "rejected", "pruned_at", "last_reading", "fail_reason",
+           "fail_kind", "candidate_id", "duration_s"]
 # the columns that are the trials' user attributes (peak_kb at the study's precision, fp32 unless --int8-memory); a
 # test_acc stored by trials of older versions is left out: only the trials a report shows are scored on the test set
-ATTRS = ["params", "flops", "peak_kb", "latency_ms", "val_acc", "train_seconds", "projected_s", "host", "reference",
-         "rejected", "fail_reason", "fail_kind", "candidate_id"]
+ATTRS = ["params", "flops", "peak_kb", "arena_kb", "flash_kb", "latency_ms", "val_acc", "train_seconds", "projected_s",
+         "host", "reference", "rejected", "fail_reason", "fail_kind", "candidate_id"]
 READING = "val_at_"  # the prefix of a pareto trial's within-run readings (nas.study.readings_key)
 ERROR_FLOOR = 1e-4  # an error rate of 0 is drawn at 0.01%: a log axis has no zero
 # the frontier plot's x axis title for each size column (pareto mode plots its size metric)

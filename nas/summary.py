@@ -14,10 +14,14 @@ from nas.storage import fail_stale_trials, sqlalchemy_url
 
 NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
 RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json, best.onnx"
+MICROCONTROLLER_FILES = ", best.tflite, best_data.cc, best_data.h"  # with the microcontroller ceilings
 # each kind of rejection, as the summary counts it
 REJECTIONS = ((study_mod.REJECTED, "over the param budget (never trained)"),
               (study_mod.REJECTED_FLOPS, "over the compute ceiling (never trained)"),
               (study_mod.REJECTED_MEMORY, "over the peak-memory ceiling (never trained)"),
+              (study_mod.REJECTED_TFLM, "with a layer TFLM cannot run (never trained)"),
+              (study_mod.REJECTED_ARENA, "over the arena ceiling (never trained)"),
+              (study_mod.REJECTED_FLASH, "over the flash ceiling (never trained)"),
               (study_mod.REJECTED_LATENCY, "over the latency ceiling (never trained)"),
               (study_mod.REJECTED_SLOW, "too slow (stopped after 50 steps)"),
               (study_mod.REJECTED_SURPLUS, "surplus (started as the trials before it made up --trials)"))
@@ -58,7 +62,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
         failed = df[df["fail_reason"].notna()]["fail_reason"].value_counts()
         logs.line("no trial completed." + ("" if failed.empty else " Failures: " + "; ".join(
             f"{n}x {reason}" for reason, n in failed.items())))
-    logs.line(f"results: {out_dir}/ ({RESULT_FILES})")
+    logs.line(f"results: {out_dir}/ ({RESULT_FILES}{MICROCONTROLLER_FILES if 'tflite' in paths else ''})")
     logs.line(f"dashboard: {dashboard_command(config, name)}")
     return {"study": name, "best": best.number if best else None, "paths": paths}
 
@@ -89,6 +93,11 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
             from nas import deploy  # onnx and onnxruntime take a second or two to import
 
             paths["onnx"] = deploy.write_best_onnx(paths["best"], out_dir / "best.onnx", splits)
+            if config.microcontroller:  # best.tflite (int8) and its C array, checked by TFLM
+                from nas import tflite_deploy
+
+                tflite = tflite_deploy.write_best_tflite(paths["best"], out_dir / "best.tflite", splits)
+                paths.update({"tflite": tflite} if tflite else {})
     return paths, test, df
 
 

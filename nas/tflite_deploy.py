@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nas import deploy, export, tflite_export
+from nas import deploy, export, logs, tflite_export
 from nas.config import SearchConfig
 from nas.data import Splits
 from nas.fileio import atomic_path, write_text
@@ -35,6 +35,12 @@ class Int8Report:
     arena: tflite_export.Arena
     input: dict  # the input's layout, scale and zero point
 
+    def summary(self) -> str:
+        """One line: flash, arena and accuracy."""
+        return (f"flash {self.flash / 1024:.1f} KB, TFLM arena {self.arena.total / 1024:.1f} KB ({self.arena.head:,} "
+                f"head + {self.arena.tail:,} tail bytes), test accuracy TFLM {self.int8_acc:.2%}, fp32 "
+                f"{self.fp32_acc:.2%}")
+
     def lines(self) -> list[str]:
         q, first = self.input, self.agreement
         return [f"{first.runtime} vs {first.against} on {first.images:,} test images: predictions agree on "
@@ -42,8 +48,8 @@ class Int8Report:
                 f"int8 test accuracy on {self.images:,} images: TFLM {self.int8_acc:.2%}, fp32 {self.fp32_acc:.2%} "
                 f"({(self.int8_acc - self.fp32_acc) * 100:+.2f} points)",
                 f"flash {self.flash:,} bytes ({self.flash / 1024:.1f} KB); {self.arena}",
-                f"input: int8 {q['layout']} {tuple(q['shape'])}, q = round(x / {q['scale']:.6g}) + "
-                f"{q['zero_point']} for pixels x scaled to [0, 1]"]
+                f"input: int8 {q['layout']} {tuple(q['shape'])}, q = round(x / {q['scale']:.6g}) "
+                f"{'-' if q['zero_point'] < 0 else '+'} {abs(q['zero_point'])} for pixels x scaled to [0, 1]"]
 
 
 def side_files(out: Path, int8: bool) -> list[Path]:
@@ -52,23 +58,24 @@ def side_files(out: Path, int8: bool) -> list[Path]:
     return files + ([Path(f"{out.with_suffix('')}_data.cc"), Path(f"{out.with_suffix('')}_data.h")] if int8 else [])
 
 
-def export_tflite(weights: Path, out: Path, splits: Splits, int8: bool = False, say=print) -> Path:
+def export_tflite(weights: Path, out: Path, splits: Splits, int8: bool = False, say=print) -> Int8Report | None:
     """Writes `out`, the TFLite model of a weights file (fp32, or full-integer int8 calibrated on `splits`' training
     images, with its C source), and its `.json` spec beside it, once its runtime's check on `splits`' test images
-    has passed; a failed check writes nothing."""
+    has passed; a failed check writes nothing. The int8 model's report, or None for fp32."""
     tflite_export.require()
     out = Path(out)
     model, candidate, data = deploy.network(weights)
+    if int8:
+        tflite_export.check_runs_on_tflm(candidate.arch)
     fp32 = tflite_export.fp32_flatbuffer(model, tuple(data.shape))
     say(f"{check_fp32(fp32, model, splits.x_test, str(out))} {deploy.limits()}")
-    flatbuffer = fp32
+    flatbuffer, report = tflite_export.with_metadata(fp32, candidate, data), None
     if int8:
         quantised = tflite_export.int8_flatbuffer(fp32, splits.x_train[:deploy.CALIBRATION_IMAGES])
         flatbuffer = tflite_export.with_metadata(quantised, candidate, data)
-        for line in check_int8(flatbuffer, model, splits, str(out)).lines():
+        report = check_int8(flatbuffer, model, splits, str(out))
+        for line in report.lines():
             say(line)
-    else:
-        flatbuffer = tflite_export.with_metadata(fp32, candidate, data)
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
     if int8:
@@ -77,7 +84,7 @@ def export_tflite(weights: Path, out: Path, splits: Splits, int8: bool = False, 
         write_text(h, header)
         write_text(cc, source)
     write_text(out.with_suffix(".json"), export.spec_json(candidate, data))
-    return out
+    return report
 
 
 def check_fp32(flatbuffer: bytes, model: torch.nn.Module, images: torch.Tensor, where: str) -> deploy.Agreement:
@@ -121,6 +128,14 @@ def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print
         say(line)
 
 
-def write_best_tflite(weights: Path, out: Path, splits: Splits, say) -> Path:
-    """results/<study>/best.tflite (int8) and its C source from best.safetensors at the end of a search."""
-    return export_tflite(weights, out, splits, int8=True, say=say)
+def write_best_tflite(weights: Path, out: Path, splits: Splits) -> Path | None:
+    """results/<study>/best.tflite (int8) and its C source from best.safetensors at the end of a search, with one
+    line for the search's log. A network that cannot go onto a microcontroller, a failed check or a missing toolchain
+    is that one line too, and None: the search's other results stand."""
+    try:
+        report = export_tflite(weights, out, splits, int8=True, say=lambda line: None)
+    except (tflite_export.MissingToolchain, tflite_export.TfliteError, deploy.CheckFailed) as e:
+        logs.line(f"{out.name} not written: {e}")
+        return None
+    logs.line(f"{out.name} (int8, and its C array {out.stem}_data.cc): {report.summary()}")
+    return out

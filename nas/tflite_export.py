@@ -9,9 +9,11 @@ data's JSON in its metadata (the same keys as the weights file), and the int8 in
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -33,8 +35,8 @@ class MissingToolchain(UserError):
     """The optional TFLite extra is not installed."""
 
 
-class TfliteFileError(UserError):
-    """A file that is not a TFLite model written by `search.py export`."""
+class TfliteError(UserError):
+    """A TFLite model that cannot be read as one `search.py export` wrote, or that TFLM cannot run."""
 
 
 def require() -> None:
@@ -48,23 +50,36 @@ def require() -> None:
                                f"{INSTALL}") from None
 
 
+def check_runs_on_tflm(arch) -> None:
+    """A one-line TfliteError for a network with a layer TFLM has no int8 kernel for (nas.tflm_budget)."""
+    from nas import tflm_budget
+
+    if tflm_budget.unsupported_layers(arch):
+        raise TfliteError(f"TensorFlow Lite Micro has no int8 kernel for {', '.join(tflm_budget.UNSUPPORTED)}, "
+                              f"which this network uses; export it as tflite or onnx, or search without it")
+
+
 @contextlib.contextmanager
 def captured_output():
-    """Silences what the converters' C++ and Python print on stdout and stderr (file descriptors 1 and 2), and
+    """Silences what the converters print, from Python (progress bars) and from C++ (file descriptors 1 and 2), and
     yields a list that receives the text once the block ends (TFLM prints its arena that way)."""
     text: list[str] = []
+    python = io.StringIO()
     with tempfile.TemporaryFile(mode="w+b") as sink:
+        sys.stdout.flush()
+        sys.stderr.flush()
         saved = [os.dup(1), os.dup(2)]
         try:
             for stream in (1, 2):
                 os.dup2(sink.fileno(), stream)
-            yield text
+            with contextlib.redirect_stdout(python), contextlib.redirect_stderr(python):
+                yield text
         finally:
             for stream, fd in zip((1, 2), saved):
                 os.dup2(fd, stream)
                 os.close(fd)
             sink.seek(0)
-            text.append(sink.read().decode(errors="replace"))
+            text.append(sink.read().decode(errors="replace") + python.getvalue())
 
 
 # -- converting -----------------------------------------------------------------------------------------------
@@ -81,15 +96,23 @@ def fp32_flatbuffer(model: torch.nn.Module, input_shape: tuple[int, int, int]) -
 
 def int8_flatbuffer(fp32: bytes, calibration: torch.Tensor) -> bytes:
     """Full-integer int8 (weights per channel, activations, input and output) of fp32 TFLite model `fp32`,
-    its activation ranges calibrated on uint8 images `calibration` (N, C, H, W)."""
-    from ai_edge_quantizer import quantizer, recipe
+    its activation ranges calibrated on uint8 images `calibration` (N, C, H, W).
+
+    Each range is the least and most value seen over all the images (min_max_update). The quantizer's default, a
+    moving average of each image's range, clips the extremes of a model calibrated one image at a time."""
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
 
     signature, name = _signature(fp32)
-    quant = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())
+    plan = recipe.static_wi8_ai8()
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(plan)
     samples = [{name: image} for image in nhwc(calibration)]
     with captured_output():
-        result = quant.calibrate({signature: samples}, num_threads=1)
-        return bytes(quant.quantize(result, enable_progress_report=False).quantized_model)
+        ranges = calibrator.Calibrator(fp32, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+        ranges.calibrate({signature: samples}, manager)
+        quant = quantizer.Quantizer(fp32, plan)
+        return bytes(quant.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
 
 
 def _signature(flatbuffer: bytes) -> tuple[str, str]:
@@ -143,19 +166,19 @@ def metadata(flatbuffer: bytes) -> dict[str, str]:
 
 
 def read(path) -> tuple[bytes, Candidate, DataInfo]:
-    """(flatbuffer, candidate, data) of a .tflite file written by export; a one-line TfliteFileError otherwise."""
+    """(flatbuffer, candidate, data) of a .tflite file written by export; a one-line TfliteError otherwise."""
     flatbuffer = path.read_bytes()
     try:
         meta = metadata(flatbuffer)
     except Exception as e:  # noqa: BLE001 - the flatbuffer reader raises many types for damaged bytes
-        raise TfliteFileError(f"{path}: not a readable TFLite model ({_first_line(e)})") from None
+        raise TfliteError(f"{path}: not a readable TFLite model ({_first_line(e)})") from None
     if SPEC_KEY not in meta or DATA_KEY not in meta:
-        raise TfliteFileError(f"{path}: not written by search.py export (no {SPEC_KEY} and {DATA_KEY} metadata)")
+        raise TfliteError(f"{path}: not written by search.py export (no {SPEC_KEY} and {DATA_KEY} metadata)")
     try:
         candidate = Candidate.from_json(meta[SPEC_KEY], f"{path} metadata {SPEC_KEY}")
         data = DataInfo.from_dict(json.loads(meta[DATA_KEY]))
     except (SpecError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise TfliteFileError(f"{path}: its metadata is damaged ({_first_line(e)})") from None
+        raise TfliteError(f"{path}: its metadata is damaged ({_first_line(e)})") from None
     return flatbuffer, candidate, data
 
 
@@ -216,7 +239,7 @@ def _tflm(flatbuffer: bytes, arena: int = TFLM_ARENA):
         with captured_output():
             return runtime.Interpreter.from_bytes(flatbuffer, arena_size=arena)
     except Exception as e:  # noqa: BLE001 - TFLM reports a model it cannot run as a RuntimeError or ValueError
-        raise TfliteFileError(f"TensorFlow Lite Micro cannot run the model ({_first_line(e)})") from None
+        raise TfliteError(f"TensorFlow Lite Micro cannot run the model ({_first_line(e)})") from None
 
 
 @dataclass(frozen=True)

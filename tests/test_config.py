@@ -37,7 +37,7 @@ def test_a_setting_given_as_none_is_a_flag_left_out_and_keeps_its_default():
 def test_a_study_made_before_a_label_existed_is_taken_as_made_with_the_assumed_value():
     assert recorded_identity({"dataset": "fashion-mnist", "epochs": 2}) == {
         "val_size": data.LEGACY_VAL_SIZE, "max_peak_kb": None, "int8_memory": False, "max_latency_ms": None,
-        "dataset": "fashion-mnist", "epochs": 2}
+        "max_arena_kb": None, "max_flash_kb": None, "dataset": "fashion-mnist", "epochs": 2}
     assert recorded_identity({"val_size": 10_000})["val_size"] == 10_000
     assert recorded_identity({}) == {}  # no labels at all: not a search's study, so nothing is assumed
 

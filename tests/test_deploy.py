@@ -197,6 +197,68 @@ def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, tmp_path
     assert lines[1].startswith(f"int8: {out.stat().st_size:,} bytes")
 
 
+def test_export_format_tflite_int8_of_a_stored_trial_writes_its_c_array_then_check_it(study, tmp_path, capsys):
+    from nas import tflite_export
+
+    out = tmp_path / "toy.tflite"
+    assert main("export", "--study", "toy", "--results-dir", study, "--out", out, "--format", "tflite-int8") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("LiteRT vs PyTorch on 1,000 test images")
+    assert lines[1].startswith("TFLM int8 vs the fp32 network on 1,000 test images: predictions agree on")
+    assert lines[2].startswith("int8 test accuracy on 1,200 images: TFLM ")
+    assert lines[3].startswith(f"flash {out.stat().st_size:,} bytes") and "TFLM arena" in lines[3]
+    # the toy images' brightest pixel is 209: that is the top of the int8 range
+    assert lines[4] == "input: int8 NHWC (1, 16, 16, 1), q = round(x / 0.00321415) - 128 for pixels x scaled to [0, 1]"
+    assert lines[5].endswith(f"-> {out}, {out.with_suffix('.json')}, {out.with_suffix('.safetensors')}, "
+                             f"{tmp_path / 'toy_data.cc'} and {tmp_path / 'toy_data.h'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.json", "toy.safetensors", "toy.tflite", "toy_data.cc",
+                                                         "toy_data.h"]
+    flatbuffer, candidate, info = tflite_export.read(out)
+    assert candidate == CANDIDATE and tflite_export.is_int8(flatbuffer) and info.source.startswith("npz:")
+    assert f"toy_data_len = {len(flatbuffer)};" in (tmp_path / "toy_data.cc").read_text()
+    assert main("check", out) == 0
+    assert capsys.readouterr().out.splitlines() == lines[1:5]  # the same checks, the same figures
+
+
+def test_export_format_tflite_is_fp32_checked_by_litert(study, tmp_path, capsys):
+    from nas import tflite_export
+
+    out = tmp_path / "toy.tflite"
+    assert main("export", "--study", "toy", "--results-dir", study, "--out", out) == 0  # the format from the suffix
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("LiteRT vs PyTorch on 1,000 test images")
+    assert not tflite_export.is_int8(tflite_export.read(out)[0])
+    assert main("check", out) == 0
+    assert capsys.readouterr().out.startswith("LiteRT vs PyTorch on 1,000 test images")
+
+
+def test_export_format_tflite_int8_whose_tflm_check_fails_writes_nothing(study, tmp_path, monkeypatch, capsys):
+    from nas import tflite_deploy
+
+    monkeypatch.setattr(tflite_deploy, "MIN_INT8_AGREEMENT", 1.01)  # no agreement can pass
+    assert main("export", "--study", "toy", "--results-dir", study, "--out", tmp_path / "toy.tflite",
+                "--format", "tflite-int8") == 3
+    assert "TFLM int8 and the fp32 network agree on" in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_format_tflite_without_the_toolchain_says_how_to_install_it(study, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def missing(name, *args, **kwargs):
+        if name.split(".")[0] in ("litert_torch", "ai_edge_quantizer", "tflite_micro"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", missing)
+    assert main("export", "--study", "toy", "--results-dir", study, "--out", tmp_path / "toy.tflite",
+                "--format", "tflite-int8") == 2
+    assert "pip install -e '.[tflite]'" in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_format_safetensors_stays_as_it_was(study, tmp_path, capsys):
     out = tmp_path / "toy.onnx"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out, "--format", "safetensors") == 0
