@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas import export, references, study as study_mod
+from nas import export, references, study as study_mod, tflm_budget
 from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
 from nas.data import DataInfo
@@ -233,6 +233,11 @@ def describe(path: str) -> int:
           f"{input_bytes + sum(c.activation_bytes for c in costs):,} activation bytes in all")
     print(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), {peak // 4:,} at int8 "
           f"(the largest input plus output alive at once, residual inputs held)")
+    tflm, flash = tflm_budget.arena(spec), tflm_budget.flash_bytes(spec)
+    print(f"on a microcontroller (int8, TFLM), predicted: arena {tflm.total:,} bytes ({tflm.head:,} activations + "
+          f"{tflm.tail:,} persistent), flash {flash:,} bytes" + (
+              f"; TFLM has no int8 kernel for {', '.join(tflm_budget.UNSUPPORTED)}, which it uses"
+              if tflm_budget.unsupported_layers(spec) else ""))
     print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
     for line in data_lines(data, spec):
         print(line)

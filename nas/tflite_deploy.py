@@ -71,8 +71,7 @@ def export_tflite(weights: Path, out: Path, splits: Splits, int8: bool = False, 
     say(f"{check_fp32(fp32, model, splits.x_test, str(out))} {deploy.limits()}")
     flatbuffer, report = tflite_export.with_metadata(fp32, candidate, data), None
     if int8:
-        quantised = tflite_export.int8_flatbuffer(fp32, splits.x_train[:deploy.CALIBRATION_IMAGES])
-        flatbuffer = tflite_export.with_metadata(quantised, candidate, data)
+        flatbuffer = tflite_export.int8_model(fp32, splits.x_train[:deploy.CALIBRATION_IMAGES], candidate, data)
         report = check_int8(flatbuffer, model, splits, str(out))
         for line in report.lines():
             say(line)

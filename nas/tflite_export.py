@@ -3,8 +3,9 @@ int8 by ai-edge-quantizer (static, calibrated), run by LiteRT's interpreter (fp3
 the arena TFLM measures, and the C array a TFLM project compiles.
 
 A model takes one image (1, H, W, C), NHWC, scaled to [0, 1]; the normalisation is inside it. The int8 model takes
-int8 pixels, q = round(x / scale) + zero_point, and gives int8 logits. Each file carries the candidate's and the
-data's JSON in its metadata (the same keys as the weights file), and the int8 input's scale and zero point.
+int8 pixels, q = round(x / scale) + zero_point, and gives int8 logits, and carries no tensor names. Each file
+carries the candidate's and the data's JSON in its metadata (the same keys as the weights file), and the int8 input's
+scale and zero point.
 """
 from __future__ import annotations
 
@@ -115,6 +116,12 @@ def int8_flatbuffer(fp32: bytes, calibration: torch.Tensor) -> bytes:
         return bytes(quant.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
 
 
+def int8_model(fp32: bytes, calibration: torch.Tensor, candidate: Candidate, data: DataInfo) -> bytes:
+    """The file a microcontroller gets: fp32 TFLite model `fp32` as full-integer int8 (int8_flatbuffer), with its
+    metadata and without tensor names."""
+    return with_metadata(int8_flatbuffer(fp32, calibration), candidate, data, strip=True)
+
+
 def _signature(flatbuffer: bytes) -> tuple[str, str]:
     """(signature key, input name) of a one-input model."""
     interpreter = _litert(flatbuffer)
@@ -129,8 +136,10 @@ def nhwc(images: torch.Tensor) -> np.ndarray:
 
 
 # -- metadata ---------------------------------------------------------------------------------------------------
-def with_metadata(flatbuffer: bytes, candidate: Candidate, data: DataInfo) -> bytes:
-    """`flatbuffer` with the candidate's and the data's JSON, and its input's quantisation, as named metadata."""
+def with_metadata(flatbuffer: bytes, candidate: Candidate, data: DataInfo, strip: bool = False) -> bytes:
+    """`flatbuffer` with the candidate's and the data's JSON, and its input's quantisation, as named metadata;
+    `strip`: without the tensor names and signatures, which TFLM does not read and which would take a third or more
+    of a small model's flash."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -145,6 +154,8 @@ def with_metadata(flatbuffer: bytes, candidate: Candidate, data: DataInfo) -> by
         entry = schema.MetadataT()
         entry.name, entry.buffer = key, len(model.buffers) - 1
         model.metadata.append(entry)
+    if strip:
+        flatbuffer_utils.strip_strings(model)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -184,10 +195,13 @@ def read(path) -> tuple[bytes, Candidate, DataInfo]:
 
 # -- running ----------------------------------------------------------------------------------------------------
 def _litert(flatbuffer: bytes):
-    from ai_edge_litert.interpreter import Interpreter
+    """LiteRT's interpreter with its reference kernels: the XNNPACK delegate it adds by default refuses some int8
+    models that TFLM runs."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     with captured_output():
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=1,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interpreter.allocate_tensors()
     return interpreter
 

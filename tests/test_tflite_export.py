@@ -34,8 +34,7 @@ def converted():
         model = trained_looking(candidate.arch, seed=2)
         images = images_for(candidate.arch.input_shape, seed=3)
         fp32 = tflite_export.fp32_flatbuffer(model, candidate.arch.input_shape)
-        int8 = tflite_export.with_metadata(tflite_export.int8_flatbuffer(fp32, images), candidate, model.info) \
-            if name in ON_TFLM else None
+        int8 = tflite_export.int8_model(fp32, images, candidate, model.info) if name in ON_TFLM else None
         out[name] = model, fp32, int8, images
     return out
 
