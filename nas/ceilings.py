@@ -91,8 +91,8 @@ class Ceilings:
             out.append(Limit(study_mod.REJECTED_MEMORY, f"--max-peak-kb {self.peak_kb:g}", self.peak_kb, 1024,
                              f"KB peak at {self.precision}", lambda spec: peak_bytes(spec, self.int8)))
         if self.arena_kb is not None or self.flash_kb is not None:  # a network TFLM cannot run fits no device
-            out.append(Limit(study_mod.REJECTED_TFLM, "TFLM's int8 kernels", 0, 1,
-                             f"layer(s) TFLM has no int8 kernel for ({', '.join(tflm_budget.UNSUPPORTED)})",
+            out.append(Limit(study_mod.REJECTED_TFLM, "0 (TFLM cannot run them)", 0, 1,
+                             f"layer(s) with no TFLM int8 kernel ({', '.join(tflm_budget.UNSUPPORTED)})",
                              tflm_budget.unsupported_layers))
         if self.arena_kb is not None:
             out.append(Limit(study_mod.REJECTED_ARENA, f"--max-arena-kb {self.arena_kb:g}", self.arena_kb, 1024,

@@ -93,10 +93,14 @@ def cmd_export(config: SearchConfig, args) -> int:
                        f"name the model {out.with_suffix(model_suffix)}")
     if form == "safetensors":
         out = export.export_trial(trial, store, out, export.legacy_info(config.dataset))
-    else:
-        from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX or TFLite export
+    elif form.startswith("tflite"):
+        from nas import tflite_deploy  # the converters take seconds to import: only for a TFLite export
 
-        out = deploy.export_trial(trial, store, out, config, form)
+        out = tflite_deploy.export_trial(trial, store, out, config, int8=form == "tflite-int8")
+    else:
+        from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
+
+        out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8")
     if form == "tflite-int8":
         beside += ["_data.cc", "_data.h"]
     written = [out, *(Path(f"{out.with_suffix('')}{suffix}") for suffix in beside)]
@@ -107,9 +111,10 @@ def cmd_export(config: SearchConfig, args) -> int:
 
 def cmd_check(config: SearchConfig, args) -> int:
     """An exported .onnx or .tflite against its PyTorch weights, on the test images of the data it records."""
-    from nas import deploy  # onnx and onnxruntime take seconds to import
+    from nas import deploy, tflite_deploy  # onnx and onnxruntime take seconds to import
 
-    deploy.check_file(Path(args.path), args.weights and Path(args.weights), config)
+    checker = tflite_deploy if Path(args.path).suffix.lower() == ".tflite" else deploy
+    checker.check_file(Path(args.path), args.weights and Path(args.weights), config)
     return 0
 
 

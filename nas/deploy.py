@@ -8,6 +8,7 @@ both run by onnxruntime, say what it costs.
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -101,28 +102,25 @@ def export_onnx(weights: Path, out: Path, splits: Splits, int8: bool = False, sa
     return out
 
 
-def export_trial(trial, store, out: Path, config: SearchConfig, form: str = "onnx", say=print) -> Path:
-    """A stored trial's deployable model at `out` in `form` (onnx, onnx-int8, tflite, tflite-int8), checked on the
-    data `config` names (the study's, as made), with its weights beside it (`out`'s name, `.safetensors`) for
-    `check`; a failed check writes neither."""
+def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = False, say=print) -> Path:
+    """A stored trial's ONNX model at `out`, checked on the data `config` names (the study's, as made), with its
+    weights beside it (`out`'s name, `.safetensors`) for `check`; a failed check writes neither."""
+    with stored_weights(trial, store, out, config) as weights:
+        export_onnx(weights, out, read_data(config), int8, say)
+    return Path(out)
+
+
+@contextlib.contextmanager
+def stored_weights(trial, store, out: Path, config: SearchConfig):
+    """Yields a stored trial's weights, fetched into a temporary folder beside `out`; once the block has written
+    `out`, they go beside it (`out`'s name, `.safetensors`); if it fails, nowhere."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if form.startswith("tflite"):
-        from nas import tflite_export
-
-        tflite_export.require()  # before reading any data
     with tempfile.TemporaryDirectory(prefix=".nas-export-", dir=out.parent) as tmp:  # beside `out`: one rename
         legacy = export.legacy_info(config.dataset)  # for a trial made before weights recorded their data
         weights = export.export_trial(trial, store, Path(tmp) / "weights.safetensors", legacy)
-        splits, int8 = read_data(config), form.endswith("-int8")
-        if form.startswith("tflite"):
-            from nas import tflite_deploy
-
-            tflite_deploy.export_tflite(weights, out, splits, int8, say)  # its report went to `say`
-        else:
-            export_onnx(weights, out, splits, int8, say)
+        yield weights
         weights.replace(weights_beside(out))
-        return out
 
 
 def weights_beside(model: Path) -> Path:
@@ -183,14 +181,10 @@ def int8_report(fp32, int8, splits: Splits) -> Int8Report:
 
 
 def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print) -> None:
-    """`search.py check`: an exported .onnx or .tflite against its weights (--weights, else the .safetensors beside
-    it), on the test images of the data it records. An fp32 ONNX model is held to the limits; an int8 one is reported
-    on. A .tflite file gets its export's checks (nas.tflite_deploy)."""
+    """`search.py check FILE.onnx`: an exported model against its weights (--weights, else the .safetensors beside
+    it), on the test images of the data it records. An fp32 model is held to the limits; an int8 one is reported
+    on."""
     path = Path(path)
-    if path.suffix.lower() == ".tflite":
-        from nas import tflite_deploy
-
-        return tflite_deploy.check_file(path, weights, config, say)
     proto, candidate, data = onnx_export.read(path)
     model = weights_for(path, weights, candidate)
     splits = data_for(data, config)

@@ -108,6 +108,18 @@ def read_candidate(path: str | Path) -> Candidate:
     return read_spec(path)[0]
 
 
+def recorded_in(meta: dict[str, str], where: str, error: type[Exception]) -> tuple[Candidate, DataInfo]:
+    """The candidate and the data that an exported model's metadata records (SPEC_KEY, DATA_KEY); an `error` with
+    one line if they are missing or damaged."""
+    if SPEC_KEY not in meta or DATA_KEY not in meta:
+        raise error(f"{where}: not written by search.py export (no {SPEC_KEY} and {DATA_KEY} metadata)")
+    try:
+        return Candidate.from_json(meta[SPEC_KEY], f"{where} metadata {SPEC_KEY}"), \
+            DataInfo.from_dict(json.loads(meta[DATA_KEY]))
+    except (SpecError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise error(f"{where}: its metadata is damaged ({_first_line(e)})") from None
+
+
 def read_spec_json(text: str, where: str) -> tuple[Candidate, DataInfo | None]:
     """A spec JSON file (a `.json` beside the weights, or written by hand): the candidate, and its `data` if any."""
     d = _json(text, where)

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nas import export
 from nas.data import DataInfo
 from nas.errors import UserError
-from nas.spec import Candidate, SpecError
+from nas.spec import Candidate
 
 OPSET = 17
 INPUT, OUTPUT = "images", "logits"
-SPEC_KEY, DATA_KEY = "nas.candidate", "nas.data"  # the same keys as the safetensors metadata (nas.export)
+SPEC_KEY, DATA_KEY = export.SPEC_KEY, export.DATA_KEY  # the same keys as the safetensors metadata
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 BATCH = 500  # images per onnxruntime run: bounds the activations' memory on a large test set
 
@@ -74,15 +75,8 @@ def read(path: str | Path):
         proto = onnx.load_from_string(path.read_bytes())
     except (DecodeError, ValueError, RuntimeError) as e:  # protobuf's and onnx's ways of refusing a damaged file
         raise OnnxFileError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if not proto.graph.node or SPEC_KEY not in meta or DATA_KEY not in meta:
-        raise OnnxFileError(f"{path}: not written by search.py export (no {SPEC_KEY} and {DATA_KEY} metadata)")
-    try:
-        candidate = Candidate.from_json(meta[SPEC_KEY], f"{path} metadata {SPEC_KEY}")
-        data = DataInfo.from_dict(json.loads(meta[DATA_KEY]))
-    except (SpecError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise OnnxFileError(f"{path}: its metadata is damaged ({_first_line(e)})") from None
-    return proto, candidate, data
+    meta = {p.key: p.value for p in proto.metadata_props} if proto.graph.node else {}  # no graph: not ours
+    return (proto, *export.recorded_in(meta, str(path), OnnxFileError))
 
 
 def is_int8(proto) -> bool:

@@ -17,6 +17,7 @@ import torch
 from nas import deploy, export, logs, tflite_export
 from nas.config import SearchConfig
 from nas.data import Splits
+from nas.device import read_data
 from nas.fileio import atomic_path, write_text
 
 MIN_INT8_AGREEMENT = 0.99  # the share of test images TFLM's int8 model must classify as the fp32 network does
@@ -56,6 +57,15 @@ def side_files(out: Path, int8: bool) -> list[Path]:
     """What an export writes beside `out`: the spec, the weights, and for int8 the C source of the array."""
     files = [out.with_suffix(".json"), deploy.weights_beside(out)]
     return files + ([Path(f"{out.with_suffix('')}_data.cc"), Path(f"{out.with_suffix('')}_data.h")] if int8 else [])
+
+
+def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = False, say=print) -> Path:
+    """A stored trial's TFLite model at `out` (nas.deploy.export_trial's way: checked on the study's data, its
+    weights beside it)."""
+    tflite_export.require()  # before any data is read
+    with deploy.stored_weights(trial, store, out, config) as weights:
+        export_tflite(weights, out, read_data(config), int8, say)  # its report went to `say`
+    return Path(out)
 
 
 def export_tflite(weights: Path, out: Path, splits: Splits, int8: bool = False, say=print) -> Int8Report | None:

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nas import export
 from nas.data import DataInfo
 from nas.errors import UserError
-from nas.spec import Candidate, SpecError
+from nas.spec import Candidate
 
-SPEC_KEY, DATA_KEY, INPUT_KEY = "nas.candidate", "nas.data", "nas.input"  # SPEC_KEY, DATA_KEY: nas.export's
+SPEC_KEY, DATA_KEY = export.SPEC_KEY, export.DATA_KEY  # the metadata keys of every exported model
+INPUT_KEY = "nas.input"
 LAYOUT = "NHWC"
 INSTALL = "pip install -e '.[tflite]'"
 TFLM_ARENA = 1 << 22  # bytes the measuring interpreter may use; the arena it reports is what the model needs
@@ -183,14 +185,7 @@ def read(path) -> tuple[bytes, Candidate, DataInfo]:
         meta = metadata(flatbuffer)
     except Exception as e:  # noqa: BLE001 - the flatbuffer reader raises many types for damaged bytes
         raise TfliteError(f"{path}: not a readable TFLite model ({_first_line(e)})") from None
-    if SPEC_KEY not in meta or DATA_KEY not in meta:
-        raise TfliteError(f"{path}: not written by search.py export (no {SPEC_KEY} and {DATA_KEY} metadata)")
-    try:
-        candidate = Candidate.from_json(meta[SPEC_KEY], f"{path} metadata {SPEC_KEY}")
-        data = DataInfo.from_dict(json.loads(meta[DATA_KEY]))
-    except (SpecError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise TfliteError(f"{path}: its metadata is damaged ({_first_line(e)})") from None
-    return flatbuffer, candidate, data
+    return (flatbuffer, *export.recorded_in(meta, str(path), TfliteError))
 
 
 # -- running ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from nas.objective import Objective
 from nas.references import by_name
 from nas.space import SearchSpace
 from nas.space_file import load_space
-from nas.study import REJECTED, REJECTED_FLOPS, REJECTED_LATENCY, REJECTED_MEMORY, is_trained, trained_count
+from nas import tflm_budget
+from nas.study import (REJECTED, REJECTED_ARENA, REJECTED_FLASH, REJECTED_FLOPS, REJECTED_LATENCY, REJECTED_MEMORY,
+                       REJECTED_TFLM, is_trained, trained_count)
 from nas.workers import Stopper
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -25,6 +27,7 @@ CEILINGS = {
     "peak-fp32": (dict(max_peak_kb=48.0), REJECTED_MEMORY, "peak_kb", 48.0),
     "peak-int8": (dict(max_peak_kb=12.0, int8_memory=True), REJECTED_MEMORY, "peak_kb", 12.0),
     "latency": (dict(max_latency_ms=0.2), REJECTED_LATENCY, "latency_ms", 0.2),
+    "arena": (dict(max_arena_kb=18.0), REJECTED_ARENA, "arena_kb", 18.0),  # median 24 KB
 }
 R1 = by_name("R1").arch
 LATENCY_MS_PER_MFLOP = 0.33 / 2.9  # the proposals' median latency over their median MFLOPs, measured here
@@ -43,6 +46,27 @@ def test_device_ceilings_admit_their_value_and_the_param_budget_stays_strict():
     assert _ceilings(max_params=count_params(R1) + 1).breach(R1) is None
     int8 = _ceilings(max_peak_kb=kb / 4, int8_memory=True)  # one byte a value: a quarter of fp32's bytes
     assert int8.breach(R1) is None and int8.figures(R1)["peak_kb"] == kb / 4
+
+
+def test_the_microcontroller_ceilings_admit_their_predicted_value():
+    arena, flash = tflm_budget.arena(R1).total, tflm_budget.flash_bytes(R1)
+    fits = _ceilings(max_arena_kb=arena / 1024, max_flash_kb=flash / 1024)
+    assert fits.breach(R1) is None
+    assert fits.figures(R1)["arena_kb"] == arena / 1024 and fits.figures(R1)["flash_kb"] == flash / 1024
+    over = _ceilings(max_arena_kb=(arena - 1) / 1024).breach(R1)
+    assert over.limit.reason == REJECTED_ARENA and "KB TFLM arena > --max-arena-kb" in str(over)
+    over = _ceilings(max_flash_kb=(flash - 1) / 1024).breach(R1)
+    assert over.limit.reason == REJECTED_FLASH and "KB int8 flash > --max-flash-kb" in str(over)
+
+
+def test_under_a_microcontroller_ceiling_a_network_tflm_cannot_run_is_rejected():
+    r4 = by_name("R4").arch  # GELU, which TFLM has no int8 kernel for
+    assert tflm_budget.unsupported_layers(r4) > 0
+    breach = _ceilings(max_arena_kb=1000.0).breach(r4)
+    assert breach.limit.reason == REJECTED_TFLM and "GELU" in str(breach)
+    assert _ceilings(max_flash_kb=1000.0).breach(r4).limit.reason == REJECTED_TFLM
+    assert _ceilings(max_arena_kb=1000.0).breach(R1) is None
+    assert _ceilings(max_peak_kb=1000.0, int8_memory=True).breach(r4) is None  # MCUNet's peak alone: no runtime named
 
 
 def test_a_breach_names_its_ceiling_and_by_how_much():
@@ -112,7 +136,7 @@ def test_a_candidate_over_a_ceiling_is_rejected_untrained_and_not_counted(tmp_pa
         assert not t.intermediate_values and "train_seconds" not in t.user_attrs
     assert all(t.user_attrs[attr] <= ceiling for t in study.trials if is_trained(t))
     for t in study.trials:  # every trial carries every figure, whatever its ceilings
-        assert {"flops", "peak_kb", "latency_ms"} <= set(t.user_attrs)
+        assert {"flops", "peak_kb", "arena_kb", "flash_kb", "latency_ms"} <= set(t.user_attrs)
 
 
 def test_unmeetable_ceilings_are_one_line_at_the_start_naming_each(tmp_path, capsys):

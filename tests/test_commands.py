@@ -15,7 +15,7 @@ import torch
 from optuna.trial import TrialState
 from safetensors.torch import load_file
 
-from nas import cli, commands, data as data_mod, export, references
+from nas import cli, commands, data as data_mod, export, references, tflm_budget
 from nas.budget import count_flops, count_params, peak_activation_bytes
 from nas.build import build
 from nas.config import SearchConfig, study_identity
@@ -75,7 +75,7 @@ def _table(out: str) -> tuple[list[str], list[list[str]]]:
     """The lines from the title to the recipe (the data's lines follow it), and the table's rows split into words."""
     lines = out.splitlines()
     total = next(i for i, line in enumerate(lines) if line.startswith("total: "))
-    return lines[:total + 3], [line.split() for line in lines[2:total]]
+    return lines[:total + 4], [line.split() for line in lines[2:total]]
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
@@ -92,10 +92,14 @@ def test_describe_prints_a_row_per_block_adding_up_to_the_exact_total(path, caps
     flops = count_flops(candidate.arch)
     assert abs(sum(number(r[-2]) for r in rows[1:]) - flops / 1e6) < 0.001 * len(rows)
     acts = sum(number(r[-1]) for r in rows)
-    assert lines[-3] == f"total: {total:,} trainable parameters, {flops / 1e6:.3f} MFLOPs per image, {acts:,.0f} activation bytes in all"
+    assert lines[-4] == f"total: {total:,} trainable parameters, {flops / 1e6:.3f} MFLOPs per image, {acts:,.0f} activation bytes in all"
     peak = peak_activation_bytes(candidate.arch)
-    assert lines[-2].startswith(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), "
+    assert lines[-3].startswith(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), "
                                 f"{peak // 4:,} at int8")
+    arena, flash = tflm_budget.arena(candidate.arch), tflm_budget.flash_bytes(candidate.arch)
+    assert lines[-2].startswith(f"on a microcontroller (int8, TFLM), predicted: arena {arena.total:,} bytes "
+                                f"({arena.head:,} activations + {arena.tail:,} persistent), flash {flash:,} bytes")
+    assert lines[-2].endswith("which it uses") == bool(tflm_budget.unsupported_layers(candidate.arch))  # R4: GELU
     assert json.loads(lines[-1].removeprefix("recipe: ")) == candidate.recipe.to_dict()
 
 
@@ -107,7 +111,7 @@ def test_describe_shows_each_block_its_output_shape_and_its_own_parameters(capsy
     assert residual.split()[-1] == f"{24 * 14 * 14 * 4:,}"
     pool = next(line for line in lines if line.startswith("blocks[4]"))
     assert pool.split()[1:] == ["pool(op=max,", "k=2,", "ceil=True)", "(24,", "7,", "7)", "0", "0.000", f"{24 * 7 * 7 * 4:,}"]
-    assert lines[-3].startswith("total: 8,530 trainable parameters, ")
+    assert lines[-4].startswith("total: 8,530 trainable parameters, ")
 
 
 def test_describe_prints_the_data_the_input_shape_the_normalisation_and_the_classes(tmp_path, capsys):

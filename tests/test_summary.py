@@ -127,3 +127,64 @@ def test_the_frontier_and_the_best_are_scored_on_the_test_set_from_their_stored_
         assert f"trial {row['number']:>4}  {row['params']:>7,}  {row['val_acc']:.2%}  {row['test_acc']:.2%}" in out
     assert f"test {frontier['test_acc'].iloc[0]:.2%}" in (tmp_path / "q" / "frontier.html").read_text()
     assert (tmp_path / "q" / "best.onnx").is_file() and "no test accuracy" not in out
+
+
+def _one_trained_trial(tmp_path, **settings) -> tuple[SearchConfig, optuna.Study]:
+    """A study "m" of one network trained on the quadrant toy set, and a config with `settings`."""
+    path = tmp_path / "quadrants.npz"
+    (x_train, y_train), (x_test, y_test) = quadrant_images(1200, 0), quadrant_images(1200, 1)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    config = SearchConfig(results_dir=str(tmp_path), study="m", dataset="npz", data_dir=str(path), **settings)
+    splits = data_mod.load("npz", path)
+    study = optuna.create_study(study_name="m", storage=config.storage_url, direction="maximize")
+    # learns the toy task (above 90%), so int8 and fp32 agree as on a real network
+    candidate = Candidate(ArchSpec((Conv(16, bn=True, bias=False, act="relu"), Pool(),
+                                    Conv(32, bn=True, bias=False, act="relu"), Pool(), GlobalAvgPool(),
+                                    Linear(CLASSES)), SHAPE, CLASSES), TrainRecipe(lr=0.1, batch_size=32))
+    trial, model = study.ask(), build(candidate.arch, seed=0)
+    result = train(model, candidate.recipe, splits, epochs=2, seed=0, test=False)
+    record_candidate(trial, candidate, count_params(candidate.arch))
+    record_result(trial, result, model, candidate, export.artifact_store(config.artifacts("m")), tmp_path / "tmp",
+                  splits.info)
+    study.tell(trial, result.val_acc)
+    return config, study
+
+
+@pytest.mark.parametrize("settings", [dict(max_arena_kb=64.0), dict(int8_memory=True)])
+def test_a_search_for_a_microcontroller_writes_best_tflite_and_its_c_array_with_one_line(tmp_path, capsys,
+                                                                                        settings):
+    from nas import tflite_export
+
+    config, study = _one_trained_trial(tmp_path, **settings)
+    paths = summary.finish(config, study, 1.0)["paths"]
+    out = capsys.readouterr().out
+    folder = tmp_path / "m"
+    assert paths["tflite"] == folder / "best.tflite"
+    assert {"best.tflite", "best_data.cc", "best_data.h"} <= {p.name for p in folder.iterdir()}
+    flatbuffer = (folder / "best.tflite").read_bytes()
+    assert tflite_export.is_int8(flatbuffer)
+    line = next(line for line in out.splitlines() if line.startswith("best.tflite"))
+    arena = tflite_export.measured_arena(flatbuffer)
+    assert f"flash {len(flatbuffer) / 1024:.1f} KB, TFLM arena {arena.total / 1024:.1f} KB" in line
+    assert "best.tflite, best_data.cc, best_data.h)" in out  # the results line lists them
+
+
+def test_without_the_toolchain_a_microcontroller_search_still_writes_everything_else(tmp_path, capsys, monkeypatch):
+    from nas import tflite_export
+
+    def missing():
+        raise tflite_export.MissingToolchain(f"TFLite export needs the optional toolchain: {tflite_export.INSTALL}")
+
+    monkeypatch.setattr(tflite_export, "require", missing)
+    config, study = _one_trained_trial(tmp_path, max_arena_kb=64.0)
+    paths = summary.finish(config, study, 1.0)["paths"]
+    out = capsys.readouterr().out
+    assert "tflite" not in paths and (tmp_path / "m" / "best.onnx").is_file()
+    assert "best.tflite not written: TFLite export needs the optional toolchain: pip install -e '.[tflite]'" in out
+    assert not (tmp_path / "m" / "best.tflite").exists()
+
+
+def test_a_search_not_for_a_microcontroller_writes_no_tflite(tmp_path, capsys):
+    config, study = _one_trained_trial(tmp_path)
+    assert "tflite" not in summary.finish(config, study, 1.0)["paths"]
+    assert not (tmp_path / "m" / "best.tflite").exists()

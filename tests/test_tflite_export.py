@@ -92,6 +92,18 @@ def test_the_files_carry_their_spec_and_data(converted, tmp_path):
     assert candidate == HAND_WRITTEN["residual-identity"] and data == converted["residual-identity"][0].info
 
 
+@pytest.mark.parametrize("name", ON_TFLM)
+def test_the_predicted_arena_and_flash_hold_for_every_block_kind(converted, name):
+    """nas.tflm_budget, from the spec alone, against TFLM's measured arena and the file's size: the arena a ceiling
+    within 10% of it, the flash within 5%."""
+    model, _, int8, _ = converted[name]
+    candidate = HAND_WRITTEN[name]
+    measured, predicted = tflite_export.measured_arena(int8), tflm_budget.arena(candidate.arch)
+    assert measured.total <= predicted.total <= 1.10 * measured.total, (measured, predicted)
+    flash = tflm_budget.flash_bytes(candidate.arch, tflm_budget.metadata_bytes(candidate, model.info))
+    assert abs(flash - len(int8)) <= 0.05 * len(int8), (flash, len(int8))
+
+
 def test_residual_networks_hold_their_input_in_the_arena(converted):
     """TFLM keeps a residual stage's input alive beside its body: more activations than the plain chain of the same
     layers."""
