@@ -4,8 +4,8 @@
     python bench/tflm_arena.py --count 10 --seed 1
 
 Each network is exported as nas.tflite_export does it (litert-torch, ai-edge-quantizer's full-integer int8, the
-metadata); TFLM's recording allocator measures its arena after one inference, and the file's size is taken. Both are
-set against the estimates from the spec alone, one line per network, then the worst and median ratios.
+metadata, no tensor names); TFLM's recording allocator measures its arena after one inference, and the file's size is
+taken. Both are set against the estimates from the spec alone, one line per network, then the worst and median ratios.
 
 The drawn networks (seeded) come from search_spaces/mnist.toml (one in three) and mnist_broad.toml, at budgets
 log-uniform from 3k to 25k params; the broad space's block kind, head, residual, pool kind and placement, activation
