@@ -45,9 +45,11 @@ class TfliteError(UserError):
 def require() -> None:
     """A one-line MissingToolchain unless litert-torch, ai-edge-quantizer and tflite-micro all import."""
     try:
-        import ai_edge_quantizer  # noqa: F401
-        import litert_torch  # noqa: F401
-        import tflite_micro  # noqa: F401
+        with captured_output():  # importing them logs a few lines of C++ and Python noise to stderr
+            import ai_edge_litert.interpreter  # noqa: F401
+            import ai_edge_quantizer  # noqa: F401
+            import litert_torch  # noqa: F401
+            import tflite_micro  # noqa: F401
     except ImportError as e:
         raise MissingToolchain(f"TFLite export needs the optional toolchain ({e.name} is not installed): "
                                f"{INSTALL}") from None
