@@ -53,10 +53,9 @@ class Int8Report:
                 f"{'-' if q['zero_point'] < 0 else '+'} {abs(q['zero_point'])} for pixels x scaled to [0, 1]"]
 
 
-def side_files(out: Path, int8: bool) -> list[Path]:
-    """What an export writes beside `out`: the spec, the weights, and for int8 the C source of the array."""
-    files = [out.with_suffix(".json"), deploy.weights_beside(out)]
-    return files + ([Path(f"{out.with_suffix('')}_data.cc"), Path(f"{out.with_suffix('')}_data.h")] if int8 else [])
+def c_files(out: Path) -> tuple[Path, Path]:
+    """Where the C source of an int8 model `out` goes: `<name>_data.cc` and `<name>_data.h` beside it."""
+    return Path(f"{out.with_suffix('')}_data.cc"), Path(f"{out.with_suffix('')}_data.h")
 
 
 def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = False, say=print) -> Path:
@@ -89,7 +88,7 @@ def export_tflite(weights: Path, out: Path, splits: Splits, int8: bool = False, 
         tmp.write_bytes(flatbuffer)
     if int8:
         source, header = tflite_export.c_source(flatbuffer, out.stem)
-        cc, h = side_files(out, int8)[2:]
+        cc, h = c_files(out)
         write_text(h, header)
         write_text(cc, source)
     write_text(out.with_suffix(".json"), export.spec_json(candidate, data))
