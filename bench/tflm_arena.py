@@ -2,6 +2,7 @@
 
     python bench/tflm_arena.py             # R1, R2, R4, 30 networks drawn from the two MNIST spaces, 3 GELU ones
     python bench/tflm_arena.py --count 10 --seed 1
+    python bench/tflm_arena.py --shape 3,32,32 --classes 10   # CIFAR-shaped colour data (no R networks)
 
 Each network is exported as nas.tflite_export does it (litert-torch, ai-edge-quantizer's full-integer int8, the
 metadata, no tensor names); TFLM's recording allocator measures its arena after one inference, and the file's size is
@@ -43,8 +44,9 @@ DEALT = {"block": ["conv", "separable", "bottleneck"],
 SHOWN = ("block", "head", "residual", "pools", "pool", "pool_placement", "activation", "bn")
 
 
-def draws(seed: int, gelu: bool = False):
-    """Endless (label, candidate, layout text) drawn from the two spaces; `gelu`: from the broad one, with GELU."""
+def draws(seed: int, gelu: bool = False, shape=(1, 28, 28), classes: int = 10):
+    """Endless (label, candidate, layout text) drawn from the two spaces, laid out for `shape` images in `classes`
+    classes; `gelu`: from the broad one, with GELU."""
     import optuna
 
     from nas.space_file import SPACES_DIR, load_space
@@ -64,7 +66,7 @@ def draws(seed: int, gelu: bool = False):
             fixed = {key: dealt[key].pop() for key in DEALT}
             studies[name].enqueue_trial(fixed | ({"activation": "gelu"} if gelu else {}))
         trial = studies[name].ask()
-        candidate = spaces[name].sample(trial, budget)
+        candidate = spaces[name].sample(trial, budget, shape, classes)
         arch = spaces[name].arch
         chosen = {key: trial.params.get(key, arch.get(key)) for key in SHOWN}
         layout = (f"{chosen['block']}/{chosen['head']}/res:{chosen['residual']}/{chosen['pools']}{chosen['pool']}"
@@ -116,6 +118,9 @@ def main() -> None:
                         help="networks drawn and measured (one whose export fails is replaced); default 30")
     parser.add_argument("--gelu", type=int, default=3, help="GELU networks drawn besides, for the file size only")
     parser.add_argument("--seed", type=int, default=0, help="the draw's seed")
+    parser.add_argument("--shape", type=lambda s: tuple(map(int, s.split(","))), default=(1, 28, 28),
+                        help="the images' C,H,W; default 1,28,28 (MNIST's)")
+    parser.add_argument("--classes", type=int, default=10, help="the data's classes; default 10")
     parser.add_argument("--calibration", type=int, default=50, help="random calibration images per export")
     args = parser.parse_args()
 
@@ -128,19 +133,25 @@ def main() -> None:
     from nas import references
     from nas.data import DATASETS, DataInfo
 
-    mean, std = DATASETS["mnist"].mean_std
-    info = DataInfo("mnist", (1, 28, 28), DATASETS["mnist"].classes, mean, std)
+    mnist = args.shape == (1, 28, 28) and args.classes == 10
+    if mnist:
+        info = DataInfo("mnist", args.shape, DATASETS["mnist"].classes, *DATASETS["mnist"].mean_std)
+    else:  # a mean and std per channel, unequal as real colour data has them (equal ones would fold as one channel)
+        c = args.shape[0]
+        info = DataInfo("images", args.shape, tuple(f"class{i}" for i in range(args.classes)),
+                        tuple(0.4 + 0.05 * i for i in range(c)), tuple(0.25 + 0.02 * i for i in range(c)))
     images = (torch.rand((args.calibration, *info.shape), generator=torch.Generator().manual_seed(args.seed)) * 255
               ).to(torch.uint8)
+    print(f"images {'x'.join(map(str, info.shape))}, {len(info.classes)} classes, seed {args.seed}")
     print(f"{'network':<20} {'params':>6}  {'layout':<52} {'head':>7} {'tail':>6} {'arena':>7} {'est':>7} "
           f"{'ratio':>6}  {'flash':>7} {'est':>7} {'ratio':>6}")
     results = Results()
-    for label, candidate in references.all_references().items():
+    for label, candidate in references.all_references().items() if mnist else ():  # laid out for MNIST
         run(label, candidate, "reference", info, images, args.seed, results)
-    drawn = draws(args.seed)
+    drawn = draws(args.seed, shape=args.shape, classes=args.classes)
     while results.drawn < args.count and results.failed <= args.count:
         results.drawn += run(*next(drawn), info, images, args.seed, results) == "arena"
-    for network in itertools.islice(draws(args.seed, gelu=True), args.gelu):
+    for network in itertools.islice(draws(args.seed, True, args.shape, args.classes), args.gelu):
         run(*network, info, images, args.seed, results)
 
     print()

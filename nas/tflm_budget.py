@@ -80,13 +80,19 @@ def graph(spec: ArchSpec) -> Graph:
     """The ops and tensors of the spec's int8 export (the graph is shared between calls: do not change it)."""
     g = Graph()
     x = g.tensor(spec.input_shape)
-    # the input normalisation, (x - mean) / std: the division folds into a first conv's weights, unless the conv
-    # needs a PAD op first
-    x = g.op("SUB", [x], spec.input_shape, [Const((), INT8, 1)])
+    # the input normalisation, (x - mean) / std, its constants per channel: with one channel, the division folds into
+    # a first conv's weights unless the conv needs a PAD op first, and the subtraction too if it pads nothing
+    c = spec.input_shape[0]
+    norm = Const(() if c == 1 else (1, 1, 1, c), INT8, 1)
     first = spec.blocks[0]
-    if not (isinstance(first, Conv) and _tf_padding(spec.input_shape, first.k, first.stride,
-                                                     first.k // 2 if first.padding is None else first.padding)):
-        x = g.op("MUL", [x], spec.input_shape, [Const((), INT8, 1)])
+    folds = pad = False
+    if c == 1 and isinstance(first, Conv):
+        pad = first.k // 2 if first.padding is None else first.padding
+        folds = _tf_padding(spec.input_shape, first.k, first.stride, pad)
+    if not (folds and pad == 0):
+        x = g.op("SUB", [x], spec.input_shape, [norm])
+    if not folds:
+        x = g.op("MUL", [x], spec.input_shape, [norm])
     _blocks(g, spec.blocks, x, tuple(spec.input_shape))
     return g
 
@@ -126,12 +132,16 @@ def _pool(g: Graph, block: Pool, x: int, shape: tuple) -> tuple[int, tuple]:
     mode."""
     out = output_shape(block, shape)
     c, h, w = shape
-    if block.op == "max":  # ceil mode is SAME padding, which a max ignores
+    _, oh, ow = out
+    if block.op == "max":
+        # ceil mode pads the ends, which SAME padding does when it is at most 1 (its smaller half before): else the
+        # converter pads with the lowest int8 (PADV2) and pools VALID
+        if block.ceil and max(oh * block.k - h, ow * block.k - w) > 1:
+            x = g.op("PADV2", [x], (c, oh * block.k, ow * block.k), [Const((4, 2), INT32, 0), Const((), INT8, 1)])
         return g.op("MAX_POOL_2D", [x], out), out
     if block.ceil and (h % block.k or w % block.k):
         # ceil mode averages a partial window over its valid cells only: PAD, VALID pool, then a MUL by a
         # constant map of per-window corrections
-        _, oh, ow = out
         x = g.op("PAD", [x], (c, oh * block.k, ow * block.k), [Const((4, 2), INT32, 0)])
         x = g.op("AVERAGE_POOL_2D", [x], out)
         return g.op("MUL", [x], out, [Const((1, oh, ow, 1), INT8, 1)]), out
@@ -144,7 +154,7 @@ def _head(g: Graph, block: Block, x: int, shape: tuple) -> tuple[int, tuple]:
     if isinstance(block, GlobalAvgPool):
         return g.op("MEAN", [x], out, [Const((2,), INT32, 0)]), out
     if isinstance(block, Flatten):
-        if math.prod(shape[1:]) > 1:  # NHWC to the NCHW order torch flattens in
+        if shape[0] > 1 and math.prod(shape[1:]) > 1:  # NHWC to the NCHW order torch flattens in (else the same)
             x = g.op("TRANSPOSE", [x], shape, [Const((4,), INT32, 0)])
         return g.op("RESHAPE", [x], out, [Const((2,), INT32, 0)]), out
     if isinstance(block, Linear):
@@ -233,8 +243,8 @@ IO_TENSORS = 2 * (64 + 2 * 16)  # the interpreter's input and output TfLiteTenso
 SCRATCH_HANDLE = 8  # sizeof(ScratchBufferHandle), one per scratch buffer a kernel requests
 # The allocator objects (arena, planner, recording allocator, builtin-data allocator, SubgraphAllocations) and the
 # alignment slack between allocations, as measured: the most any of 70 measured tails had beyond the rest counted
-# here (they come out 0 to 24 bytes under their estimate)
-FIXED_TAIL = 496
+# here, plus 16 for a one-channel network whose slack came out 8 bytes more (tails come out 0 to 40 bytes under)
+FIXED_TAIL = 512
 # sizeof the TfLite*Params each op's options are parsed into (tensorflow/lite/core/c/builtin_op_data.h), 4-aligned;
 # FULLY_CONNECTED's 32 is measured (its params struct is 16: the op allocates 16 more bytes outside the categories)
 BUILTIN = {"CONV_2D": 28, "DEPTHWISE_CONV_2D": 28, "MAX_POOL_2D": 40, "AVERAGE_POOL_2D": 40, "FULLY_CONNECTED": 32,
@@ -244,7 +254,7 @@ BUILTIN = {"CONV_2D": 28, "DEPTHWISE_CONV_2D": 28, "MAX_POOL_2D": 40, "AVERAGE_P
 # recording allocator; GELU has no TFLM kernel, so its entry assumes TFLite's: a 256-entry int8 lookup table.
 KERNEL = {"CONV_2D": (80,), "DEPTHWISE_CONV_2D": (80,), "FULLY_CONNECTED": (72,), "MAX_POOL_2D": (32,),
           "AVERAGE_POOL_2D": (32,), "ADD": (60,), "SUB": (60,), "MUL": (48,), "LOGISTIC": (4,), "PAD": (44, 16),
-          "MEAN": (40, 4, 8), "TRANSPOSE": (4,), "RESHAPE": (4,), "GELU": (4, 256)}
+          "PADV2": (44, 16), "MEAN": (40, 4, 8), "TRANSPOSE": (4,), "RESHAPE": (4,), "GELU": (4, 256)}
 
 
 def _kernel_bytes(op: Op) -> int:
