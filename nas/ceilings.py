@@ -7,6 +7,7 @@ from typing import Callable
 
 from nas import budget, tflm_budget
 from nas import study as study_mod
+from nas.data import DataInfo
 from nas.spec import ArchSpec
 
 
@@ -64,14 +65,19 @@ class Ceilings:
     arena_kb: float | None = None
     flash_kb: float | None = None
     mflops_label: str = "--max-mflops"  # "the space's max_mflops" when the space sets it
+    data: DataInfo | None = None  # whose JSON the int8 file carries, for its flash; None: a bound for MNIST's
 
     @classmethod
-    def of(cls, config, space) -> Ceilings:
+    def of(cls, config, space, data: DataInfo | None = None) -> Ceilings:
         """The search's ceilings: --max-mflops, else the space's max_mflops; the others from their flags."""
         mflops = config.max_mflops if config.max_mflops is not None else space.max_mflops
         return cls(config.max_params, mflops, config.max_peak_kb, config.int8_memory, config.max_latency_ms,
                    config.max_arena_kb, config.max_flash_kb,
-                   "--max-mflops" if config.max_mflops is not None else "the space's max_mflops")
+                   "--max-mflops" if config.max_mflops is not None else "the space's max_mflops", data)
+
+    def flash_bytes(self, spec: ArchSpec) -> int:
+        """The predicted int8 .tflite size, with the metadata this data gives it."""
+        return tflm_budget.flash_bytes(spec, tflm_budget.spec_metadata_bytes(spec, self.data))
 
     @property
     def precision(self) -> str:
@@ -99,7 +105,7 @@ class Ceilings:
                              "KB TFLM arena", lambda spec: tflm_budget.arena(spec).total))
         if self.flash_kb is not None:
             out.append(Limit(study_mod.REJECTED_FLASH, f"--max-flash-kb {self.flash_kb:g}", self.flash_kb, 1024,
-                             "KB int8 flash", tflm_budget.flash_bytes))
+                             "KB int8 flash", self.flash_bytes))
         if self.latency_ms is not None:
             out.append(Limit(study_mod.REJECTED_LATENCY, f"--max-latency-ms {self.latency_ms:g}", self.latency_ms, 1,
                              "ms latency", _latency))
@@ -121,5 +127,5 @@ class Ceilings:
         """What every trial records, ceiling or not: FLOPs, peak activation KB at the study's precision, TFLM's
         arena and the int8 flash (KB, predicted), latency."""
         return {"flops": budget.count_flops(spec), "peak_kb": peak_bytes(spec, self.int8) / 1024,
-                "arena_kb": tflm_budget.arena(spec).total / 1024, "flash_kb": tflm_budget.flash_bytes(spec) / 1024,
+                "arena_kb": tflm_budget.arena(spec).total / 1024, "flash_kb": self.flash_bytes(spec) / 1024,
                 "latency_ms": _latency(spec)}

@@ -159,4 +159,5 @@ def ceiling_identity(ceilings: Ceilings) -> dict:
     """The effective device ceilings, so a study resumes only under the same ones. A study made before them lacks
     these labels; create_or_resume sets them, so it still resumes."""
     return {"max_mflops": ceilings.mflops, "max_peak_kb": ceilings.peak_kb, "int8_memory": ceilings.int8,
-            "max_latency_ms": ceilings.latency_ms, "max_arena_kb": ceilings.arena_kb, "max_flash_kb": ceilings.flash_kb}
+            "max_latency_ms": ceilings.latency_ms, "max_arena_kb": ceilings.arena_kb,
+            "max_flash_kb": ceilings.flash_kb}

@@ -24,8 +24,6 @@ from nas.errors import UserError
 from nas.fileio import atomic_path, write_text
 from nas.spec import Candidate
 
-Normalised = export.Normalised
-
 CHECK_IMAGES = 1000  # test images onnxruntime and PyTorch are compared on
 CALIBRATION_IMAGES = 1000  # training images the int8 activation ranges are calibrated on
 MAX_DIFF = 1e-4  # the largest absolute logit difference allowed
@@ -134,7 +132,7 @@ def write_best_onnx(weights: Path, out: Path, splits: Splits) -> Path:
     return export_onnx(weights, out, splits, say=logs.line)
 
 
-def network(weights: Path) -> tuple[Normalised, Candidate, DataInfo]:
+def network(weights: Path) -> tuple[export.Normalised, Candidate, DataInfo]:
     """The network of a weights file that takes [0, 1] images, its candidate and its data."""
     candidate, data = export.read_spec(weights)
     if data is None:  # a bare network takes normalised images, and nothing says how they were normalised
@@ -196,7 +194,7 @@ def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print
     say(str(int8_report(onnx_export.model_proto(model, candidate, model.info), proto, splits)))
 
 
-def weights_for(model_file: Path, weights: Path | None, candidate: Candidate) -> Normalised:
+def weights_for(model_file: Path, weights: Path | None, candidate: Candidate) -> export.Normalised:
     """The network an exported model was made from: `weights`, else the .safetensors beside it, which must hold the
     same network as the model's `candidate`."""
     weights = Path(weights) if weights else weights_beside(model_file)

@@ -28,7 +28,7 @@ class Objective:
     def __init__(self, config: SearchConfig, space: SearchSpace, splits, device, store, scratch: Path):
         self.config, self.space, self.splits, self.device = config, space, splits, device
         self.store, self.scratch = store, scratch
-        self.ceilings = Ceilings.of(config, space)
+        self.ceilings = Ceilings.of(config, space, getattr(splits, "info", None))
         self.rejected_in_a_row = 0
         self.params = None  # the running trial's, for its failure line
         self.number = -1  # the running (or last) trial's

@@ -350,12 +350,14 @@ def metadata_bytes(candidate: Candidate, data) -> int:
             + _quantisation_chars(data.shape))
 
 
-def spec_metadata_bytes(spec: ArchSpec) -> int:
-    """An upper bound on metadata_bytes for any candidate of `spec` whose data has class names and a source of at
-    most CLASS_NAME_CHARS and SOURCE_CHARS characters (MNIST's: 8 and 5): the spec's JSON exactly, its recipe's
-    floats at their longest, the data's mean and std too."""
+def spec_metadata_bytes(spec: ArchSpec, data=None) -> int:
+    """An upper bound on metadata_bytes for any candidate of `spec`: the spec's JSON exactly, its recipe's floats at
+    their longest; the JSON of `data` (a nas.data.DataInfo) if given, else a bound for data whose class names and
+    source have at most CLASS_NAME_CHARS and SOURCE_CHARS characters (MNIST's: 8 and 5)."""
     c = spec.input_shape[0]
     recipe = len(Candidate(arch=spec).to_json()) + RECIPE_FLOATS * FLOAT_CHARS
+    if data is not None:
+        return recipe + len(json.dumps(data.to_dict(), sort_keys=True)) + _quantisation_chars(spec.input_shape)
     data = json.dumps({"classes": [""] * spec.num_classes, "mean": [0.0] * c, "shape": list(spec.input_shape),
                        "source": "", "std": [0.0] * c}, sort_keys=True)
     return (recipe + len(data) + spec.num_classes * CLASS_NAME_CHARS + SOURCE_CHARS + 2 * c * FLOAT_CHARS
