@@ -61,7 +61,7 @@ def check_runs_on_tflm(arch) -> None:
 
     if tflm_budget.unsupported_layers(arch):
         raise TfliteError(f"TensorFlow Lite Micro has no int8 kernel for {', '.join(tflm_budget.UNSUPPORTED)}, "
-                              f"which this network uses; export it as tflite or onnx, or search without it")
+                          f"which this network uses; export it as tflite or onnx, or search without it")
 
 
 @contextlib.contextmanager
