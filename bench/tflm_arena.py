@@ -91,18 +91,18 @@ def trained_like(net, seed: int) -> None:
 
 def measure(candidate, info, images, seed: int):
     """(file bytes, measured Arena or the reason there is none) of the candidate's export."""
-    from nas import export, tflite_export
+    from nas import export, tflite_export, tflite_runtime
     from nas.build import build
     from nas.errors import UserError
 
     net = build(candidate.arch, seed=0).eval()
     trained_like(net, seed)
     model = export.Normalised(net, info).eval()
-    with tflite_export.captured_output():
+    with tflite_runtime.captured_output():
         fp32 = tflite_export.fp32_flatbuffer(model, info.shape)
         flatbuffer = tflite_export.int8_model(fp32, images, candidate, info)
     try:
-        return len(flatbuffer), tflite_export.measured_arena(flatbuffer)
+        return len(flatbuffer), tflite_runtime.measured_arena(flatbuffer)
     except UserError as e:  # TFLM cannot run it
         return len(flatbuffer), str(e)
 
@@ -124,9 +124,9 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=50, help="random calibration images per export")
     args = parser.parse_args()
 
-    from nas import tflite_export
+    from nas import tflite_export, tflite_runtime
 
-    with tflite_export.captured_output():  # importing the toolchain logs to stderr
+    with tflite_runtime.captured_output():  # importing the toolchain logs to stderr
         tflite_export.require()
     import torch
 
@@ -178,12 +178,12 @@ class Results:
 def run(label: str, candidate, layout: str, info, images, seed: int, results: Results) -> str:
     """Estimates, exports and measures one network, prints its row; "arena", "flash" (TFLM cannot run it) or
     "failed" (the export failed)."""
-    from nas import tflm_budget
+    from nas import tflite_graph, tflm_budget
     from nas.budget import count_params
 
     spec = candidate.arch
     started = time.perf_counter()
-    tflm_budget.graph.cache_clear()  # time the estimate from scratch
+    tflite_graph.graph.cache_clear()  # time the estimate from scratch
     estimate = tflm_budget.arena(spec)
     flash_estimate = tflm_budget.flash_bytes(spec, tflm_budget.metadata_bytes(candidate, info))
     results.seconds.append(time.perf_counter() - started)
@@ -198,7 +198,7 @@ def run(label: str, candidate, layout: str, info, images, seed: int, results: Re
     results.flash.append((flash_estimate / flash, label))
     flash_text = f"{flash:>7} {flash_estimate:>7} {flash_estimate / flash:>6.3f}"
     if isinstance(measured, str):
-        why = f"no {'/'.join(tflm_budget.UNSUPPORTED)} kernel" if tflm_budget.unsupported_layers(spec) else measured
+        why = f"no {'/'.join(tflite_graph.UNSUPPORTED)} kernel" if tflite_graph.unsupported_layers(spec) else measured
         results.skipped.append((label, f"TFLM cannot run it: {why}"))
         print(row + f"{'-':>7} {'-':>6} {'-':>7} {estimate.total:>7} {'-':>6}  {flash_text}  TFLM: {why}",
               flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from nas import budget, tflm_budget
+from nas import budget, tflite_graph, tflm_budget
 from nas import study as study_mod
 from nas.data import DataInfo
 from nas.spec import ArchSpec
@@ -98,8 +98,8 @@ class Ceilings:
                              f"KB peak at {self.precision}", lambda spec: peak_bytes(spec, self.int8)))
         if self.arena_kb is not None or self.flash_kb is not None:  # a network TFLM cannot run fits no device
             out.append(Limit(study_mod.REJECTED_TFLM, "0 (TFLM cannot run them)", 0, 1,
-                             f"layer(s) with no TFLM int8 kernel ({', '.join(tflm_budget.UNSUPPORTED)})",
-                             tflm_budget.unsupported_layers))
+                             f"layer(s) with no TFLM int8 kernel ({', '.join(tflite_graph.UNSUPPORTED)})",
+                             tflite_graph.unsupported_layers))
         if self.arena_kb is not None:
             out.append(Limit(study_mod.REJECTED_ARENA, f"--max-arena-kb {self.arena_kb:g}", self.arena_kb, 1024,
                              "KB TFLM arena", lambda spec: tflm_budget.arena(spec).total))

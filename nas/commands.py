@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas import export, references, study as study_mod, tflm_budget
+from nas import export, references, study as study_mod, tflite_graph, tflm_budget
 from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
 from nas.data import DataInfo
@@ -241,8 +241,8 @@ def describe(path: str) -> int:
     tflm, flash = tflm_budget.arena(spec), tflm_budget.flash_bytes(spec)
     print(f"on a microcontroller (int8, TFLM), predicted: arena {tflm.total:,} bytes ({tflm.head:,} activations + "
           f"{tflm.tail:,} persistent), flash {flash:,} bytes" + (
-              f"; TFLM has no int8 kernel for {', '.join(tflm_budget.UNSUPPORTED)}, which it uses"
-              if tflm_budget.unsupported_layers(spec) else ""))
+              f"; TFLM has no int8 kernel for {', '.join(tflite_graph.UNSUPPORTED)}, which it uses"
+              if tflite_graph.unsupported_layers(spec) else ""))
     print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
     for line in data_lines(data, spec):
         print(line)

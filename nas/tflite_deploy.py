@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nas import deploy, export, logs, tflite_export
+from nas import deploy, export, logs, tflite_export, tflite_runtime
 from nas.config import SearchConfig
 from nas.data import Splits
 from nas.device import read_data
@@ -33,7 +33,7 @@ class Int8Report:
     fp32_acc: float
     int8_acc: float
     flash: int  # bytes of the .tflite file, the array a device flashes
-    arena: tflite_export.Arena
+    arena: tflite_runtime.Arena
     input: dict  # the input's layout, scale and zero point
 
     def summary(self) -> str:
@@ -99,7 +99,7 @@ def check_fp32(flatbuffer: bytes, model: torch.nn.Module, images: torch.Tensor, 
     """LiteRT's logits against PyTorch's on the first CHECK_IMAGES of uint8 `images`; a CheckFailed beyond the
     limits."""
     images = images[:deploy.CHECK_IMAGES]
-    result = deploy.agreement(tflite_export.litert_logits(flatbuffer, images), deploy.torch_logits(model, images),
+    result = deploy.agreement(tflite_runtime.litert_logits(flatbuffer, images), deploy.torch_logits(model, images),
                               "LiteRT")
     if not result.passed:
         raise deploy.CheckFailed(f"{where}: {result} {deploy.limits()}: the TFLite model does not compute what the "
@@ -110,7 +110,7 @@ def check_fp32(flatbuffer: bytes, model: torch.nn.Module, images: torch.Tensor, 
 def check_int8(flatbuffer: bytes, model: torch.nn.Module, splits: Splits, where: str) -> Int8Report:
     """TFLM's int8 predictions against the fp32 network's on the first CHECK_IMAGES test images (a CheckFailed below
     MIN_INT8_AGREEMENT), then both accuracies over the whole test set, and the arena."""
-    ours = tflite_export.tflm_logits(flatbuffer, splits.x_test)
+    ours = tflite_runtime.tflm_logits(flatbuffer, splits.x_test)
     theirs = deploy.torch_logits(model, splits.x_test)
     first = deploy.agreement(ours[:deploy.CHECK_IMAGES], theirs[:deploy.CHECK_IMAGES], TFLM, "the fp32 network")
     if first.agreement < MIN_INT8_AGREEMENT:
@@ -118,8 +118,8 @@ def check_int8(flatbuffer: bytes, model: torch.nn.Module, splits: Splits, where:
                                  f"{first.images:,} test images (limit: at least {MIN_INT8_AGREEMENT:.0%})")
     labels = splits.y_test.cpu().numpy()
     acc = [float((logits.argmax(1) == labels).mean()) if len(labels) else 0.0 for logits in (theirs, ours)]
-    return Int8Report(first, len(labels), *acc, len(flatbuffer), tflite_export.measured_arena(flatbuffer),
-                      tflite_export.input_quantisation(flatbuffer))
+    return Int8Report(first, len(labels), *acc, len(flatbuffer), tflite_runtime.measured_arena(flatbuffer),
+                      tflite_runtime.input_quantisation(flatbuffer))
 
 
 def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print) -> None:
@@ -129,7 +129,7 @@ def check_file(path: Path, weights: Path | None, config: SearchConfig, say=print
     flatbuffer, candidate, data = tflite_export.read(path)
     model = deploy.weights_for(path, weights, candidate)
     splits = deploy.data_for(data, config)
-    if not tflite_export.is_int8(flatbuffer):
+    if not tflite_runtime.is_int8(flatbuffer):
         say(f"{check_fp32(flatbuffer, model, splits.x_test, str(path))} {deploy.limits()}")
         return
     for line in check_int8(flatbuffer, model, splits, str(path)).lines():
@@ -142,7 +142,7 @@ def write_best_tflite(weights: Path, out: Path, splits: Splits) -> Path | None:
     is that one line too, and None: the search's other results stand."""
     try:
         report = export_tflite(weights, out, splits, int8=True, say=lambda line: None)
-    except (tflite_export.MissingToolchain, tflite_export.TfliteError, deploy.CheckFailed) as e:
+    except (tflite_export.MissingToolchain, tflite_runtime.TfliteError, deploy.CheckFailed) as e:
         logs.line(f"{out.name} not written: {e}")
         return None
     logs.line(f"{out.name} (int8, and its C array {out.stem}_data.cc): {report.summary()}")

@@ -13,7 +13,7 @@ from nas.objective import Objective
 from nas.references import by_name
 from nas.space import SearchSpace
 from nas.space_file import load_space
-from nas import tflm_budget
+from nas import tflite_graph, tflm_budget
 from nas.study import (REJECTED, REJECTED_ARENA, REJECTED_FLASH, REJECTED_FLOPS, REJECTED_LATENCY, REJECTED_MEMORY,
                        REJECTED_TFLM, is_trained, trained_count)
 from nas.workers import Stopper
@@ -61,7 +61,7 @@ def test_the_microcontroller_ceilings_admit_their_predicted_value():
 
 def test_under_a_microcontroller_ceiling_a_network_tflm_cannot_run_is_rejected():
     r4 = by_name("R4").arch  # GELU, which TFLM has no int8 kernel for
-    assert tflm_budget.unsupported_layers(r4) > 0
+    assert tflite_graph.unsupported_layers(r4) > 0
     breach = _ceilings(max_arena_kb=1000.0).breach(r4)
     assert breach.limit.reason == REJECTED_TFLM and "GELU" in str(breach)
     assert _ceilings(max_flash_kb=1000.0).breach(r4).limit.reason == REJECTED_TFLM

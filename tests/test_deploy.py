@@ -198,7 +198,7 @@ def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, tmp_path
 
 
 def test_export_format_tflite_int8_of_a_stored_trial_writes_its_c_array_then_check_it(study, tmp_path, capsys):
-    from nas import tflite_export
+    from nas import tflite_export, tflite_runtime
 
     out = tmp_path / "toy.tflite"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out, "--format", "tflite-int8") == 0
@@ -214,20 +214,20 @@ def test_export_format_tflite_int8_of_a_stored_trial_writes_its_c_array_then_che
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.json", "toy.safetensors", "toy.tflite", "toy_data.cc",
                                                          "toy_data.h"]
     flatbuffer, candidate, info = tflite_export.read(out)
-    assert candidate == CANDIDATE and tflite_export.is_int8(flatbuffer) and info.source.startswith("npz:")
+    assert candidate == CANDIDATE and tflite_runtime.is_int8(flatbuffer) and info.source.startswith("npz:")
     assert f"toy_data_len = {len(flatbuffer)};" in (tmp_path / "toy_data.cc").read_text()
     assert main("check", out) == 0
     assert capsys.readouterr().out.splitlines() == lines[1:5]  # the same checks, the same figures
 
 
 def test_export_format_tflite_is_fp32_checked_by_litert(study, tmp_path, capsys):
-    from nas import tflite_export
+    from nas import tflite_export, tflite_runtime
 
     out = tmp_path / "toy.tflite"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out) == 0  # the format from the suffix
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("LiteRT vs PyTorch on 1,000 test images")
-    assert not tflite_export.is_int8(tflite_export.read(out)[0])
+    assert not tflite_runtime.is_int8(tflite_export.read(out)[0])
     assert main("check", out) == 0
     assert capsys.readouterr().out.startswith("LiteRT vs PyTorch on 1,000 test images")
 

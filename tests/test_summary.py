@@ -153,7 +153,7 @@ def _one_trained_trial(tmp_path, **settings) -> tuple[SearchConfig, optuna.Study
 @pytest.mark.parametrize("settings", [dict(max_arena_kb=64.0), dict(int8_memory=True)])
 def test_a_search_for_a_microcontroller_writes_best_tflite_and_its_c_array_with_one_line(tmp_path, capsys,
                                                                                         settings):
-    from nas import tflite_export
+    from nas import tflite_runtime
 
     config, study = _one_trained_trial(tmp_path, **settings)
     paths = summary.finish(config, study, 1.0)["paths"]
@@ -162,9 +162,9 @@ def test_a_search_for_a_microcontroller_writes_best_tflite_and_its_c_array_with_
     assert paths["tflite"] == folder / "best.tflite"
     assert {"best.tflite", "best_data.cc", "best_data.h"} <= {p.name for p in folder.iterdir()}
     flatbuffer = (folder / "best.tflite").read_bytes()
-    assert tflite_export.is_int8(flatbuffer)
+    assert tflite_runtime.is_int8(flatbuffer)
     line = next(line for line in out.splitlines() if line.startswith("best.tflite"))
-    arena = tflite_export.measured_arena(flatbuffer)
+    arena = tflite_runtime.measured_arena(flatbuffer)
     assert f"flash {len(flatbuffer) / 1024:.1f} KB, TFLM arena {arena.total / 1024:.1f} KB" in line
     assert "best.tflite, best_data.cc, best_data.h)" in out  # the results line lists them
 

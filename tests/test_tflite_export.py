@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from nas import cli, deploy, tflite_deploy, tflite_export, tflm_budget
+from nas import cli, deploy, tflite_deploy, tflite_export, tflite_graph, tflite_runtime, tflm_budget
 from nas.blocks import Residual
 from tests.test_onnx_export import HAND_WRITTEN, trained_looking
 
 IMAGES = 20  # per network: the checks' logic, not their statistics
 # TFLM has no GELU kernel: those networks convert (LiteRT runs them) but cannot go onto a microcontroller
-ON_TFLM = [name for name, c in HAND_WRITTEN.items() if not tflm_budget.unsupported_layers(c.arch)]
+ON_TFLM = [name for name, c in HAND_WRITTEN.items() if not tflite_graph.unsupported_layers(c.arch)]
 
 
 def images_for(shape, seed: int) -> torch.Tensor:
@@ -53,7 +53,7 @@ def test_every_block_kind_and_head_but_gelu_runs_on_tflm():
 @pytest.mark.parametrize("name", ON_TFLM)
 def test_every_block_kind_and_head_runs_in_tflm_as_the_fp32_network(converted, name):
     model, _, int8, images = converted[name]
-    ours, theirs = tflite_export.tflm_logits(int8, images), deploy.torch_logits(model, images)
+    ours, theirs = tflite_runtime.tflm_logits(int8, images), deploy.torch_logits(model, images)
     agree = deploy.agreement(ours, theirs, tflite_deploy.TFLM, "the fp32 network").agreement
     assert agree >= tflite_deploy.MIN_INT8_AGREEMENT
     spread = np.abs(theirs).max()
@@ -64,9 +64,9 @@ def test_tflm_has_no_gelu_kernel_so_such_a_network_is_refused_in_one_line(conver
     """What unsupported_layers predicts from the spec is what TFLM says of the converted model."""
     model, fp32, _, images = converted["conv-gelu"]
     int8 = tflite_export.int8_flatbuffer(fp32, images)
-    with pytest.raises(tflite_export.TfliteError, match="TensorFlow Lite Micro cannot run the model"):
-        tflite_export.tflm_logits(int8, images)
-    with pytest.raises(tflite_export.TfliteError, match="no int8 kernel for GELU") as e:
+    with pytest.raises(tflite_runtime.TfliteError, match="TensorFlow Lite Micro cannot run the model"):
+        tflite_runtime.tflm_logits(int8, images)
+    with pytest.raises(tflite_runtime.TfliteError, match="no int8 kernel for GELU") as e:
         tflite_export.check_runs_on_tflm(HAND_WRITTEN["conv-gelu"].arch)
     assert "\n" not in str(e.value)
 
@@ -77,7 +77,7 @@ def test_the_int8_model_is_full_integer_nhwc_and_says_how_to_feed_it(converted):
     assert quant["layout"] == "NHWC" and quant["dtype"] == "int8" and quant["shape"] == [1, 12, 12, 3]
     # pixels 0..255 of [0, 1] images map onto the whole int8 range
     assert quant["scale"] == pytest.approx(1 / 255, rel=0.01) and quant["zero_point"] == -128
-    assert tflite_export.is_int8(int8)
+    assert tflite_runtime.is_int8(int8)
     from ai_edge_litert.interpreter import Interpreter
 
     out = Interpreter(model_content=int8).get_output_details()[0]
@@ -98,7 +98,7 @@ def test_the_predicted_arena_and_flash_hold_for_every_block_kind(converted, name
     within 10% of it, the flash within 5%."""
     model, _, int8, _ = converted[name]
     candidate = HAND_WRITTEN[name]
-    measured, predicted = tflite_export.measured_arena(int8), tflm_budget.arena(candidate.arch)
+    measured, predicted = tflite_runtime.measured_arena(int8), tflm_budget.arena(candidate.arch)
     assert measured.total <= predicted.total <= 1.10 * measured.total, (measured, predicted)
     flash = tflm_budget.flash_bytes(candidate.arch, tflm_budget.metadata_bytes(candidate, model.info))
     assert abs(flash - len(int8)) <= 0.05 * len(int8), (flash, len(int8))
@@ -111,7 +111,7 @@ def test_the_predicted_arena_and_flash_hold_for_every_block_kind(converted, name
 def test_residual_networks_hold_their_input_in_the_arena(converted):
     """TFLM keeps a residual stage's input alive beside its body: more activations than the plain chain of the same
     layers."""
-    residual = tflite_export.measured_arena(converted["residual-identity"][2])
+    residual = tflite_runtime.measured_arena(converted["residual-identity"][2])
     assert any(isinstance(b, Residual) for b in HAND_WRITTEN["residual-identity"].arch.blocks)
     c, h, w = HAND_WRITTEN["residual-identity"].arch.input_shape
     # input (int8), the first conv's output, the body's two outputs: at least three 8-channel maps at once
@@ -140,7 +140,7 @@ def test_the_c_array_compiles(converted, tmp_path):
 def test_a_check_fails_when_tflm_disagrees(converted, monkeypatch):
     model, _, int8, images = converted["conv-plain"]
     splits = type("S", (), {"x_test": images, "y_test": torch.zeros(IMAGES, dtype=torch.long)})()
-    monkeypatch.setattr(tflite_export, "tflm_logits", lambda fb, x: -deploy.torch_logits(model, x))
+    monkeypatch.setattr(tflite_runtime, "tflm_logits", lambda fb, x: -deploy.torch_logits(model, x))
     with pytest.raises(deploy.CheckFailed, match="agree on"):
         tflite_deploy.check_int8(int8, model, splits, "m.tflite")
 
