@@ -9,6 +9,7 @@ from nas.budget import count_flops, count_params, peak_activation_bytes
 from nas.cli import main
 from nas.ceilings import Ceilings
 from nas.config import SearchConfig
+from nas.data import DataInfo
 from nas.objective import Objective
 from nas.references import by_name
 from nas.space import SearchSpace
@@ -57,6 +58,18 @@ def test_the_microcontroller_ceilings_admit_their_predicted_value():
     assert over.limit.reason == REJECTED_ARENA and "KB TFLM arena > --max-arena-kb" in str(over)
     over = _ceilings(max_flash_kb=(flash - 1) / 1024).breach(R1)
     assert over.limit.reason == REJECTED_FLASH and "KB int8 flash > --max-flash-kb" in str(over)
+
+
+def test_the_flash_ceiling_counts_the_metadata_the_searchs_own_data_gives_the_file():
+    """An image folder's path and class names go into the int8 file: longer than MNIST's, which the bound without
+    data assumes."""
+    folder = DataInfo("folder:/" + "d" * 200, (1, 28, 28), tuple(f"a-long-class-name-{i}" for i in range(10)),
+                      (0.1,), (0.3,))
+    r1 = by_name("R1")  # its recipe's floats are short: the bound takes any recipe's at their longest
+    embedded = tflm_budget.metadata_bytes(r1, folder)
+    assert tflm_budget.spec_metadata_bytes(R1, folder) >= embedded > tflm_budget.spec_metadata_bytes(R1)
+    ceilings = Ceilings.of(SearchConfig(max_flash_kb=100.0), load_space(), folder)
+    assert ceilings.flash_bytes(R1) >= tflm_budget.flash_bytes(R1, embedded)
 
 
 def test_under_a_microcontroller_ceiling_a_network_tflm_cannot_run_is_rejected():
