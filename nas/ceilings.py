@@ -44,7 +44,10 @@ class Breach:
 
 
 def _latency(spec: ArchSpec) -> float:
-    from nas.latency import latency_ms  # onnx and onnxruntime load only when a latency is asked for
+    # onnx and onnxruntime load at the first latency measured, not at import. A search measures one for every
+    # candidate it draws, ceiling or not: figures() records latency_ms on every trial (trials.csv, the dashboard,
+    # --size-metric latency-ms), so they load at its first trial. nas.latency caches the figure per spec.
+    from nas.latency import latency_ms
 
     return latency_ms(spec)
 

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train on only N images (smoke tests and CI; report, export and evaluate --study: "
                              "the study's)")
     common.add_argument("--seed", type=_positive_int("--seed", 0), default=0)
-    common.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    common.add_argument("--quiet", action="store_true", help="print nothing but errors: no progress, no per-trial lines, "
+                                                             "no summary")
 
     parser = _Parser(prog="search.py", description="Neural architecture search for small CNNs under a parameter budget.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -167,6 +168,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(sys.argv[1:] if argv is None else argv)  # bad flags fail here, before torch is imported
+        if args.command == "search":
+            from nas import api
+            from nas.config import config_from
+
+            settings = vars(config_from(vars(args)))
+            api.search(settings.pop("dataset"), **settings)
+            return 0
         from nas import commands
 
         return commands.dispatch(args)

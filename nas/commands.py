@@ -17,7 +17,7 @@ from nas.budget import count_flops, count_params, layer_costs, peak_activation_b
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
 from nas.data import DataInfo
 from nas.device import check_fits, load_data, prepare_model, recorded_data, resolve_device
-from nas.errors import CliError, StudyError
+from nas.errors import CliError, StorageError
 from nas.fileio import writable_dir
 from nas.objective import record_candidate, record_result
 from nas.search import run
@@ -28,27 +28,25 @@ from nas.train import train
 
 
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".tflite": "tflite"}  # export's format when --format is not given
+MODEL_SUFFIX = {"safetensors": ".safetensors", "onnx": ".onnx", "onnx-int8": ".onnx", "tflite": ".tflite",
+                "tflite-int8": ".tflite"}  # each export format's file
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    """Every command but `search`, which the command line runs through nas.api.search."""
     if args.command == "describe":
         return describe(args.path)
     config = config_from(vars(args))
     if args.threads:
         torch.set_num_threads(args.threads)
-    return {"search": cmd_search, "report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate,
+    return {"report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate,
             "baselines": cmd_baselines, "check": cmd_check}[args.command](config, args)
-
-
-def cmd_search(config: SearchConfig, args) -> int:
-    run(config)
-    return 0
 
 
 def stored_study(config: SearchConfig, name: str) -> optuna.Study:
     """The study `name` of the storage `config` names; a missing SQLite file is an error, not a new empty storage."""
     if config.storage is None and not Path(config.results_dir, "nas.db").is_file():
-        raise StudyError(f"no storage at {config.storage_url}; run a search first or pass --storage")
+        raise StorageError(f"no storage at {config.storage_url}; run a search first or pass --storage")
     return study_mod.load_study(open_storage(config.storage_url), name)
 
 
@@ -82,31 +80,38 @@ def cmd_export(config: SearchConfig, args) -> int:
     study = stored_study(config, args.study)
     config = as_made(config, args, study)  # the weights are copied as they are; the data of older trials is the study's
     trial = pick_trial(study, args.trial)
-    out = Path(args.out)
+    written = export_model(config, study, trial, Path(args.out), args.format)
+    print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
+          f"-> {', '.join(map(str, written[:-1]))} and {written[-1]}")
+    return 0
+
+
+def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path,
+                 form: str | None, say=print) -> list[Path]:
+    """Writes `trial`'s network to `out` as `form` (default: from the suffix), its spec beside it (and its
+    weights, or C array, for the formats that take them); returns every file written."""
     writable_dir(out.parent, "--out")
     store = export.artifact_store(config.artifacts(study.study_name))
-    form = args.format or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "safetensors")
-    model_suffix = {"safetensors": ".safetensors", "onnx": ".onnx", "onnx-int8": ".onnx"}.get(form, ".tflite")
+    form = form or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "safetensors")
+    if form not in MODEL_SUFFIX:
+        raise CliError(f"format {form!r}: choose one of {', '.join(MODEL_SUFFIX)}")
     beside = [".json"] + ([".safetensors"] if form != "safetensors" else [])  # written next to the model
     if out.suffix.lower() in beside:
         raise CliError(f"--out {out}: the {out.suffix} file goes beside the {form} model; "
-                       f"name the model {out.with_suffix(model_suffix)}")
+                       f"name the model {out.with_suffix(MODEL_SUFFIX[form])}")
     if form == "safetensors":
         out = export.export_trial(trial, store, out, export.legacy_info(config.dataset))
     elif form.startswith("tflite"):
         from nas import tflite_deploy  # the converters take seconds to import: only for a TFLite export
 
-        out = tflite_deploy.export_trial(trial, store, out, config, int8=form == "tflite-int8")
+        out = tflite_deploy.export_trial(trial, store, out, config, int8=form == "tflite-int8", say=say)
     else:
         from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
-        out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8")
+        out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8", say=say)
     if form == "tflite-int8":
         beside += ["_data.cc", "_data.h"]
-    written = [out, *(Path(f"{out.with_suffix('')}{suffix}") for suffix in beside)]
-    print(f"trial {trial.number} ({trial.user_attrs.get('params'):,} params, val {trial.user_attrs.get('val_acc'):.2%}) "
-          f"-> {', '.join(map(str, written[:-1]))} and {written[-1]}")
-    return 0
+    return [out, *(Path(f"{out.with_suffix('')}{suffix}") for suffix in beside)]
 
 
 def cmd_check(config: SearchConfig, args) -> int:
@@ -119,21 +124,23 @@ def cmd_check(config: SearchConfig, args) -> int:
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
-    """Trial `number` of the study, else its best by validation; a StudyError if there is no such trial."""
+    """Trial `number` of the study, else its best by validation; a StorageError if there is no such trial."""
     if number is None:
         best = study_mod.best_trial(study)
         if best is None:
-            raise StudyError(f"study {study.study_name!r} has no completed trial yet")
+            raise StorageError(f"study {study.study_name!r} has no completed trial yet")
         return best
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
-        raise StudyError(f"--trial {number}: study {study.study_name!r} has trials 0 to {len(trials) - 1}")
+        raise StorageError(f"--trial {number}: study {study.study_name!r} has trials 0 to {len(trials) - 1}")
     return trials[number]
 
 
-def spec_from(ref: str) -> tuple[Candidate, DataInfo | None]:
-    """A weights file, a spec JSON file or a reference's name: the candidate, and the data it was trained on if the
-    file says."""
+def spec_from(ref) -> tuple[Candidate, DataInfo | None]:
+    """A weights file, a spec JSON file, a reference's name or a Candidate: the candidate, and the data it was
+    trained on if the file says."""
+    if isinstance(ref, Candidate):
+        return ref, None
     path = Path(ref)
     if path.is_file():
         if path.suffix == ".safetensors":
@@ -149,30 +156,38 @@ def spec_from(ref: str) -> tuple[Candidate, DataInfo | None]:
 
 
 def cmd_evaluate(config: SearchConfig, args) -> int:
-    """Re-trains on the full training set (no hold-out) once per seed; reports test accuracy as mean ± std."""
-    if args.spec:
-        (candidate, info), label = spec_from(args.spec), args.spec
+    evaluate_network(config, args)
+    return 0
+
+
+def evaluate_network(config: SearchConfig, args, say=print) -> list[float]:
+    """Re-trains `args.spec`, or a study's trial, on the full training set (no hold-out) once per seed; returns and
+    reports the test accuracies."""
+    if args.spec is not None:
+        (candidate, info), label = spec_from(args.spec), str(getattr(args.spec, "name", "") or args.spec)
         if info is not None and args.dataset is None:  # the data it was trained on, unless --dataset says otherwise
             config = recorded_data(info, config)
-    else:
+    elif args.study is not None:
         study = stored_study(config, args.study)
         config = as_made(config, args, study)
         trial = pick_trial(study, args.trial)
         candidate, label = Candidate.from_json(trial.user_attrs["spec"]), f"{args.study} trial {trial.number}"
+    else:
+        raise CliError("evaluate: give a spec or a study")
     device = resolve_device(config.device)
     splits = load_data(config, device, val_size=0)
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, f"{label} takes")
-    print(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} {config.dataset} "
-          f"training images, {config.epochs} epoch(s), {args.seeds} seed(s)")
+    say(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} {config.dataset} "
+        f"training images, {config.epochs} epoch(s), {args.seeds} seed(s)")
     accs = []
     for seed in range(args.seeds):
         model = prepare_model(candidate, seed, device)
         result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=seed, test=True)
         accs.append(result.test_acc)
-        print(f"  seed {seed}: test {result.test_acc:.2%}  ({result.train_seconds:.1f} s)", flush=True)
+        say(f"  seed {seed}: test {result.test_acc:.2%}  ({result.train_seconds:.1f} s)")
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"test accuracy: {statistics.mean(accs):.2%} ± {std:.2%} over {len(accs)} seed(s)")
-    return 0
+    say(f"test accuracy: {statistics.mean(accs):.2%} ± {std:.2%} over {len(accs)} seed(s)")
+    return accs
 
 
 def cmd_baselines(config: SearchConfig, args) -> int:
@@ -219,8 +234,13 @@ def cmd_baselines(config: SearchConfig, args) -> int:
 
 
 def describe(path: str) -> int:
+    print("\n".join(describe_lines(path)))
+    return 0
+
+
+def describe_lines(ref) -> list[str]:
     """Each block's output shape, parameters, MFLOPs and output bytes, then the totals and the peak memory."""
-    candidate, data = spec_from(path)
+    candidate, data = spec_from(ref)
     spec = candidate.arch
     input_bytes = math.prod(spec.input_shape) * 4
     rows = [("input", "", str(tuple(spec.input_shape)), "", "", f"{input_bytes:,}")]
@@ -228,25 +248,25 @@ def describe(path: str) -> int:
     for c in costs:
         rows.append((c.where, c.block, str(c.shape), f"{c.params:,}", f"{c.flops / 1e6:.3f}", f"{c.activation_bytes:,}"))
     width = max(len(r[1]) for r in rows)
-    title = candidate.name or Path(path).name
-    print(f"{title}  (id {candidate.id})")
-    print(f"{'layer':<11} {'block':<{width}} {'output shape':<16} {'params':>8} {'MFLOPs':>8} {'act bytes':>10}")
-    for where, text, shape, params, mflops, act in rows:
-        print(f"{where:<11} {text:<{width}} {shape:<16} {params:>8} {mflops:>8} {act:>10}")
+    title = candidate.name or Path(str(ref)).name
     peak = peak_activation_bytes(spec)
-    print(f"total: {count_params(spec):,} trainable parameters, {count_flops(spec) / 1e6:.3f} MFLOPs per image, "
-          f"{input_bytes + sum(c.activation_bytes for c in costs):,} activation bytes in all")
-    print(f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), {peak // 4:,} at int8 "
-          f"(the largest input plus output alive at once, residual inputs held)")
     tflm, flash = tflm_budget.arena(spec), tflm_budget.flash_bytes(spec)
-    print(f"on a microcontroller (int8, TFLM), predicted: arena {tflm.total:,} bytes ({tflm.head:,} activations + "
-          f"{tflm.tail:,} persistent), flash {flash:,} bytes" + (
-              f"; TFLM has no int8 kernel for {', '.join(tflite_graph.UNSUPPORTED)}, which it uses"
-              if tflite_graph.unsupported_layers(spec) else ""))
-    print(f"recipe: {json.dumps(candidate.recipe.to_dict())}")
-    for line in data_lines(data, spec):
-        print(line)
-    return 0
+    return [
+        f"{title}  (id {candidate.id})",
+        f"{'layer':<11} {'block':<{width}} {'output shape':<16} {'params':>8} {'MFLOPs':>8} {'act bytes':>10}",
+        *(f"{where:<11} {text:<{width}} {shape:<16} {params:>8} {mflops:>8} {act:>10}"
+          for where, text, shape, params, mflops, act in rows),
+        f"total: {count_params(spec):,} trainable parameters, {count_flops(spec) / 1e6:.3f} MFLOPs per image, "
+        f"{input_bytes + sum(c.activation_bytes for c in costs):,} activation bytes in all",
+        f"peak activation memory at batch 1: {peak:,} bytes at fp32 ({peak / 1024:.1f} KB), {peak // 4:,} at int8 "
+        f"(the largest input plus output alive at once, residual inputs held)",
+        f"on a microcontroller (int8, TFLM), predicted: arena {tflm.total:,} bytes ({tflm.head:,} activations + "
+        f"{tflm.tail:,} persistent), flash {flash:,} bytes" + (
+            f"; TFLM has no int8 kernel for {', '.join(tflite_graph.UNSUPPORTED)}, which it uses"
+            if tflite_graph.unsupported_layers(spec) else ""),
+        f"recipe: {json.dumps(candidate.recipe.to_dict())}",
+        *data_lines(data, spec),
+    ]
 
 
 def data_lines(data: DataInfo | None, spec) -> list[str]:

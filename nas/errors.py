@@ -23,5 +23,5 @@ class SearchFailed(UserError):
     exit_code = 3
 
 
-class StudyError(UserError):
+class StorageError(UserError):
     """The storage or the study cannot be used as asked."""

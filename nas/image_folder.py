@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.sources import DataError, Raw
+from nas.sources import DataError, Raw, held_out_test
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_VERSION = 1
@@ -114,16 +114,9 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _hold_out(items: list[tuple[Path, int]]) -> tuple[list, list]:
-    """A seeded, stratified 1/6 of each class (at least one image of a class that has two) held out as the test set."""
-    g = torch.Generator().manual_seed(0)
-    train, test = [], []
-    for label in sorted({c for _, c in items}):
-        mine = [item for item in items if item[1] == label]
-        order = torch.randperm(len(mine), generator=g).tolist()
-        n_test = max(1, len(mine) // 6) if len(mine) > 1 else 0
-        test += [mine[i] for i in order[:n_test]]
-        train += [mine[i] for i in order[n_test:]]
-    return train, test
+    """A seeded, stratified 1/6 of each class held out as the test set (`held_out_test`)."""
+    train, test = held_out_test([c for _, c in items])
+    return [items[i] for i in train], [items[i] for i in test]
 
 
 def _cache_key(root: Path, image_size, entries) -> str:

@@ -31,6 +31,11 @@ def read_npz(path: Path) -> Raw:
             names = archive["classes"] if "classes" in archive.files else None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+    return raw_from_arrays(str(path), arrays, names)
+
+
+def raw_from_arrays(path: str, arrays: dict[str, np.ndarray], names: np.ndarray | None = None) -> Raw:
+    """NPZ_KEYS' arrays, in any layout `read_npz` takes, checked and read into a Raw; `path` names them in errors."""
     x_train, x_test = (_npz_images(path, k, arrays[k]) for k in ("x_train", "x_test"))
     y_train, y_test = (_npz_labels(path, k, arrays[k]) for k in ("y_train", "y_test"))
     for x, y, kx, ky in ((x_train, y_train, "x_train", "y_train"), (x_test, y_test, "x_test", "y_test")):
@@ -53,7 +58,7 @@ def read_npz(path: Path) -> Raw:
     return Raw(x_train, y_train, x_test, y_test, classes)
 
 
-def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
+def _npz_images(path: str, key: str, x: np.ndarray) -> torch.Tensor:
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
@@ -86,7 +91,7 @@ def _npz_images(path: Path, key: str, x: np.ndarray) -> torch.Tensor:
     raise DataError(f"{path}: {key} has dtype {x.dtype}; expected uint8 or float images")
 
 
-def _npz_labels(path: Path, key: str, y: np.ndarray) -> torch.Tensor:
+def _npz_labels(path: str, key: str, y: np.ndarray) -> torch.Tensor:
     y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
     if y.ndim != 1:
         raise DataError(f"{path}: {key} is {y.shape}; expected one label per image")

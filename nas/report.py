@@ -154,6 +154,11 @@ def frontier_figure(df: pd.DataFrame, frontier: pd.DataFrame, refs: pd.DataFrame
     return fig
 
 
+def title(name: str) -> str:
+    """The frontier plot's title for study `name`."""
+    return f"{name}: accuracy against size"
+
+
 def write_reports(df: pd.DataFrame, name: str, out_dir: Path, max_params: int | None,
                   baselines: pd.DataFrame | None = None, epochs: int = 1,
                   test: dict[int, float] | None = None, size: str = "params") -> dict[str, Path]:
@@ -165,7 +170,7 @@ def write_reports(df: pd.DataFrame, name: str, out_dir: Path, max_params: int | 
     paths = {"trials": out_dir / "trials.csv", "frontier": out_dir / "frontier.csv", "html": out_dir / "frontier.html"}
     write_text(paths["trials"], df.to_csv(index=False))
     write_text(paths["frontier"], frontier.to_csv(index=False))
-    fig = frontier_figure(df, frontier, refs, max_params, f"{name}: accuracy against size", epochs, size)
+    fig = frontier_figure(df, frontier, refs, max_params, title(name), epochs, size)
     with atomic_path(paths["html"]) as tmp:
         fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
     return paths

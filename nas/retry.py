@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import sqlalchemy.exc
 
-from nas.errors import StudyError
+from nas.errors import StorageError
 from nas.logs import LOGGER
 
 RETRY_SECONDS = 90.0  # how long an outage is waited out before the search gives up
@@ -18,7 +18,7 @@ FIRST_DELAY, MAX_DELAY = 0.5, 5.0  # backoff between attempts: 0.5, 1, 2, 4, the
 T = TypeVar("T")
 
 
-class StorageUnreachable(StudyError):
+class StorageUnreachable(StorageError):
     """The storage stayed unreachable for the whole retry period."""
 
 

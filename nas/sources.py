@@ -75,6 +75,20 @@ class Raw:
     classes: tuple[str, ...]
 
 
+def held_out_test(labels: list[int]) -> tuple[list[int], list[int]]:
+    """Indices of a training and a test part: a seeded, stratified 1/6 of each class (at least one image of a class
+    that has two) held out as the test set, for data that comes without one."""
+    g = torch.Generator().manual_seed(0)
+    train, test = [], []
+    for label in sorted(set(labels)):
+        mine = [i for i, c in enumerate(labels) if c == label]
+        order = torch.randperm(len(mine), generator=g).tolist()
+        n_test = max(1, len(mine) // 6) if len(mine) > 1 else 0
+        test += [mine[i] for i in order[:n_test]]
+        train += [mine[i] for i in order[n_test:]]
+    return train, test
+
+
 # -- torchvision's sets --------------------------------------------------------------------------------------------
 def raw_dir(dataset: str, root: Path) -> Path:
     """The folder torchvision keeps `dataset`'s files in under `root`."""

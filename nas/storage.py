@@ -18,7 +18,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from nas.errors import StudyError
+from nas.errors import StorageError
 from nas.retry import Outage, StorageUnreachable
 
 HEARTBEAT_SECONDS = 15
@@ -60,13 +60,13 @@ def heartbeat_settings() -> tuple[int, int]:
         except ValueError:
             value = 0
         if value < 1:
-            raise StudyError(f"${env} must be a whole number of seconds, at least 1; got {text!r}")
+            raise StorageError(f"${env} must be a whole number of seconds, at least 1; got {text!r}")
         values.append(value)
     interval, grace = values
     if grace is None:
         grace = GRACE_SECONDS if HEARTBEAT_ENV not in os.environ else 4 * interval
     if grace <= interval:
-        raise StudyError(f"${GRACE_ENV} ({grace}) must be longer than the heartbeat interval ({interval})")
+        raise StorageError(f"${GRACE_ENV} ({grace}) must be longer than the heartbeat interval ({interval})")
     return interval, grace
 
 
@@ -106,7 +106,7 @@ def open_storage(url: str, wait: bool = False) -> optuna.storages.BaseStorage:
             raise
         except Exception as e:  # noqa: BLE001 - SQLAlchemy and driver errors vary; the user needs the reason
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StudyError(f"cannot open storage {redact(url)}: {reason}") from None
+            raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None
 
 
 class RetryingStorage(optuna.storages.RDBStorage):

@@ -8,7 +8,7 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.errors import StudyError
+from nas.errors import StorageError
 
 REJECTED = "over_budget"
 REJECTED_FLOPS = "over_flops"  # over --max-mflops, else the space's max_mflops; never trained either
@@ -196,7 +196,7 @@ def load_study(storage, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = sorted(optuna.get_all_study_names(storage))
-        raise StudyError(f"no study named {name!r} in this storage; studies here: {', '.join(names) or 'none'}") from None
+        raise StorageError(f"no study named {name!r} in this storage; studies here: {', '.join(names) or 'none'}") from None
 
 
 DATA_KEY = "data_fingerprint"  # nas.data.split_fingerprint of the data the study's trials trained on
@@ -209,7 +209,7 @@ def check_data(study: optuna.Study, fingerprint: str) -> None:
     if made is None:
         study.set_user_attr(DATA_KEY, fingerprint)
     elif made != fingerprint:
-        raise StudyError(f"study {study.study_name!r} was made from other data: "
+        raise StorageError(f"study {study.study_name!r} was made from other data: "
                          f"{study.user_attrs.get('data_source', 'its data')} has gained, lost or relabelled images "
                          f"since; pass a new --study name rather than scoring trials on two hold-outs")
 
@@ -223,7 +223,7 @@ def create_or_resume(storage, name: str, identity: dict, sampler: optuna.sampler
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
                                 directions=["maximize", "minimize"] if pareto else ["maximize"], pruner=make_pruner())
     if is_multi_objective(study) != pareto:  # the other mode's study: its labels alone would not say so
-        raise StudyError(f"study {name!r} was made {'without' if pareto else 'with'} --objective pareto; "
+        raise StorageError(f"study {name!r} was made {'without' if pareto else 'with'} --objective pareto; "
                          f"pass a new --study name")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -231,7 +231,7 @@ def create_or_resume(storage, name: str, identity: dict, sampler: optuna.sampler
             study.set_metric_names(["val_acc", identity["size_metric"]])  # the dashboard's axis names
     existing = study.user_attrs
     if not existing and study.get_trials(deepcopy=False):
-        raise StudyError(f"study {name!r} already holds trials that were not made by a search "
+        raise StorageError(f"study {name!r} already holds trials that were not made by a search "
                          f"(e.g. `baselines`); pass a new --study name")
     if existing:
         existing = {**(assumed or {}), **existing}
@@ -239,6 +239,6 @@ def create_or_resume(storage, name: str, identity: dict, sampler: optuna.sampler
         if key not in existing:  # a new study, or one that a worker started at the same moment is still labelling
             study.set_user_attr(key, value)
         elif existing[key] != value:
-            raise StudyError(f"study {name!r} was made with {key}={existing[key]!r}, not {value!r}; "
+            raise StorageError(f"study {name!r} was made with {key}={existing[key]!r}, not {value!r}; "
                              f"pass a new --study name rather than mixing incompatible trials")
     return study

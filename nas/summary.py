@@ -77,16 +77,14 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     """write_all's files; the test accuracy (by trial number) of the frontier and the best, computed here from
     their stored weights: the only trials ever scored on the test set; and the trials frame they came from."""
     identity = study.user_attrs
-    baselines = references.baseline_frame(study._storage, config.dataset,
-                                          identity.get("val_size", data.LEGACY_VAL_SIZE), identity.get("train_subset"))
     max_params = identity.get("max_params", config.max_params)
     store = export.artifact_store(config.artifacts(study.study_name))
     legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
     best = study_mod.best_trial(study)
     df = report.trials_frame(study)
     test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy)
-    paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines, config.epochs, test,
-                                 size_column(identity))
+    paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines(study, config), config.epochs,
+                                 test, size_column(identity))
     if best is not None and best.user_attrs.get("weights_artifact"):
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
         if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
@@ -99,6 +97,21 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
                 tflite = tflite_deploy.write_best_tflite(paths["best"], out_dir / "best.tflite", splits)
                 paths.update({"tflite": tflite} if tflite else {})
     return paths, test, df
+
+
+def baselines(study: optuna.Study, config: SearchConfig) -> pd.DataFrame | None:
+    """The storage's measured reference models, scored on the study's hold-out and subset, as report rows."""
+    identity = study.user_attrs
+    return references.baseline_frame(study._storage, config.dataset, identity.get("val_size", data.LEGACY_VAL_SIZE),
+                                      identity.get("train_subset"))
+
+
+def figure(study: optuna.Study, config: SearchConfig, frontier: pd.DataFrame):
+    """The plotly figure of frontier.html, with `frontier` as frontier.csv holds it."""
+    df = report.trials_frame(study)
+    return report.frontier_figure(df, frontier, report.reference_points(df, baselines(study, config)),
+                                  study.user_attrs.get("max_params", config.max_params),
+                                  report.title(study.study_name), config.epochs, size_column(study.user_attrs))
 
 
 def shown_trials(study: optuna.Study, df: pd.DataFrame, best) -> list:

@@ -72,7 +72,7 @@ def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
 def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, seed: int = 0,
           on_progress: ProgressFn | None = None, on_pace: PaceFn | None = None, test: bool = True) -> TrainResult:
     """Trains for `epochs` epochs, then scores on the full validation set, and on the test set if `test` (a search's
-    trials pass False: the test set decides nothing, nas.test_scores scores only the trials a report shows).
+    trials pass False: the test set decides nothing, nas.scoring scores only the trials a report shows).
 
     `seed` fixes the batch order and every random draw in the network (dropout), whatever the caller drew before;
     the caller's own random state is left as it was.

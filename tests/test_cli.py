@@ -10,7 +10,7 @@ import pytest
 from nas import cli, commands
 from nas.config import config_from
 from nas.data import DataError
-from nas.errors import CliError, SearchError, SearchFailed, StudyError, UserError
+from nas.errors import CliError, SearchError, SearchFailed, StorageError, UserError
 from nas.export import WeightsError
 from nas.interrupts import Interrupted
 from nas.space_file import SpaceError
@@ -129,7 +129,7 @@ def test_one_line_escapes_only_line_breaks(text, expected):
 
 
 @pytest.mark.parametrize("error", [
-    UserError("u"), CliError("c"), SearchError("s"), StudyError("t"), DataError("d"), SpecError("p"),
+    UserError("u"), CliError("c"), SearchError("s"), StorageError("t"), DataError("d"), SpecError("p"),
     SpaceError("q"), WeightsError("w"),
 ])
 def test_user_errors_are_reported_by_their_message(error):
@@ -159,7 +159,7 @@ def _command_raises(monkeypatch, error):
 
 
 def test_main_prints_a_user_error_as_one_line_and_returns_2(monkeypatch, capsys):
-    assert _command_raises(monkeypatch, StudyError("no study 's'\nhere")) == 2
+    assert _command_raises(monkeypatch, StorageError("no study 's'\nhere")) == 2
     captured = capsys.readouterr()
     assert captured.err == "error: no study 's'\\nhere\n" and captured.out == ""
 

@@ -264,11 +264,12 @@ _TOKENS = ["search", "report", "export", "evaluate", "baselines", "describe", "-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.sampled_from(_TOKENS), st.text(max_size=6)), max_size=7))
 def test_random_argument_lists_give_a_clean_error_or_a_valid_run(argv):
-    from nas import commands
+    from nas import api, commands
 
     started = []
-    stub = lambda config, args: started.append(config) or 0  # noqa: E731 - a valid run, without the training
-    saved = {name: getattr(commands, name) for name in ("cmd_search", "cmd_evaluate", "cmd_baselines")}
+    stub = lambda *args, **kwargs: started.append(args) or 0  # noqa: E731 - a valid run, without the training
+    saved = {(module, name): getattr(module, name) for module, name in (
+        (api, "search"), (commands, "cmd_evaluate"), (commands, "cmd_baselines"))}
     cwd = os.getcwd()
     import contextlib
     import io
@@ -276,8 +277,8 @@ def test_random_argument_lists_give_a_clean_error_or_a_valid_run(argv):
     err = io.StringIO()
     try:
         os.chdir(_WORK)  # the default ./results lands in a scratch folder
-        for name in saved:
-            setattr(commands, name, stub)
+        for module, name in saved:
+            setattr(module, name, stub)
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             try:
                 rc = cli.main(argv)
@@ -285,8 +286,8 @@ def test_random_argument_lists_give_a_clean_error_or_a_valid_run(argv):
                 rc = e.code
     finally:
         os.chdir(cwd)
-        for name, fn in saved.items():
-            setattr(commands, name, fn)
+        for (module, name), fn in saved.items():
+            setattr(module, name, fn)
     assert rc in (0, 2), (argv, rc, err.getvalue())
     if rc == 2:
         assert_one_line_error(err.getvalue())

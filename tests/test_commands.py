@@ -176,7 +176,7 @@ def test_spec_from_anything_else_names_it_and_the_references(ref):
 
 
 # -- dispatch ----------------------------------------------------------------------------------------------
-COMMAND_ARGS = {"search": [], "report": ["--study", "s"], "export": ["--study", "s", "--out", "x.safetensors"],
+COMMAND_ARGS = {"report": ["--study", "s"], "export": ["--study", "s", "--out", "x.safetensors"],
                 "evaluate": ["--spec", "R1"], "baselines": []}
 
 
@@ -189,6 +189,17 @@ def test_dispatch_runs_the_named_command_with_its_settings_and_threads(command, 
     assert run(command, *COMMAND_ARGS[command], "--seed", 5, "--dataset", "fashion-mnist", "--threads", 2) == 7
     assert [(name, config.seed, config.dataset) for name, config in calls] == [(command, 5, "fashion-mnist")]
     assert threads == [2]
+
+
+def test_the_search_command_is_the_api_search_with_the_same_settings(monkeypatch):
+    from nas import api
+
+    calls = []
+    monkeypatch.setattr(api, "search", lambda data, **options: calls.append((data, options)))
+    assert cli.main(["--seed", "5", "--dataset", "fashion-mnist", "--trials", "3", "--jobs", "2"]) == 0
+    (data, options), = calls
+    assert data == "fashion-mnist" and (options["seed"], options["trials"], options["jobs"]) == (5, 3, 2)
+    assert options["max_params"] == 25_000 and options["data_dir"] is None
 
 
 # -- report and export ---------------------------------------------------------------------------------------

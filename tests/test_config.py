@@ -66,7 +66,7 @@ def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data
     import pytest
 
     from nas import study as study_mod
-    from nas.errors import StudyError
+    from nas.errors import StorageError
 
     space = load_space()
     identity = study_identity(SearchConfig(dataset="folder", data_dir=str(tmp_path / "a"), image_size=16), space)
@@ -77,10 +77,10 @@ def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data
     storage = f"sqlite:///{tmp_path}/s.db"
     study_mod.create_or_resume(storage, "s", identity, optuna.samplers.RandomSampler())
     other = study_identity(SearchConfig(dataset="folder", data_dir=str(tmp_path / "b"), image_size=16), space)
-    with pytest.raises(StudyError, match="was made with data_source='folder:.*a', not 'folder:.*b'"):
+    with pytest.raises(StorageError, match="was made with data_source='folder:.*a', not 'folder:.*b'"):
         study_mod.create_or_resume(storage, "s", other, optuna.samplers.RandomSampler())
     resized = study_identity(SearchConfig(dataset="folder", data_dir=str(tmp_path / "a"), image_size=24), space)
-    with pytest.raises(StudyError, match="image_size=16, not 24"):
+    with pytest.raises(StorageError, match="image_size=16, not 24"):
         study_mod.create_or_resume(storage, "s", resized, optuna.samplers.RandomSampler())
 
 
@@ -113,7 +113,7 @@ def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_re
     import pytest
 
     from nas import study as study_mod
-    from nas.errors import StudyError
+    from nas.errors import StorageError
 
     space = load_space()
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -121,12 +121,12 @@ def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_re
     assert (identity["max_mflops"], identity["max_peak_kb"], identity["int8_memory"], identity["max_latency_ms"]) == (
         8.0, 64, False, None)  # the effective ceilings: the space's max_mflops unless --max-mflops says otherwise
     study_mod.create_or_resume(storage, "s", identity, optuna.samplers.RandomSampler())
-    with pytest.raises(StudyError, match="max_peak_kb=64, not None"):
+    with pytest.raises(StorageError, match="max_peak_kb=64, not None"):
         study_mod.create_or_resume(storage, "s", study_identity(SearchConfig(), space), optuna.samplers.RandomSampler())
     ceilings = ("max_mflops", "max_peak_kb", "int8_memory", "max_latency_ms")
     before = {k: v for k, v in study_identity(SearchConfig(), space).items() if k not in ceilings}
     study_mod.create_or_resume(storage, "old", before, optuna.samplers.RandomSampler())
-    with pytest.raises(StudyError, match="max_peak_kb=None, not 64"):  # its trials met no memory ceiling
+    with pytest.raises(StorageError, match="max_peak_kb=None, not 64"):  # its trials met no memory ceiling
         study_mod.create_or_resume(storage, "old", identity, optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)
     resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
                                          optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from nas import report, study as study_mod
 from nas.config import SearchConfig, study_identity
-from nas.errors import StudyError
+from nas.errors import StorageError
 from nas.search import open_study
 from nas.space import SearchSpace
 from nas.space_file import load_space
@@ -63,7 +63,7 @@ def test_the_default_mode_is_single_objective_and_named_as_before(tmp_path):
     pareto = SearchConfig(results_dir=str(tmp_path), objective="pareto", size_metric="mflops", train_subset=300)
     assert pareto.study_name(space) == "mnist-25000-sub300-pareto-mflops"
     assert study_identity(pareto, space)["size_metric"] == "mflops"
-    with pytest.raises(StudyError, match="--objective pareto"):  # neither mode resumes the other's study
+    with pytest.raises(StorageError, match="--objective pareto"):  # neither mode resumes the other's study
         open_study(SearchConfig(results_dir=str(tmp_path), objective="pareto", study=study.study_name), space)
 
 

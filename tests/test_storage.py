@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from nas import retry
 from nas import storage as storage_mod
-from nas.errors import StudyError
+from nas.errors import StorageError
 from nas.retry import Outage, StorageUnreachable
 from nas.storage import (MAX_RETRY, RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact,
                          requeue_interrupted, sqlalchemy_url)
@@ -45,16 +45,16 @@ def test_heartbeat_periods_default_and_follow_the_environment(monkeypatch):
     monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "2")
     assert heartbeat_settings() == (2, 8)
     monkeypatch.setenv(storage_mod.GRACE_ENV, "2")
-    with pytest.raises(StudyError, match="longer than the heartbeat"):
+    with pytest.raises(StorageError, match="longer than the heartbeat"):
         heartbeat_settings()
     monkeypatch.setenv(storage_mod.HEARTBEAT_ENV, "soon")
-    with pytest.raises(StudyError, match="NAS_HEARTBEAT_SECONDS"):
+    with pytest.raises(StorageError, match="NAS_HEARTBEAT_SECONDS"):
         heartbeat_settings()
 
 
 def test_an_unusable_storage_is_one_error_without_the_password():
     started = time.monotonic()
-    with pytest.raises(StudyError) as caught:
+    with pytest.raises(StorageError) as caught:
         open_storage("postgresql://u:hunter2@127.0.0.1:1/db")
     assert "cannot open storage" in str(caught.value) and "hunter2" not in str(caught.value)
     assert time.monotonic() - started < 5, "an unreachable storage at the start is not waited for"
@@ -124,7 +124,7 @@ def test_a_workers_own_open_waits_out_an_outage_but_the_first_open_does_not(monk
         return "storage"
     monkeypatch.setattr(storage_mod, "RetryingStorage", flaky)
     monkeypatch.setattr(retry, "FIRST_DELAY", 0.01)
-    with pytest.raises(StudyError, match="cannot open storage postgresql.*Connection refused"):
+    with pytest.raises(StorageError, match="cannot open storage postgresql.*Connection refused"):
         open_storage("postgresql://u:p@db/nas")
     assert len(calls) == 1
     calls.clear()
@@ -177,7 +177,7 @@ def test_an_outage_longer_than_the_retry_period_is_one_error_then_no_more_waitin
     outage = Outage("postgresql://u:***@db/nas", sleep=clock.sleep, clock=clock.now)
     with pytest.raises(StorageUnreachable) as caught:
         outage.call(failing([refused()] * 1000))
-    assert isinstance(caught.value, StudyError)
+    assert isinstance(caught.value, StorageError)
     message = str(caught.value)
     assert "\n" not in message and message.startswith("storage postgresql://u:***@db/nas unreachable for 90 s")
     assert message.endswith("Connection refused") and sum(clock.slept) == pytest.approx(90)

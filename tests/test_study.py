@@ -3,7 +3,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.errors import StudyError
+from nas.errors import StorageError
 from nas.study import (FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume,
                        error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count)
 
@@ -82,14 +82,14 @@ def test_a_study_is_created_labelled_then_resumed_only_with_the_same_identity(tm
     made = create_or_resume(storage, "s", identity, make_sampler("random", 0))
     assert made.user_attrs == identity
     assert create_or_resume(storage, "s", identity, make_sampler("random", 0))._study_id == made._study_id
-    with pytest.raises(StudyError, match="max_params=25000, not 9000"):
+    with pytest.raises(StorageError, match="max_params=25000, not 9000"):
         create_or_resume(storage, "s", {**identity, "max_params": 9000}, make_sampler("random", 0))
 
 
 def test_a_study_lacking_a_newer_label_is_checked_against_its_assumed_value(tmp_path):
     storage = f"sqlite:///{tmp_path}/nas.db"
     create_or_resume(storage, "old", {"max_params": 25_000}, make_sampler("random", 0))  # made before val_size
-    with pytest.raises(StudyError, match="val_size=5000, not 10000"):
+    with pytest.raises(StorageError, match="val_size=5000, not 10000"):
         create_or_resume(storage, "old", {"val_size": 10_000, "max_params": 25_000}, make_sampler("random", 0),
                          assumed={"val_size": 5000})
 
@@ -97,12 +97,12 @@ def test_a_study_lacking_a_newer_label_is_checked_against_its_assumed_value(tmp_
 def test_a_study_of_unlabelled_trials_is_not_taken_over(tmp_path):
     storage = f"sqlite:///{tmp_path}/nas.db"
     optuna.create_study(study_name="b", storage=storage).tell(optuna.load_study(study_name="b", storage=storage).ask(), 1)
-    with pytest.raises(StudyError, match="not made by a search"):
+    with pytest.raises(StorageError, match="not made by a search"):
         create_or_resume(storage, "b", {"max_params": 1}, make_sampler("random", 0))
 
 
 def test_loading_an_unknown_study_names_the_ones_there(tmp_path):
     storage = f"sqlite:///{tmp_path}/nas.db"
     optuna.create_study(study_name="here", storage=storage)
-    with pytest.raises(StudyError, match="studies here: here"):
+    with pytest.raises(StorageError, match="studies here: here"):
         load_study(storage, "gone")

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from nas import logs, objective as objective_mod, storage as storage_mod, study as study_mod, workers
 from nas.config import SearchConfig
 from nas.data import split_fingerprint
-from nas.errors import SearchFailed, StudyError
+from nas.errors import SearchFailed, StorageError
 from nas.interrupts import CTRL_C
 from nas.search import open_study
 from nas.space_file import load_space
@@ -173,7 +173,7 @@ def test_a_study_resumes_only_on_the_data_it_was_made_with(tmp_path, monkeypatch
     monkeypatch.setattr(workers, "load_data", lambda config, device: data["splits"])
     workers.run_worker(config)
     data["splits"] = synthetic_splits(80, 32, 32)
-    with pytest.raises(StudyError, match="was made from other data"):
+    with pytest.raises(StorageError, match="was made from other data"):
         workers.run_worker(dataclasses.replace(config, trials=2))
     assert len(study.trials) == 1
     data["splits"] = synthetic_splits(64, 32, 32)
