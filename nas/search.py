@@ -8,7 +8,7 @@ import time
 
 import optuna
 
-from nas import logs, references, summary, workers
+from nas import logs, progress, references, summary, workers
 from nas import study as study_mod
 from nas.ceilings import Ceilings
 from nas.config import ASSUMED_IDENTITY, SearchConfig, study_identity
@@ -53,7 +53,8 @@ def _run(config: SearchConfig) -> dict:
               f"trial(s) so far, target {config.trials}; budget < {config.max_params:,} params; "
               f"{device_ceilings(ceilings)}{config.jobs} worker(s) on {device}")
     try:
-        cannot_fit = workers.run_all(config)
+        with progress.shown(study, config.trials, config.quiet):
+            cannot_fit = workers.run_all(config)
         CTRL_C.check()  # a signal after the last trial ended
     except KeyboardInterrupt:
         if CTRL_C.presses > 1:

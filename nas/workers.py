@@ -179,10 +179,13 @@ def _run_processes(config: SearchConfig, threads: int) -> bool:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.RawValue("i", 0)  # how many stop signals the workers act on; a worker polls it
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.jobs)]  # a failed worker's last error, for the parent
+    lines = ctx.Queue()  # the workers' log lines, printed by this process
     settings = dataclasses.asdict(config)  # plain values: see interrupts.shielded
     entry = (_worker_entry.__module__, _worker_entry.__name__)  # by name: see interrupts.shielded
-    procs = [ctx.Process(target=shielded, args=(*entry, settings, i, threads, os.getpid(), stop, pipes[i][1]))
+    procs = [ctx.Process(target=shielded, args=(*entry, settings, i, threads, os.getpid(), stop, pipes[i][1], lines))
              for i in range(config.jobs)]
+    printer = logs.printing(lines)
+    printer.start()
     with held():
         for p in procs:
             p.start()
@@ -195,6 +198,8 @@ def _run_processes(config: SearchConfig, threads: int) -> bool:
         for p in procs:
             p.join(timeout=5)
         raise
+    finally:
+        printer.stop()  # every line the workers sent is printed
     CTRL_C.check()  # the parent was signalled: whatever the workers did, the search was interrupted
     failed = _failed(procs)
     if failed:
@@ -217,10 +222,11 @@ def _last_error(proc, pipe) -> str:
     return f"exited with code {proc.exitcode}"
 
 
-def _worker_entry(settings: dict, worker: int, threads: int, parent: int, stop, error_pipe) -> None:
-    """A --jobs worker process, started through `interrupts.shielded`: stops when the parent says so, and gives the
-    parent its last error and a distinct exit code when it cannot go on."""
+def _worker_entry(settings: dict, worker: int, threads: int, parent: int, stop, error_pipe, lines) -> None:
+    """A --jobs worker process, started through `interrupts.shielded`: stops when the parent says so, gives the
+    parent its log `lines` to print, and its last error and a distinct exit code when it cannot go on."""
     CTRL_C.install(relayed=True)
+    logs.forward_to(lines)
     _watch_parent(parent, stop)
     try:
         cannot_fit = run_worker(SearchConfig(**settings), worker, threads)
