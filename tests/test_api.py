@@ -3,6 +3,7 @@ errors; and the command line giving the same study."""
 import dataclasses
 import inspect
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,37 @@ def test_the_installed_tinynas_command_is_search_py():
                                                "--help)\n")
     usage = subprocess.run([tinynas, "--help"], capture_output=True, text=True, timeout=120)
     assert usage.stdout.startswith("usage: tinynas ")
+
+
+INTERRUPTED_IN_PYTHON = """
+import sys
+import nas
+from tests.conftest import quadrant_images
+
+x, y = quadrant_images(3000, 0)
+try:
+    nas.search((x, y), trials=50, max_params=20_000, jobs=int(sys.argv[1]), results_dir=sys.argv[2])
+except nas.Interrupted:
+    print("raised Interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_interrupt_stops_a_search_from_python_and_keeps_its_finished_trials(tmp_path, jobs):
+    """A notebook's interrupt is a SIGINT to its kernel: search() writes the reports, then raises Interrupted."""
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_IN_PYTHON, str(jobs), str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # the first trained trial, then the interrupt
+        lines.append(line)
+        if line.lstrip("[w01] ").startswith("trial "):
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 0, "".join(lines)
+    assert lines[-1] == "raised Interrupted\n", "".join(lines)
+    study = optuna.load_study(study_name=optuna.get_all_study_names(f"sqlite:///{tmp_path}/nas.db")[0],
+                              storage=f"sqlite:///{tmp_path}/nas.db")
+    assert any(t.state.name == "COMPLETE" for t in study.get_trials())
+    assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
+    assert any(p.name == "frontier.csv" for p in tmp_path.rglob("*"))
