@@ -2,7 +2,7 @@
 
 For each single ceiling, at a value that binds for the default space at 25k on MNIST (the proposals' medians are
 about 2.9 MFLOPs, 74 KB peak at fp32, 18 KB at int8 and 0.33 ms on the machine it was written on), runs the real
-search (`nas.search.run`, TPE, with a small --train-subset so trials are quick) into a scratch results folder, then
+search (`nas.run.run`, TPE, with a small --train-subset so trials are quick) into a scratch results folder, then
 prints the share of proposals rejected.
 
     python bench/ceilings.py                          # 50 trials per ceiling, 2,000 training images
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nas import search  # noqa: E402
+from nas import run as search  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
 from nas.report import trials_frame  # noqa: E402
 from nas.storage import open_storage  # noqa: E402

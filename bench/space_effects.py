@@ -31,7 +31,7 @@ def finished_trials(db: Path, budget: int, min_share: float) -> tuple[pd.DataFra
     url = f"sqlite:///{db}"
     rows, floats = [], set()
     for summary in optuna.get_all_study_summaries(url):
-        # each search labels its study with its budget and subset (nas.search.open_study); smoke tests are left out
+        # each search labels its study with its budget and subset (nas.run.open_study); smoke tests are left out
         if summary.user_attrs.get("max_params") != budget or summary.user_attrs.get("train_subset") is not None:
             continue
         for t in optuna.load_study(study_name=summary.study_name, storage=url).get_trials(deepcopy=False):

@@ -2,7 +2,7 @@
 calls these same functions; they raise `UserError`s (one-line messages) and never exit."""
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
 import statistics
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from nas import commands, data as data_mod, export, memory_data, summary
 from nas import study as study_mod
 from nas.config import SearchConfig
 from nas.device import CACHE_DIR
-from nas.search import run
+from nas.run import run
 from nas.spec import Candidate
 
 _DEFAULT = SearchConfig()
@@ -152,7 +152,7 @@ def evaluate(spec: str | os.PathLike | Candidate | None = None, *, study: str | 
 
 
 def _say(config: SearchConfig) -> Callable[[str], None]:
-    return (lambda _: None) if config.quiet else print
+    return (lambda _: None) if config.quiet else functools.partial(print, flush=True)
 
 
 def _data_settings(data: Data, data_dir: str | None, results_dir: str) -> dict:

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="print nothing but errors: no progress, no per-trial lines, "
                                                              "no summary")
 
-    parser = _Parser(prog=Path(sys.argv[0]).name if Path(sys.argv[0]).name == "tinynas" else "search.py", description="Neural architecture search for small CNNs under a parameter budget.")
+    prog = "tinynas" if Path(sys.argv[0]).name == "tinynas" else "search.py"  # the installed command, or the script
+    parser = _Parser(prog=prog, description="Neural architecture search for small CNNs under a parameter budget.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     s = sub.add_parser("search", parents=[common], help="search, report and export (the default command)")

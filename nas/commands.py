@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -20,7 +21,7 @@ from nas.device import check_fits, load_data, prepare_model, recorded_data, reso
 from nas.errors import CliError, StorageError
 from nas.fileio import writable_dir
 from nas.objective import record_candidate, record_result
-from nas.search import run
+from nas.run import run
 from nas.spec import Candidate, SpecError
 from nas.storage import open_storage
 from nas.summary import write_all
@@ -160,7 +161,7 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
     return 0
 
 
-def evaluate_network(config: SearchConfig, args, say=print) -> list[float]:
+def evaluate_network(config: SearchConfig, args, say=functools.partial(print, flush=True)) -> list[float]:
     """Re-trains `args.spec`, or a study's trial, on the full training set (no hold-out) once per seed; returns and
     reports the test accuracies."""
     if args.spec is not None:

@@ -51,9 +51,9 @@ def _raw(data) -> Raw:
         names = getattr(data, "classes", None)
         names = None if names is None else np.array([str(c) for c in names])
     else:
+        got = type(data).__name__ + (f" of {len(data)} items" if isinstance(data, (tuple, list)) else "")
         raise DataError(f"{WHERE}: expected a dataset name, a folder or .npz path, (x_train, y_train), "
-                        f"(x_train, y_train, x_test, y_test), or a dataset of (image, label) pairs; got "
-                        f"{type(data).__name__}" + (f" of {len(data)} items" if isinstance(data, (tuple, list)) else ""))
+                        f"(x_train, y_train, x_test, y_test), or a dataset of (image, label) pairs; got {got}")
     if len(arrays) == 2:
         x, y = arrays
         if len(x) != len(y):
@@ -86,6 +86,7 @@ def _pairs(dataset) -> list[np.ndarray]:
         labels.append(int(label))
     shapes = {x.shape for x in images}
     if len(shapes) > 1:
-        raise DataError(f"{WHERE}: the dataset's images have {len(shapes)} shapes ({', '.join(map(str, sorted(shapes)[:3]))}"
-                        f"...); resize them to one size first")
+        some = ", ".join(map(str, sorted(shapes)[:3]))
+        raise DataError(f"{WHERE}: the dataset's images have {len(shapes)} shapes ({some}...); resize them to one "
+                        f"size first")
     return [np.stack(images), np.array(labels, dtype=np.int64)]

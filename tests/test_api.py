@@ -1,7 +1,9 @@
 """The Python API: nas.search on data in memory, in a folder and in a dataset object; its SearchResult; its typed
 errors; and the command line giving the same study."""
 import dataclasses
+import importlib
 import inspect
+import pkgutil
 import shutil
 import signal
 import subprocess
@@ -17,7 +19,7 @@ import torch
 from PIL import Image
 
 import nas
-from nas import cli, export
+from nas import api, cli, export
 from nas.config import SearchConfig
 from tests.conftest import QUADRANT_CLASSES, ROOT, quadrant_images
 
@@ -119,6 +121,9 @@ def test_search_takes_every_setting_with_the_command_lines_names_and_defaults():
 
 
 def test_every_public_name_resolves_and_says_what_it_is():
+    for module in pkgutil.iter_modules(nas.__path__):  # a submodule of the same name would shadow a public name
+        importlib.import_module(f"nas.{module.name}")
+    assert nas.search is api.search and nas.load is api.load
     for name in nas.__all__:
         value = getattr(nas, name)
         assert inspect.getdoc(value), name

@@ -177,7 +177,7 @@ def test_bad_study_references(tiny_study, capsys, args, mentions):
 
 def test_a_study_reused_with_another_budget_is_refused(tmp_path, capsys):
     from nas.config import SearchConfig
-    from nas.search import open_study
+    from nas.run import open_study
     from nas.space_file import load_space
 
     space = load_space()
@@ -190,7 +190,7 @@ def test_a_study_reused_with_another_budget_is_refused(tmp_path, capsys):
 def test_a_study_made_before_the_hold_out_was_recorded_is_refused(tmp_path, capsys):
     """Such a study ranked its trials on a 5,000-image hold-out; mixing in 10,000-image scores would be unfair."""
     from nas.config import SearchConfig
-    from nas.search import open_study
+    from nas.run import open_study
     from nas.space_file import load_space
 
     assert open_study(SearchConfig(results_dir=str(tmp_path), study="s"), load_space()).user_attrs["val_size"] == 10_000

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from nas import report, study as study_mod
 from nas.config import SearchConfig, study_identity
 from nas.errors import StorageError
-from nas.search import open_study
+from nas.run import open_study
 from nas.space import SearchSpace
 from nas.space_file import load_space
 from nas.summary import most_accurate_under

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import objective as objective_mod, search, workers
+from nas import objective as objective_mod, run as search, workers
 from nas.config import SearchConfig
 from nas.errors import SearchError, SearchFailed
 from nas.study import trained_count

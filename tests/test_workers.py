@@ -18,7 +18,7 @@ from nas.config import SearchConfig
 from nas.data import split_fingerprint
 from nas.errors import SearchFailed, StorageError
 from nas.interrupts import CTRL_C
-from nas.search import open_study
+from nas.run import open_study
 from nas.space_file import load_space
 from nas.study import FAILED_BY_ERROR, REJECTED
 from tests.conftest import ROOT, synthetic_splits
