@@ -84,7 +84,18 @@ def test_a_search_on_a_folder_and_on_a_dataset_object(tmp_path):
     assert on_object.best.info.shape == (1, 16, 16)
 
 
+class _MixedSizes:
+    """A dataset object whose images are not all one size."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.zeros(1, 8 + i % 2, 8), i % 2
+
+
 @pytest.mark.parametrize("data, error, message", [
+    (_MixedSizes(), "DataError", "images have 2 shapes"),
     ((np.zeros((10, 8, 8), np.uint8), np.zeros(9)), "DataError", "x_train holds 10 images but y_train 9 labels"),
     ((np.zeros((10, 8, 8), np.uint8),), "DataError", "got tuple of 1 items"),
     ("no-such-set", "DataError", "not a dataset name"),

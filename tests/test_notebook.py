@@ -17,4 +17,4 @@ def test_the_quickstart_notebook_runs(mnist_root, tmp_path, monkeypatch):
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)  # the frontier figure
     assert (tmp_path / "quickstart-results" / "best.onnx").is_file()
     text = "".join(o.get("text", "") for o in outputs)
-    assert "trial    5" in text and "trainable parameters" in text  # progress lines, then describe
+    assert "trial    3" in text and "trainable parameters" in text  # progress lines, then describe

@@ -34,3 +34,16 @@ def test_building_counting_and_training_never_import_optuna():
     for name in ("nas.spec", "nas.blocks", "nas.build", "nas.budget", "nas.train", "nas.data"):
         if name in graph:
             assert not any(m.split(".")[0] == "optuna" for m in graph[name]), name
+
+
+def test_library_code_never_exits_the_process():
+    """Only a --jobs worker process's own entry ends its process; everything else raises, and the command line
+    turns errors into exit codes (nas.cli.main returns them)."""
+    exits = {}
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(n, ast.Attribute) and n.attr == "exit" and getattr(n.value, "id", "") == "sys"
+                    for n in ast.walk(node)):
+                exits.setdefault(path.stem, set()).add(node.name)
+    assert exits == {"workers": {"_worker_entry"}}
