@@ -96,7 +96,7 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self._done.set()
-        self._thread.join()
+        self._thread.join(timeout=10)  # a read stuck in a storage outage must not hold up the reports
         if self.bar is not None:
             self.bar.close()
 
