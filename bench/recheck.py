@@ -35,7 +35,9 @@ from nas import data  # noqa: E402
 from nas.budget import count_flops, count_params  # noqa: E402
 from nas.ceilings import Ceilings  # noqa: E402
 from nas.commands import as_made, pick_trial, stored_study  # noqa: E402
-from nas.config import SearchConfig, recorded_identity, space_fingerprint  # noqa: E402
+from nas.config import SearchConfig  # noqa: E402
+from nas.identity import space_fingerprint  # noqa: E402
+from nas.identity import recorded_identity
 from nas.device import load_data, prepare_model  # noqa: E402
 from nas.errors import UserError  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
@@ -72,7 +74,7 @@ def pop_epochs(fixed: dict, default: int) -> int:
 
 def study_ceilings(study: optuna.Study, space: SearchSpace) -> Ceilings:
     """The param budget and device ceilings the study's widths were fitted under; a study made before its ceilings
-    were recorded had its space's max_mflops (as nas.config.ASSUMED_IDENTITY says)."""
+    were recorded had its space's max_mflops (as nas.identity.ASSUMED_IDENTITY says)."""
     made = recorded_identity(study.user_attrs)
     return Ceilings(made["max_params"], made.get("max_mflops", space.max_mflops), made["max_peak_kb"],
                     made["int8_memory"], made["max_latency_ms"])

@@ -16,7 +16,7 @@ import torch
 
 from nas import commands, data as data_mod, export, memory_data, summary
 from nas import study as study_mod
-from nas.config import SearchConfig
+from nas.config import DATASETS, SearchConfig
 from nas.device import CACHE_DIR
 from nas.run import run
 from nas.spec import Candidate
@@ -159,12 +159,12 @@ def _data_settings(data: Data, data_dir: str | None, results_dir: str) -> dict:
     """SearchConfig's dataset and data_dir for `data` (see `search`)."""
     if memory_data.is_in_memory(data):
         return {"dataset": "npz", "data_dir": str(memory_data.save_npz(data, Path(results_dir) / CACHE_DIR))}
-    if str(data) in data_mod.NAMES:
+    if str(data) in DATASETS:
         return {"dataset": str(data), "data_dir": data_dir}
     path = Path(data)
     if path.is_dir():
         return {"dataset": "folder", "data_dir": str(path)}
     if path.suffix.lower() == ".npz":
         return {"dataset": "npz", "data_dir": str(path)}
-    raise data_mod.DataError(f"data={str(data)!r}: not a dataset name ({', '.join(data_mod.NAMES)}), an image folder "
+    raise data_mod.DataError(f"data={str(data)!r}: not a dataset name ({', '.join(DATASETS)}), an image folder "
                              f"or an .npz file")

@@ -6,17 +6,11 @@ import signal
 import sys
 from pathlib import Path
 
+from nas.config import DATASETS, DEVICES, FORMATS, OBJECTIVES, SAMPLERS, SIZE_METRICS, SearchConfig
 from nas.errors import CliError, UserError
 
 COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe", "check")
-FORMATS = ("safetensors", "onnx", "onnx-int8", "tflite", "tflite-int8")
-SAMPLERS = ("tpe", "random")
-OBJECTIVES = ("accuracy", "pareto")
-SIZE_METRICS = ("params", "mflops", "peak-kb", "latency-ms")  # nas.config.SIZE_METRICS, here to fail before torch
-DEVICES = ("auto", "cpu", "cuda", "mps")
-# nas.data.NAMES, here so that bad flags fail before torch loads
-DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-letters", "emnist-balanced", "cifar10", "cifar100", "svhn",
-            "folder", "npz")
+DEFAULT = SearchConfig()  # every default below is SearchConfig's
 
 
 def _positive_int(flag: str, minimum: int = 1):
@@ -57,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db); "
                                           "postgresql://USER:PASS@HOST:PORT/DB for many machines")
-    common.add_argument("--results-dir", default="results", help="where studies' reports go (default: results)")
+    common.add_argument("--results-dir", default=DEFAULT.results_dir,
+                        help=f"where studies' reports go (default: {DEFAULT.results_dir})")
     common.add_argument("--artifact-dir", help="where trial weights are stored (default: <results-dir>/<study>/artifacts)")
     common.add_argument("--data-dir", help="torchvision sets: the data root holding them in torchvision's layout (e.g. "
                                            "MNIST/raw, cifar-10-batches-py; default: $NAS_DATA_DIR, else ./data); "
@@ -66,17 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     # --dataset and --train-subset default to None, "not given": report, export and evaluate --study then take the
     # study's value, and refuse another; SearchConfig's defaults fill in the rest (nas.config.config_from)
     common.add_argument("--dataset", choices=DATASETS,
-                        help="a torchvision set, folder (an image folder) or npz (arrays); default: mnist; "
+                        help=f"a torchvision set, folder (an image folder) or npz (arrays); default: {DEFAULT.dataset}; "
                              "report, export and evaluate --study: the study's")
     common.add_argument("--image-size", type=_positive_int("--image-size", 8), metavar="N",
                         help="resize the images to NxN once, at load time (default: their own size; report, export "
                              "and evaluate --study: the study's)")
-    common.add_argument("--device", default="auto", choices=DEVICES)
+    common.add_argument("--device", default=DEFAULT.device, choices=DEVICES)
     common.add_argument("--threads", type=_positive_int("--threads"), help="CPU threads per worker (default: cores / jobs)")
     common.add_argument("--train-subset", type=_positive_int("--train-subset"), metavar="N",
                         help="train on only N images (smoke tests and CI; report, export and evaluate --study: "
                              "the study's)")
-    common.add_argument("--seed", type=_positive_int("--seed", 0), default=0)
+    common.add_argument("--seed", type=_positive_int("--seed", 0), default=DEFAULT.seed)
     common.add_argument("--quiet", action="store_true", help="print nothing but errors: no progress, no per-trial lines, "
                                                              "no summary")
 
@@ -85,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     s = sub.add_parser("search", parents=[common], help="search, report and export (the default command)")
-    s.add_argument("--trials", type=_positive_int("--trials"), default=50, help="trained trials in the study (default 50)")
+    s.add_argument("--trials", type=_positive_int("--trials"), default=DEFAULT.trials,
+                   help=f"trained trials in the study (default {DEFAULT.trials})")
     s.add_argument("--space", help="search space TOML (default: search_spaces/mnist.toml)")
-    s.add_argument("--max-params", type=_positive_int("--max-params"), default=25_000,
-                   help="budget: candidates with this many parameters or more are never trained (default 25000)")
+    s.add_argument("--max-params", type=_positive_int("--max-params"), default=DEFAULT.max_params,
+                   help=f"budget: candidates with this many parameters or more are never trained (default "
+                        f"{DEFAULT.max_params})")
     s.add_argument("--max-mflops", type=_positive_float("--max-mflops"), metavar="M",
                    help="device budget: forward MFLOPs per image must stay at or under M (default: the space's "
                         "max_mflops)")
@@ -108,10 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_positive_int("--jobs"),
                    help="worker processes on this machine (default: one per core on a CPU, 1 on a GPU)")
     s.add_argument("--timeout", type=_positive_float("--timeout"), help="stop starting trials after this many seconds")
-    s.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    s.add_argument("--sampler", default=DEFAULT.sampler, choices=SAMPLERS)
     s.add_argument("--warm-start", action="store_true", help="queue the reference models R1, R2, R4 as the first trials")
-    s.add_argument("--epochs", type=_positive_int("--epochs"), default=1, help="epochs per trial (default 1)")
-    s.add_argument("--objective", default="accuracy", choices=OBJECTIVES,
+    s.add_argument("--epochs", type=_positive_int("--epochs"), default=DEFAULT.epochs,
+                   help=f"epochs per trial (default {DEFAULT.epochs})")
+    s.add_argument("--objective", default=DEFAULT.objective, choices=OBJECTIVES,
                    help="accuracy: the most accurate under the ceilings (default); pareto: one multi-objective study "
                         "of validation accuracy against size, reporting its Pareto set")
     s.add_argument("--size-metric", choices=SIZE_METRICS,

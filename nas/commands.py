@@ -15,7 +15,8 @@ import torch
 
 from nas import export, references, study as study_mod, tflite_graph, tflm_budget
 from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
-from nas.config import STUDY_SETTINGS, SearchConfig, config_from, recorded_identity
+from nas.config import STUDY_SETTINGS, SearchConfig, config_from
+from nas.identity import recorded_identity
 from nas.data import DataInfo
 from nas.device import check_fits, load_data, prepare_model, recorded_data, resolve_device
 from nas.errors import CliError, StorageError

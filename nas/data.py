@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from nas import config
 from nas.image_folder import read_folder
 from nas.npz_arrays import read_npz
 from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir,  # noqa: F401
@@ -25,7 +26,6 @@ LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was recorded wi
 VAL_FRACTION = 6  # a small set holds out at most 1/6 of its training images (60,000 / 6 = VAL_SIZE: MNIST as before)
 SPLIT_SEED = 0  # fixed, so every trial of every study sees the same hold-out
 MIN_IMAGE_SIZE = 8
-NAMES = (*DATASETS, "folder", "npz")  # every --dataset; nas.cli.DATASETS repeats them so bad flags fail before torch
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,8 @@ def resolve_root(data_dir: str | os.PathLike | None) -> Path:
 
 def source_of(dataset: str, data_dir=None) -> str:
     """What a study records as its data: the set's name, or the folder or file, absolute."""
-    if dataset not in NAMES:
-        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(NAMES)}")
+    if dataset not in config.DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(config.DATASETS)}")
     if dataset in DATASETS:
         return dataset
     if not data_dir:

@@ -11,7 +11,8 @@ import optuna
 from nas import logs, progress, references, summary, workers
 from nas import study as study_mod
 from nas.ceilings import Ceilings
-from nas.config import ASSUMED_IDENTITY, SearchConfig, study_identity
+from nas.config import SearchConfig
+from nas.identity import ASSUMED_IDENTITY, study_identity
 from nas.device import default_jobs, resolve_device
 from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from nas import cli, commands, data as data_mod, export, references, tflite_graph, tflm_budget
 from nas.budget import count_flops, count_params, peak_activation_bytes
 from nas.build import build
-from nas.config import SearchConfig, study_identity
+from nas.config import SearchConfig
+from nas.identity import study_identity
 from nas.data import DataInfo
 from nas.device import to_device
 from nas.errors import CliError

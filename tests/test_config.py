@@ -1,11 +1,14 @@
 """Settings, study names and the identity a study records."""
 import hashlib
 import json
+import subprocess
+import sys
 
 from nas import data
-from nas.config import (ASSUMED_IDENTITY, SearchConfig, config_from, recorded_identity, space_fingerprint,
-                        study_identity)
+from nas.config import SearchConfig, config_from
+from nas.identity import ASSUMED_IDENTITY, recorded_identity, space_fingerprint, study_identity
 from nas.space_file import DEFAULT_SPACE, load_space
+from tests.conftest import ROOT
 
 
 def test_the_default_study_name_says_what_differs_from_the_defaults():
@@ -131,3 +134,11 @@ def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_re
     resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
                                          optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)
     assert resumed.user_attrs["max_mflops"] == 8.0 and resumed.user_attrs.get("max_peak_kb") is None
+
+
+def test_settings_load_neither_torch_nor_optuna():
+    """The command line reads its defaults and choices from nas.config, so a bad flag fails before torch loads."""
+    shown = subprocess.run([sys.executable, "-X", "importtime", "-c", "import nas.config, nas.cli"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in shown.stderr.splitlines() if "|" in line}
+    assert "nas" in imported and not imported & {"torch", "optuna", "numpy", "pandas"}

@@ -11,7 +11,8 @@ import torch
 from nas import cli, data as data_mod, deploy, export, onnx_export
 from nas.budget import count_params
 from nas.build import build
-from nas.config import SearchConfig, study_identity
+from nas.config import SearchConfig
+from nas.identity import study_identity
 from nas.objective import record_candidate, record_result
 from nas.space_file import load_space
 from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe

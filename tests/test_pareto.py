@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import report, study as study_mod
-from nas.config import SearchConfig, study_identity
+from nas.config import SearchConfig
+from nas.identity import study_identity
 from nas.errors import StorageError
 from nas.run import open_study
 from nas.space import SearchSpace
