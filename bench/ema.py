@@ -25,7 +25,8 @@ from torch.optim.swa_utils import AveragedModel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
 from nas import train as train_mod  # noqa: E402
-from nas.device import prepare_model, to_device  # noqa: E402
+from nas.device import prepare_model  # noqa: E402
+from nas.data import to_device
 from nas.references import by_name  # noqa: E402
 from nas.space_file import load_space  # noqa: E402
 from common import run_benchmark  # noqa: E402

@@ -11,7 +11,8 @@ import torch
 
 sys.path.insert(0, sys.argv[1])
 from nas import data, train  # noqa: E402
-from nas.device import prepare_model, to_device  # noqa: E402
+from nas.device import prepare_model  # noqa: E402
+from nas.data import to_device
 from nas.space_file import load_space  # noqa: E402
 
 torch.set_num_threads(1)

@@ -42,7 +42,7 @@ def measure(path: Path, threads: int) -> None:
     import torch
 
     from nas.config import SearchConfig
-    from nas.device import load_data
+    from nas.data import load_data
     from nas.spec import ArchSpec, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
     from nas.train import train
 

@@ -38,7 +38,8 @@ from nas.commands import as_made, pick_trial, stored_study  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
 from nas.identity import space_fingerprint  # noqa: E402
 from nas.identity import recorded_identity
-from nas.device import load_data, prepare_model  # noqa: E402
+from nas.data import load_data  # noqa: E402
+from nas.device import prepare_model
 from nas.errors import UserError  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
 from nas.space_file import DEFAULT_SPACE, SECTIONS, parse_space  # noqa: E402

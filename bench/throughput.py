@@ -35,7 +35,8 @@ from nas.budget import count_params  # noqa: E402
 from nas.build import build  # noqa: E402
 from nas.references import by_name  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
-from nas.device import prepare_model, to_device  # noqa: E402
+from nas.device import prepare_model  # noqa: E402
+from nas.data import to_device
 from nas.objective import Objective  # noqa: E402
 from nas.workers import settle_heap  # noqa: E402
 from nas.space_file import load_space  # noqa: E402

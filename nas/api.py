@@ -17,7 +17,7 @@ import torch
 from nas import commands, data as data_mod, export, memory_data, summary
 from nas import study as study_mod
 from nas.config import DATASETS, SearchConfig
-from nas.device import CACHE_DIR
+from nas.data import CACHE_DIR
 from nas.run import run
 from nas.spec import Candidate
 

@@ -18,7 +18,8 @@ from nas.budget import count_flops, count_params, layer_costs, peak_activation_b
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from
 from nas.identity import recorded_identity
 from nas.data import DataInfo
-from nas.device import check_fits, load_data, prepare_model, recorded_data, resolve_device
+from nas.data import check_fits, load_data, recorded_data
+from nas.device import prepare_model, resolve_device
 from nas.errors import CliError, StorageError
 from nas.fileio import writable_dir
 from nas.objective import record_candidate, record_result

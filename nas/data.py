@@ -6,6 +6,7 @@ batches by index into these tensors instead; the trainer normalises each gathere
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nas import config
+from nas import config as config_mod
 from nas.image_folder import read_folder
 from nas.npz_arrays import read_npz
 from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir,  # noqa: F401
@@ -26,6 +27,7 @@ LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was recorded wi
 VAL_FRACTION = 6  # a small set holds out at most 1/6 of its training images (60,000 / 6 = VAL_SIZE: MNIST as before)
 SPLIT_SEED = 0  # fixed, so every trial of every study sees the same hold-out
 MIN_IMAGE_SIZE = 8
+CACHE_DIR = ".cache"  # under the results folder: decoded image folders (nas.image_folder.read_folder)
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,8 @@ def resolve_root(data_dir: str | os.PathLike | None) -> Path:
 
 def source_of(dataset: str, data_dir=None) -> str:
     """What a study records as its data: the set's name, or the folder or file, absolute."""
-    if dataset not in config.DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(config.DATASETS)}")
+    if dataset not in config_mod.DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(config_mod.DATASETS)}")
     if dataset in DATASETS:
         return dataset
     if not data_dir:
@@ -219,3 +221,51 @@ def resize(x: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor
                                                antialias=True, align_corners=False)
         out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+# -- the search's data, as its settings name it ---------------------------------------------------------------
+def read_data(config: config_mod.SearchConfig, val_size: int = VAL_SIZE) -> Splits:
+    """The search's data as `config` names it, in memory on the CPU; an image folder is decoded once and cached under
+    <results-dir>/.cache."""
+    return load(config.dataset, config.data_dir, val_size=val_size, train_subset=config.train_subset,
+                image_size=config.image_size, cache_dir=Path(config.results_dir) / CACHE_DIR)
+
+
+def recorded_data(info: DataInfo, config: config_mod.SearchConfig) -> config_mod.SearchConfig:
+    """`config` set to read the data `info` records again: a torchvision set under --data-dir (else $NAS_DATA_DIR),
+    or the image folder or npz file it names (--data-dir, if given, where it has moved), at the recorded size."""
+    kind, _, where = info.source.partition(":")
+    if kind in DATASETS and not where:
+        data_dir = config.data_dir
+    elif kind in ("folder", "npz"):
+        data_dir = config.data_dir or where
+    else:
+        raise DataError(f"the model was trained on {info.source!r}, which cannot be read again; "
+                             f"only a torchvision set, an image folder or an npz file can be")
+    _, h, w = info.shape
+    # square: resized to HxH, or already that size (a no-op); images of another shape were never resized
+    return dataclasses.replace(config, dataset=kind, data_dir=data_dir, image_size=h if h == w else None)
+
+
+def check_fits(splits: Splits, shape: tuple[int, int, int], classes: int, what: str) -> None:
+    """A DataError unless the data holds images of `shape` (C, H, W) in `classes` classes, as `what` says."""
+    held = (tuple(splits.info.shape), len(splits.info.classes))
+    if held != (tuple(shape), classes):
+        raise DataError(f"{splits.info.source}: holds {held[0]} images in {held[1]} classes, but {what} "
+                             f"{tuple(shape)} in {classes}")
+
+
+def load_data(config: config_mod.SearchConfig, device: torch.device, val_size: int = VAL_SIZE) -> Splits:
+    return to_device(read_data(config, val_size), device)
+
+
+def to_device(splits: Splits, device: torch.device) -> Splits:
+    """On CUDA the data lives on the GPU; channels_last makes the convolutions faster on a CPU. uint8 images stay as
+    they are (4x smaller than floats, and not copied): the trainer normalises each chunk it gathers into channels_last
+    floats (nas.data.normalise)."""
+    splits = splits.to(device)
+    for name in ("x_train", "x_val", "x_test"):
+        x = getattr(splits, name)
+        if x.is_floating_point():
+            setattr(splits, name, x.contiguous(memory_format=torch.channels_last))
+    return splits

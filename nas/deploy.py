@@ -19,7 +19,7 @@ import torch
 from nas import export, logs, onnx_export
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
-from nas.device import check_fits, read_data, recorded_data
+from nas.data import check_fits, read_data, recorded_data
 from nas.errors import UserError
 from nas.fileio import atomic_path, write_text
 from nas.spec import Candidate

@@ -17,7 +17,7 @@ import torch
 from nas import deploy, export, logs, tflite_export, tflite_runtime
 from nas.config import SearchConfig
 from nas.data import Splits
-from nas.device import read_data
+from nas.data import read_data
 from nas.fileio import atomic_path, write_text
 
 MIN_INT8_AGREEMENT = 0.99  # the share of test images TFLM's int8 model must classify as the fp32 network does

@@ -20,7 +20,8 @@ from nas import export, logs
 from nas import study as study_mod
 from nas.config import SearchConfig
 from nas.data import split_fingerprint
-from nas.device import load_data, read_data, resolve_device
+from nas.data import load_data, read_data
+from nas.device import resolve_device
 from nas.errors import SearchFailed, UserError
 from nas.interrupts import CTRL_C, held, shielded
 from nas.objective import Objective, failure_reason, reject

@@ -21,7 +21,7 @@ from nas.build import build
 from nas.config import SearchConfig
 from nas.identity import study_identity
 from nas.data import DataInfo
-from nas.device import to_device
+from nas.data import to_device
 from nas.errors import CliError
 from nas.objective import record_candidate, record_result
 from nas.space_file import load_space

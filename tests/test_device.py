@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nas import device
+from nas import data as data_mod, device
 from nas.errors import SearchError
 from nas.references import by_name
 
@@ -23,7 +23,7 @@ def test_one_worker_per_core_on_a_cpu_one_on_an_accelerator(monkeypatch):
 
 
 def test_data_and_models_are_placed_channels_last(toy):
-    splits = device.to_device(toy, torch.device("cpu"))
+    splits = data_mod.to_device(toy, torch.device("cpu"))
     assert splits.x_train.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(splits.x_train, toy.x_train) and torch.equal(splits.y_test, toy.y_test)
     model = device.prepare_model(by_name("R2"), seed=0, device=torch.device("cpu"))

@@ -7,7 +7,8 @@ import torch
 from nas import data as data_mod
 from nas import train as train_mod
 from nas.build import build
-from nas.device import prepare_model, to_device
+from nas.device import prepare_model
+from nas.data import to_device
 from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
 from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
 from tests.conftest import REFERENCES, Untouchable
