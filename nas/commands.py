@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas import export, references, study as study_mod, tflite_graph, tflm_budget
+from nas import baselines, export, references, study as study_mod, tflite_graph, tflm_budget
 from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from
 from nas.identity import recorded_identity
@@ -204,7 +204,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
             raise CliError(f"--only: {e.args[0]}") from None
     Path(config.results_dir).mkdir(parents=True, exist_ok=True)
     storage = open_storage(config.storage_url)
-    study = optuna.create_study(study_name=references.baselines_study_name(config.dataset), storage=storage,
+    study = optuna.create_study(study_name=baselines.baselines_study_name(config.dataset), storage=storage,
                                 direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
     device = resolve_device(config.device)
     splits = load_data(config, device)

@@ -8,7 +8,7 @@ import time
 
 import optuna
 
-from nas import logs, progress, references, summary, workers
+from nas import logs, progress, summary, workers
 from nas import study as study_mod
 from nas.ceilings import Ceilings
 from nas.config import SearchConfig
@@ -49,7 +49,7 @@ def _run(config: SearchConfig) -> dict:
     if again:
         logs.line(f"re-queued trial(s) {', '.join(map(str, again))}, stopped by a signal last time")
     if config.warm_start:
-        references.enqueue(study)
+        study_mod.enqueue_references(study)
     logs.line(f"study {study.study_name!r} in {redact(config.storage_url)}: {study_mod.trained_count(study)} trained "
               f"trial(s) so far, target {config.trials}; budget < {config.max_params:,} params; "
               f"{device_ceilings(ceilings)}{config.jobs} worker(s) on {device}")

@@ -8,6 +8,7 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas import references
 from nas.errors import StorageError
 
 REJECTED = "over_budget"
@@ -242,3 +243,14 @@ def create_or_resume(storage, name: str, identity: dict, sampler: optuna.sampler
             raise StorageError(f"study {name!r} was made with {key}={existing[key]!r}, not {value!r}; "
                              f"pass a new --study name rather than mixing incompatible trials")
     return study
+
+
+def enqueue_references(study: optuna.Study) -> list[str]:
+    """Queues each reference model once as a trial of the study (skipped where already queued or run)."""
+    seen = {t.user_attrs.get("reference") for t in study.get_trials(deepcopy=False)}
+    queued = []
+    for name in references.all_references():
+        if name not in seen:
+            study.enqueue_trial({}, user_attrs={"reference": name})
+            queued.append(name)
+    return queued

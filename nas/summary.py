@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from nas import data, export, logs, references, report, scoring
+from nas import baselines, data, export, logs, report, scoring
 from nas import study as study_mod
 from nas.config import SearchConfig, size_column, size_metric, size_of
 from nas.storage import fail_stale_trials, sqlalchemy_url
@@ -83,7 +83,7 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     best = study_mod.best_trial(study)
     df = report.trials_frame(study)
     test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy)
-    paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines(study, config), config.epochs,
+    paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines_of(study, config), config.epochs,
                                  test, size_column(identity))
     if best is not None and best.user_attrs.get("weights_artifact"):
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
@@ -99,17 +99,17 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     return paths, test, df
 
 
-def baselines(study: optuna.Study, config: SearchConfig) -> pd.DataFrame | None:
+def baselines_of(study: optuna.Study, config: SearchConfig) -> pd.DataFrame | None:
     """The storage's measured reference models, scored on the study's hold-out and subset, as report rows."""
     identity = study.user_attrs
-    return references.baseline_frame(study._storage, config.dataset, identity.get("val_size", data.LEGACY_VAL_SIZE),
+    return baselines.baseline_frame(study._storage, config.dataset, identity.get("val_size", data.LEGACY_VAL_SIZE),
                                       identity.get("train_subset"))
 
 
 def figure(study: optuna.Study, config: SearchConfig, frontier: pd.DataFrame):
     """The plotly figure of frontier.html, with `frontier` as frontier.csv holds it."""
     df = report.trials_frame(study)
-    return report.frontier_figure(df, frontier, report.reference_points(df, baselines(study, config)),
+    return report.frontier_figure(df, frontier, report.reference_points(df, baselines_of(study, config)),
                                   study.user_attrs.get("max_params", config.max_params),
                                   report.title(study.study_name), config.epochs, size_column(study.user_attrs))
 

@@ -15,7 +15,7 @@ import torch
 from optuna.trial import TrialState
 from safetensors.torch import load_file
 
-from nas import cli, commands, data as data_mod, export, references, tflite_graph, tflm_budget
+from nas import baselines, cli, commands, data as data_mod, export, references, tflite_graph, tflm_budget
 from nas.budget import count_flops, count_params, peak_activation_bytes
 from nas.build import build
 from nas.config import SearchConfig
@@ -392,8 +392,8 @@ def no_training(monkeypatch):
 
 
 def test_report_draws_the_baselines_of_the_studys_data_and_labels_its_epochs(fashion, monkeypatch):
-    asked, real = [], references.baseline_frame
-    monkeypatch.setattr(references, "baseline_frame", lambda storage, *key: asked.append(key) or real(storage, *key))
+    asked, real = [], baselines.baseline_frame
+    monkeypatch.setattr(baselines, "baseline_frame", lambda storage, *key: asked.append(key) or real(storage, *key))
     assert run("report", "--study", "fm", "--results-dir", fashion) == 0
     assert asked == [("fashion-mnist", data_mod.VAL_SIZE, 300)]
     assert "validation error, log scale (3 epochs)" in (fashion / "fm" / "frontier.html").read_text()

@@ -3,7 +3,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import references
+from nas import baselines, references
+from nas import study as study_mod
 from nas.budget import count_params
 from nas.data import LEGACY_VAL_SIZE, VAL_SIZE
 from nas.spec import Candidate
@@ -41,10 +42,10 @@ def test_by_name_refuses_anything_else_and_lists_the_known_names(name):
 
 def test_enqueue_queues_each_reference_once_as_the_next_trials():
     study = optuna.create_study(direction="maximize")
-    assert references.enqueue(study) == ["R1", "R2", "R4"]
+    assert study_mod.enqueue_references(study) == ["R1", "R2", "R4"]
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["reference"] for t in waiting] == ["R1", "R2", "R4"]
-    assert references.enqueue(study) == []  # a resumed search does not queue them again
+    assert study_mod.enqueue_references(study) == []  # a resumed search does not queue them again
     assert len(study.trials) == 3
     assert study.ask().user_attrs["reference"] == "R1"  # the queue comes before the sampler
 
@@ -54,7 +55,7 @@ def test_enqueue_skips_references_a_study_has_already_run():
     done = study.ask()
     done.set_user_attr("reference", "R2")
     study.tell(done, 0.99)
-    assert references.enqueue(study) == ["R1", "R4"]
+    assert study_mod.enqueue_references(study) == ["R1", "R4"]
     assert [t.user_attrs.get("reference") for t in study.trials] == ["R2", "R1", "R4"]
 
 
@@ -70,8 +71,8 @@ def _baseline(study, name, val_size, train_subset, acc):
 
 def test_baseline_frame_keeps_only_baselines_scored_like_the_study():
     storage = optuna.storages.InMemoryStorage()
-    assert references.baseline_frame(storage, "mnist", VAL_SIZE, 1000) is None
-    study = optuna.create_study(study_name=references.baselines_study_name("mnist"), storage=storage,
+    assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, 1000) is None
+    study = optuna.create_study(study_name=baselines.baselines_study_name("mnist"), storage=storage,
                                 direction="maximize")
     assert study.study_name == "baselines-mnist"
     _baseline(study, "R1", VAL_SIZE, 1000, 0.97)
@@ -79,9 +80,9 @@ def test_baseline_frame_keeps_only_baselines_scored_like_the_study():
     _baseline(study, "R4", VAL_SIZE, None, 0.99)  # trained on the full set
     _baseline(study, "R1", LEGACY_VAL_SIZE, 1000, 0.98)  # another hold-out
 
-    frame = references.baseline_frame(storage, "mnist", VAL_SIZE, 1000)
+    frame = baselines.baseline_frame(storage, "mnist", VAL_SIZE, 1000)
     assert frame[["reference", "params", "val_acc"]].values.tolist() == [["R1", 20_586, 0.97], ["R2", 8_530, 0.96]]
-    assert references.baseline_frame(storage, "mnist", VAL_SIZE, None)["reference"].tolist() == ["R4"]
-    assert references.baseline_frame(storage, "mnist", LEGACY_VAL_SIZE, 1000)["number"].tolist() == [3]
-    assert references.baseline_frame(storage, "mnist", VAL_SIZE, 500).empty
-    assert references.baseline_frame(storage, "fashion-mnist", VAL_SIZE, 1000) is None  # another dataset's study
+    assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, None)["reference"].tolist() == ["R4"]
+    assert baselines.baseline_frame(storage, "mnist", LEGACY_VAL_SIZE, 1000)["number"].tolist() == [3]
+    assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, 500).empty
+    assert baselines.baseline_frame(storage, "fashion-mnist", VAL_SIZE, 1000) is None  # another dataset's study
