@@ -109,7 +109,7 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
 
         out = tflite_deploy.export_trial(trial, store, out, config, int8=form == "tflite-int8", say=say)
     else:
-        from nas import deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
+        from nas import onnx_deploy as deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
         out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8", say=say)
     if form == "tflite-int8":
@@ -119,7 +119,7 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
 
 def cmd_check(config: SearchConfig, args) -> int:
     """An exported .onnx or .tflite against its PyTorch weights, on the test images of the data it records."""
-    from nas import deploy, tflite_deploy  # onnx and onnxruntime take seconds to import
+    from nas import onnx_deploy as deploy, tflite_deploy  # onnx and onnxruntime take seconds to import
 
     checker = tflite_deploy if Path(args.path).suffix.lower() == ".tflite" else deploy
     checker.check_file(Path(args.path), args.weights and Path(args.weights), config)

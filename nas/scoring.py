@@ -22,7 +22,7 @@ def study_data(info: DataInfo | None, config: SearchConfig) -> Splits | None:
     search by a program, or weights that do not say what they were trained on)."""
     if info is None or info.source == NO_DATA:
         return None
-    from nas import deploy  # onnx and onnxruntime take a second or two to import
+    from nas import onnx_deploy as deploy  # onnx and onnxruntime take a second or two to import
 
     return deploy.data_for(info, config)
 

@@ -88,7 +88,7 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     if best is not None and best.user_attrs.get("weights_artifact"):
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
         if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
-            from nas import deploy  # onnx and onnxruntime take a second or two to import
+            from nas import onnx_deploy as deploy  # onnx and onnxruntime take a second or two to import
 
             paths["onnx"] = deploy.write_best_onnx(paths["best"], out_dir / "best.onnx", splits)
             if config.microcontroller:  # best.tflite (int8) and its C array, checked by TFLM

@@ -1,7 +1,7 @@
 """TFLite exports for microcontrollers, each run by the runtime that will run it before it is written, and `check`
 of an exported .tflite file.
 
-- fp32: LiteRT's interpreter against PyTorch on the first CHECK_IMAGES test images, held to nas.deploy's limits.
+- fp32: LiteRT's interpreter against PyTorch on the first CHECK_IMAGES test images, held to nas.onnx_deploy's limits.
 - int8 (full-integer): TensorFlow Lite Micro's own interpreter against the fp32 network, whose predicted classes
   must agree on at least MIN_INT8_AGREEMENT of the first CHECK_IMAGES test images; then both test accuracies over the
   whole test set, and the tensor arena TFLM allocates. The C source a TFLM project compiles is written beside it.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nas import deploy, export, logs, tflite_export, tflite_runtime
+from nas import onnx_deploy as deploy, export, logs, tflite_export, tflite_runtime
 from nas.config import SearchConfig
 from nas.data import Splits
 from nas.data import read_data
@@ -59,7 +59,7 @@ def c_files(out: Path) -> tuple[Path, Path]:
 
 
 def export_trial(trial, store, out: Path, config: SearchConfig, int8: bool = False, say=print) -> Path:
-    """A stored trial's TFLite model at `out` (nas.deploy.export_trial's way: checked on the study's data, its
+    """A stored trial's TFLite model at `out` (nas.onnx_deploy.export_trial's way: checked on the study's data, its
     weights beside it)."""
     tflite_export.require()  # before any data is read
     with deploy.stored_weights(trial, store, out, config) as weights:

@@ -1,4 +1,4 @@
-"""nas.deploy and the commands on it: checked ONNX exports (fp32 and int8) of a network trained for a second on a toy
+"""nas.onnx_deploy and the commands on it: checked ONNX exports (fp32 and int8) of a network trained for a second on a toy
 npz set, `export --format onnx` of a stored trial, and `check`, with one line for a file it cannot use."""
 import json
 
@@ -8,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from nas import cli, data as data_mod, deploy, export, onnx_export
+from nas import cli, data as data_mod, onnx_deploy as deploy, export, onnx_export
 from nas.budget import count_params
 from nas.build import build
 from nas.config import SearchConfig

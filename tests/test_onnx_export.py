@@ -8,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from nas import deploy, export, onnx_export
+from nas import onnx_deploy as deploy, export, onnx_export
 from nas.blocks import KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from nas.build import build
 from nas.data import DataInfo

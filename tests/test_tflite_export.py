@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas import cli, deploy, tflite_deploy, tflite_export, tflite_graph, tflite_runtime, tflm_budget
+from nas import cli, onnx_deploy as deploy, tflite_deploy, tflite_export, tflite_graph, tflite_runtime, tflm_budget
 from nas.blocks import Residual
 from tests.test_onnx_export import HAND_WRITTEN, trained_looking
 
