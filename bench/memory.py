@@ -43,7 +43,8 @@ def measure(path: Path, threads: int) -> None:
 
     from nas.config import SearchConfig
     from nas.data import load_data
-    from nas.spec import ArchSpec, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
+    from nas.spec import ArchSpec, TrainRecipe
+    from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
     from nas.train import train
 
     torch.set_num_threads(threads)

@@ -17,8 +17,8 @@ import torch
 from nas import config as config_mod
 from nas.image_folder import read_folder
 from nas.npz_arrays import read_npz
-from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir,  # noqa: F401
-                         read_images, read_labels, read_torchvision, _find)
+from nas.sources import (DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir,
+                         read_images, read_labels, read_torchvision, _find)  # noqa: F401
 
 ENV_VAR = "NAS_DATA_DIR"
 DEFAULT_ROOT = "./data"

@@ -7,7 +7,8 @@ import math
 from typing import Callable
 
 from nas.budget import count_params
-from nas.spec import ArchSpec, Block, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.spec import ArchSpec, Block
+from nas.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
 
 # the data the spaces were written for: space files declare `pools` for this size (see resolution_pools)
 MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10

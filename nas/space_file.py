@@ -8,7 +8,7 @@ from pathlib import Path
 from nas.errors import UserError
 from nas.layout import STAGE_BLOCKS
 from nas.space import AUTO, AUTO_RULES, CONVS_PER_STAGE, Range, SearchSpace
-from nas.spec import ACTIVATIONS
+from nas.blocks import ACTIVATIONS
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "mnist.toml"

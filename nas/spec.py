@@ -15,9 +15,6 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from nas.blocks import KINDS as BLOCK_KINDS
 from nas.blocks import Block
-# declared in nas.blocks with the rest of each block kind; importable from here as they always were
-from nas.blocks import (ACTIVATIONS, POOL_KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool,  # noqa: F401
-                        Residual)
 from nas.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

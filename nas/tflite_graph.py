@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass, field
 
 from nas.build import output_shape
-from nas.spec import ArchSpec, Block, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.spec import ArchSpec, Block
+from nas.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
 
 INT8, INT32 = 1, 4  # bytes per value
 

@@ -9,7 +9,8 @@ from nas import export
 from nas.budget import count_params
 from nas.build import WindowMax, build, inference_copy
 from nas.space_file import load_space
-from nas.spec import ArchSpec, Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual, SpecError, TrainRecipe
+from nas.spec import ArchSpec, SpecError, TrainRecipe
+from nas.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from nas.train import train
 from tests.conftest import REFERENCES, SPACE_FILES
 

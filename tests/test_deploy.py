@@ -15,7 +15,8 @@ from nas.config import SearchConfig
 from nas.identity import study_identity
 from nas.objective import record_candidate, record_result
 from nas.space_file import load_space
-from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
+from nas.spec import ArchSpec, Candidate, TrainRecipe
+from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
 from nas.train import TrainResult, train
 from tests.conftest import REFERENCES
 from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, foreign_model, quadrant_images

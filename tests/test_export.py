@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from nas import cli, commands, export
 from nas.build import Network, build
 from nas.data import DataInfo
-from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, SpecError
+from nas.spec import ArchSpec, Candidate, SpecError
+from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
 from tests.conftest import REFERENCES
 
 FIXTURES = Path(__file__).parent / "fixtures"

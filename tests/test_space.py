@@ -11,7 +11,7 @@ from nas.build import build, layer_shapes
 from nas.space import (arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs, resolution_pools,
                        widest_fit)
 from nas.space_file import SpaceError, load_space, parse_space
-from nas.spec import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, Residual, SpecError, TrainRecipe
+from nas.spec import ArchSpec, Candidate, SpecError, TrainRecipe
+from nas.blocks import Conv, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import REFERENCES
 
 

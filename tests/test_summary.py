@@ -11,7 +11,8 @@ from nas.build import build
 from nas.config import SearchConfig
 from nas.objective import Objective, record_candidate, record_result
 from nas.space_file import load_space
-from nas.spec import ArchSpec, Candidate, Conv, GlobalAvgPool, Linear, Pool, TrainRecipe
+from nas.spec import ArchSpec, Candidate, TrainRecipe
+from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
 from nas.study import make_sampler
 from nas.train import evaluate, train
 from nas.workers import Stopper

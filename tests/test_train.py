@@ -9,7 +9,8 @@ from nas import train as train_mod
 from nas.build import build
 from nas.device import prepare_model
 from nas.data import to_device
-from nas.spec import ArchSpec, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, TrainRecipe
+from nas.spec import ArchSpec, TrainRecipe
+from nas.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool
 from nas.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
 from tests.conftest import REFERENCES, Untouchable
 
