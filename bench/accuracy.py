@@ -118,8 +118,8 @@ def dominance(study: str, best_mean: float, frontier: pd.DataFrame, names: list,
     """For each reference: its evaluated accuracy against the search's best, and against the best frontier network
     (by validation) with no more params."""
     sys.path.insert(0, str(ROOT))
-    from nas.budget import count_params
-    from nas.references import by_name
+    from nas.space.budget import count_params
+    from nas.space.references import by_name
 
     for name in names:
         ref_params = count_params(by_name(name).arch)

@@ -10,10 +10,11 @@ import optuna
 import torch
 
 sys.path.insert(0, sys.argv[1])
-from nas import data, train  # noqa: E402
-from nas.device import prepare_model  # noqa: E402
+from nas import data  # noqa: E402
+from nas.search import train
+from nas.search.device import prepare_model  # noqa: E402
 from nas.data import to_device
-from nas.space_file import load_space  # noqa: E402
+from nas.space.space_file import load_space  # noqa: E402
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -2,10 +2,10 @@
 
     python bench/latency.py [--candidates 20] [--pairs 3]
 
-1. Exporter time on R1, alternating torch's TorchScript exporter (dynamo=False, what nas.onnx_export uses) and its
+1. Exporter time on R1, alternating torch's TorchScript exporter (dynamo=False, what nas.deploy.onnx_export uses) and its
    dynamo exporter, `--pairs` times; medians and their ratio.
 2. For R1, R2, R4 and `--candidates` networks sampled from the default space at 25k (RandomSampler, seed 0): the
-   latency `nas.latency.latency_ms` gives, and the seconds one uncached measurement takes (export, session, 35 runs).
+   latency `nas.deploy.latency.latency_ms` gives, and the seconds one uncached measurement takes (export, session, 35 runs).
    Measured twice, to show how much a latency repeats on this machine.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nas import references  # noqa: E402
-from nas.build import build  # noqa: E402
-from nas.latency import latency_ms  # noqa: E402
-from nas.onnx_export import onnx_bytes  # noqa: E402
-from nas.space_file import load_space  # noqa: E402
+from nas.space import references  # noqa: E402
+from nas.space.build import build  # noqa: E402
+from nas.deploy.latency import latency_ms  # noqa: E402
+from nas.deploy.onnx_export import onnx_bytes  # noqa: E402
+from nas.space.space_file import load_space  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 

@@ -3,8 +3,8 @@
     python bench/memory.py [--images 100000] [--size 32] [--threads 1]
 
 Writes a synthetic npz of that size (uint8, NHWC, 10 classes), then, in a fresh process (so that making the file
-does not count), loads it as a search worker does (nas.device.load_data: nas.data.load, the hold-out, to_device),
-trains a small network for one epoch through nas.train.train, and prints the process's peak RSS from
+does not count), loads it as a search worker does (nas.search.device.load_data: nas.data.load, the hold-out, to_device),
+trains a small network for one epoch through nas.search.train.train, and prints the process's peak RSS from
 resource.getrusage. Never run it beside another training.
 """
 from __future__ import annotations
@@ -43,9 +43,9 @@ def measure(path: Path, threads: int) -> None:
 
     from nas.config import SearchConfig
     from nas.data import load_data
-    from nas.spec import ArchSpec, TrainRecipe
-    from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
-    from nas.train import train
+    from nas.space.spec import ArchSpec, TrainRecipe
+    from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
+    from nas.search.train import train
 
     torch.set_num_threads(threads)
     after_import = peak_gib()
@@ -58,7 +58,7 @@ def measure(path: Path, threads: int) -> None:
     arch = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(16, bn=True, act="relu"), Pool(),
                             GlobalAvgPool(), Linear(len(info.classes))),
                     input_shape=info.shape, num_classes=len(info.classes))
-    from nas.build import build
+    from nas.space.build import build
 
     model = build(arch, seed=0).to(memory_format=torch.channels_last)
     result = train(model, TrainRecipe(optimizer="adam", lr=0.01, batch_size=128), splits, seed=0)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import add_repeat_flags, add_search_flags, passed_flags, run_benchmark, search_seeds  # noqa: E402
-from nas.summary import most_accurate_under  # noqa: E402
+from nas.results.summary import most_accurate_under  # noqa: E402
 
 
 @contextlib.contextmanager

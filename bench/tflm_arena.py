@@ -1,10 +1,10 @@
-"""nas.tflm_budget's estimates against TensorFlow Lite Micro: the tensor arena and the .tflite size of int8 exports.
+"""nas.space.tflm_budget's estimates against TensorFlow Lite Micro: the tensor arena and the .tflite size of int8 exports.
 
     python bench/tflm_arena.py             # R1, R2, R4, 30 networks drawn from the two MNIST spaces, 3 GELU ones
     python bench/tflm_arena.py --count 10 --seed 1
     python bench/tflm_arena.py --shape 3,32,32 --classes 10   # CIFAR-shaped colour data (no R networks)
 
-Each network is exported as nas.tflite_export does it (litert-torch, ai-edge-quantizer's full-integer int8, the
+Each network is exported as nas.deploy.tflite_export does it (litert-torch, ai-edge-quantizer's full-integer int8, the
 metadata, no tensor names); TFLM's recording allocator measures its arena after one inference, and the file's size is
 taken. Both are set against the estimates from the spec alone, one line per network, then the worst and median ratios.
 
@@ -49,7 +49,7 @@ def draws(seed: int, gelu: bool = False, shape=(1, 28, 28), classes: int = 10):
     classes; `gelu`: from the broad one, with GELU."""
     import optuna
 
-    from nas.space_file import SPACES_DIR, load_space
+    from nas.space.space_file import SPACES_DIR, load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spaces = {name: load_space(SPACES_DIR / f"{name}.toml") for name in ("mnist", "mnist_broad")}
@@ -91,8 +91,8 @@ def trained_like(net, seed: int) -> None:
 
 def measure(candidate, info, images, seed: int):
     """(file bytes, measured Arena or the reason there is none) of the candidate's export."""
-    from nas import export, tflite_export, tflite_runtime
-    from nas.build import build
+    from nas.deploy import export, tflite_export, tflite_runtime
+    from nas.space.build import build
     from nas.errors import UserError
 
     net = build(candidate.arch, seed=0).eval()
@@ -124,13 +124,13 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=50, help="random calibration images per export")
     args = parser.parse_args()
 
-    from nas import tflite_export, tflite_runtime
+    from nas.deploy import tflite_export, tflite_runtime
 
     with tflite_runtime.captured_output():  # importing the toolchain logs to stderr
         tflite_export.require()
     import torch
 
-    from nas import references
+    from nas.space import references
     from nas.data import DATASETS, DataInfo
 
     mnist = args.shape == (1, 28, 28) and args.classes == 10
@@ -178,8 +178,8 @@ class Results:
 def run(label: str, candidate, layout: str, info, images, seed: int, results: Results) -> str:
     """Estimates, exports and measures one network, prints its row; "arena", "flash" (TFLM cannot run it) or
     "failed" (the export failed)."""
-    from nas import tflite_graph, tflm_budget
-    from nas.budget import count_params
+    from nas.space import tflite_graph, tflm_budget
+    from nas.space.budget import count_params
 
     spec = candidate.arch
     started = time.perf_counter()

@@ -28,19 +28,19 @@ import torch.optim.optimizer as optimizer_hooks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
-from nas import export  # noqa: E402
-from nas import objective as objective_mod  # noqa: E402
-from nas import study as study_mod  # noqa: E402
-from nas.budget import count_params  # noqa: E402
-from nas.build import build  # noqa: E402
-from nas.references import by_name  # noqa: E402
+from nas.deploy import export  # noqa: E402
+from nas.search import objective as objective_mod  # noqa: E402
+from nas.search import study as study_mod  # noqa: E402
+from nas.space.budget import count_params  # noqa: E402
+from nas.space.build import build  # noqa: E402
+from nas.space.references import by_name  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
-from nas.device import prepare_model  # noqa: E402
+from nas.search.device import prepare_model  # noqa: E402
 from nas.data import to_device
-from nas.objective import Objective  # noqa: E402
-from nas.workers import settle_heap  # noqa: E402
-from nas.space_file import load_space  # noqa: E402
-from nas.train import train  # noqa: E402
+from nas.search.objective import Objective  # noqa: E402
+from nas.search.workers import settle_heap  # noqa: E402
+from nas.space.space_file import load_space  # noqa: E402
+from nas.search.train import train  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 

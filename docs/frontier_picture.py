@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nas.report import AXIS_TITLES, error  # noqa: E402
+from nas.results.report import AXIS_TITLES, error  # noqa: E402
 
 TICKS = [0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50]  # error in %, where they fit
 

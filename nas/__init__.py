@@ -11,19 +11,19 @@ _HOMES = {
     "search": "nas.api", "SearchResult": "nas.api", "load": "nas.api", "describe": "nas.api", "evaluate": "nas.api",
     "Evaluation": "nas.api",
     "UserError": "nas.errors", "SearchError": "nas.errors", "SearchFailed": "nas.errors",
-    "StorageError": "nas.errors", "DataError": "nas.sources", "SpaceError": "nas.space_file",
-    "SpecError": "nas.spec", "WeightsError": "nas.export", "Interrupted": "nas.interrupts",
+    "StorageError": "nas.errors", "DataError": "nas.data.sources", "SpaceError": "nas.space.space_file",
+    "SpecError": "nas.space.spec", "WeightsError": "nas.deploy.export", "Interrupted": "nas.search.interrupts",
 }
 __all__ = list(_HOMES)
 
 if TYPE_CHECKING:
     from nas.api import Evaluation, SearchResult, describe, evaluate, load, search  # noqa: F401
     from nas.errors import SearchError, SearchFailed, StorageError, UserError  # noqa: F401
-    from nas.export import WeightsError  # noqa: F401
-    from nas.interrupts import Interrupted  # noqa: F401
-    from nas.sources import DataError  # noqa: F401
-    from nas.space_file import SpaceError  # noqa: F401
-    from nas.spec import SpecError  # noqa: F401
+    from nas.deploy.export import WeightsError  # noqa: F401
+    from nas.search.interrupts import Interrupted  # noqa: F401
+    from nas.data.sources import DataError  # noqa: F401
+    from nas.space.space_file import SpaceError  # noqa: F401
+    from nas.space.spec import SpecError  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -14,12 +14,15 @@ import optuna
 import pandas as pd
 import torch
 
-from nas import commands, data as data_mod, export, memory_data, summary
-from nas import study as study_mod
+from nas import commands, data as data_mod
+from nas.deploy import export
+from nas.data import memory_data
+from nas.results import summary
+from nas.search import study as study_mod
 from nas.config import DATASETS, SearchConfig
 from nas.data import CACHE_DIR
 from nas.run import run
-from nas.spec import Candidate
+from nas.space.spec import Candidate
 
 _DEFAULT = SearchConfig()
 # a dataset name, an image folder or .npz path, (x_train, y_train[, x_test, y_test]) arrays or tensors, or an
@@ -48,7 +51,7 @@ class SearchResult:
     @property
     def trials(self) -> pd.DataFrame:
         """Every trial of the study, one row each, as trials.csv holds them."""
-        from nas import report
+        from nas.results import report
 
         return report.trials_frame(self.study)
 

@@ -13,21 +13,24 @@ from pathlib import Path
 import optuna
 import torch
 
-from nas import baselines, export, references, study as study_mod, tflite_graph, tflm_budget
-from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
+from nas.results import baselines
+from nas.deploy import export
+from nas.space import references, tflite_graph, tflm_budget
+from nas.search import study as study_mod
+from nas.space.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from
-from nas.identity import recorded_identity
+from nas.search.identity import recorded_identity
 from nas.data import DataInfo
 from nas.data import check_fits, load_data, recorded_data
-from nas.device import prepare_model, resolve_device
+from nas.search.device import prepare_model, resolve_device
 from nas.errors import CliError, StorageError
 from nas.fileio import writable_dir
-from nas.objective import record_candidate, record_result
+from nas.search.objective import record_candidate, record_result
 from nas.run import run
-from nas.spec import Candidate, SpecError
-from nas.storage import open_storage
-from nas.summary import write_all
-from nas.train import train
+from nas.space.spec import Candidate, SpecError
+from nas.search.storage import open_storage
+from nas.results.summary import write_all
+from nas.search.train import train
 
 
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".tflite": "tflite"}  # export's format when --format is not given
@@ -105,11 +108,11 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
     if form == "safetensors":
         out = export.export_trial(trial, store, out, export.legacy_info(config.dataset))
     elif form.startswith("tflite"):
-        from nas import tflite_deploy  # the converters take seconds to import: only for a TFLite export
+        from nas.deploy import tflite_deploy  # the converters take seconds to import: only for a TFLite export
 
         out = tflite_deploy.export_trial(trial, store, out, config, int8=form == "tflite-int8", say=say)
     else:
-        from nas import onnx_deploy as deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
+        from nas.deploy import onnx_deploy as deploy  # onnx and onnxruntime take seconds to import: only for an ONNX export
 
         out = deploy.export_trial(trial, store, out, config, int8=form == "onnx-int8", say=say)
     if form == "tflite-int8":
@@ -119,7 +122,7 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
 
 def cmd_check(config: SearchConfig, args) -> int:
     """An exported .onnx or .tflite against its PyTorch weights, on the test images of the data it records."""
-    from nas import onnx_deploy as deploy, tflite_deploy  # onnx and onnxruntime take seconds to import
+    from nas.deploy import onnx_deploy as deploy, tflite_deploy  # onnx and onnxruntime take seconds to import
 
     checker = tflite_deploy if Path(args.path).suffix.lower() == ".tflite" else deploy
     checker.check_file(Path(args.path), args.weights and Path(args.weights), config)

@@ -25,3 +25,9 @@ class SearchFailed(UserError):
 
 class StorageError(UserError):
     """The storage or the study cannot be used as asked."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name if it has none), for a one-line error."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -8,19 +8,21 @@ import time
 
 import optuna
 
-from nas import logs, progress, summary, workers
-from nas import study as study_mod
-from nas.ceilings import Ceilings
+from nas import logs
+from nas.search import progress, workers
+from nas.results import summary
+from nas.search import study as study_mod
+from nas.search.ceilings import Ceilings
 from nas.config import SearchConfig
-from nas.identity import ASSUMED_IDENTITY, study_identity
-from nas.device import default_jobs, resolve_device
+from nas.search.identity import ASSUMED_IDENTITY, study_identity
+from nas.search.device import default_jobs, resolve_device
 from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir
-from nas.interrupts import CTRL_C
+from nas.search.interrupts import CTRL_C
 from nas.data import MIN_IMAGE_SIZE
-from nas.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace
-from nas.space_file import load_space
-from nas.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
+from nas.space.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace
+from nas.space.space_file import load_space
+from nas.search.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
 
 
 def run(config: SearchConfig) -> dict:

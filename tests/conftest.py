@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nas import data as data_mod
-from nas.references import all_references
-from nas.space_file import SPACES_DIR
+from nas.space.references import all_references
+from nas.space.space_file import SPACES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = sorted(SPACES_DIR.glob("*.toml"))

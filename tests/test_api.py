@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 import nas
-from nas import api, cli, export
+from nas import api, cli
+from nas.deploy import export
 from nas.config import SearchConfig
 from tests.conftest import QUADRANT_CLASSES, ROOT, quadrant_images
 

@@ -10,12 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas import blocks
-from nas.blocks import (KINDS, Block, Conv, Dropout, FastDropout, Flatten, GlobalAvgPool, Linear, Pool, Residual,
-                        describe, register)
-from nas.budget import count_params
-from nas.build import build
-from nas.spec import ArchSpec, Candidate, SpecError
+from nas.space import blocks
+from nas.space.blocks import KINDS, Block, Conv, Dropout, FastDropout, Flatten, GlobalAvgPool, Linear, Pool, Residual, describe, register
+from nas.space.budget import count_params
+from nas.space.build import build
+from nas.space.spec import ArchSpec, Candidate, SpecError
 
 INPUT = (2, 12, 12)
 

@@ -1,7 +1,7 @@
-from nas.budget import count_flops, count_params, layer_costs, peak_activation_bytes
-from nas.latency import latency_ms
-from nas.spec import ArchSpec
-from nas.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.space.budget import count_flops, count_params, layer_costs, peak_activation_bytes
+from nas.deploy.latency import latency_ms
+from nas.space.spec import ArchSpec
+from nas.space.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import REFERENCES
 
 EXPECTED = {"R1": 20_586, "R2": 8_530, "R4": 23_398}

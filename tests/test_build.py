@@ -5,13 +5,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nas import export
-from nas.budget import count_params
-from nas.build import WindowMax, build, inference_copy
-from nas.space_file import load_space
-from nas.spec import ArchSpec, SpecError, TrainRecipe
-from nas.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
-from nas.train import train
+from nas.deploy import export
+from nas.space.budget import count_params
+from nas.space.build import WindowMax, build, inference_copy
+from nas.space.space_file import load_space
+from nas.space.spec import ArchSpec, SpecError, TrainRecipe
+from nas.space.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.search.train import train
 from tests.conftest import REFERENCES, SPACE_FILES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -70,7 +70,7 @@ def test_invalid_specs_are_refused(arch, match):
 
 
 def test_a_weights_file_saved_before_the_block_registry_loads_with_the_same_outputs():
-    """Saved by nas.export.save at commit bea7ec7: a network with every block kind, BatchNorm statistics moved
+    """Saved by nas.deploy.export.save at commit bea7ec7: a network with every block kind, BatchNorm statistics moved
     by a forward pass, and the outputs it gave for `x`. Module structure and weight names must not change."""
     model = export.load(FIXTURES / "old_every_kind.safetensors")
     expected = load_file(FIXTURES / "old_every_kind.expected.safetensors")
@@ -94,7 +94,7 @@ def test_evaluation_folds_batchnorm_and_swaps_max_pools_without_changing_outputs
 
 
 def test_relu_before_a_max_pool_runs_after_it_with_the_same_values_gradients_and_weight_names(toy, monkeypatch):
-    from nas import build as build_mod
+    from nas.space import build as build_mod
 
     spec = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(8, act="gelu"), Pool(), Flatten(), Linear(10)))
     models = {}

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nas import cli, data as data_mod
-from nas.space_file import DEFAULT_SPACE, SpaceError, parse_space
+from nas.space.space_file import DEFAULT_SPACE, SpaceError, parse_space
 from tests.conftest import ROOT
 
 REFERENCE = ROOT / "search_spaces" / "reference" / "r1_lightmnist.json"
@@ -72,7 +72,7 @@ def test_bad_flags(args, mention):
 
 def test_dataset_choices_match_the_data_module():
     from nas.config import DATASETS
-    from nas.sources import DATASETS as TORCHVISION
+    from nas.data.sources import DATASETS as TORCHVISION
 
     assert DATASETS == (*TORCHVISION, "folder", "npz")
 
@@ -181,7 +181,7 @@ def test_bad_study_references(tiny_study, capsys, args, mentions):
 def test_a_study_reused_with_another_budget_is_refused(tmp_path, capsys):
     from nas.config import SearchConfig
     from nas.run import open_study
-    from nas.space_file import load_space
+    from nas.space.space_file import load_space
 
     space = load_space()
     open_study(SearchConfig(results_dir=str(tmp_path), study="s", max_params=25_000), space)
@@ -194,7 +194,7 @@ def test_a_study_made_before_the_hold_out_was_recorded_is_refused(tmp_path, caps
     """Such a study ranked its trials on a 5,000-image hold-out; mixing in 10,000-image scores would be unfair."""
     from nas.config import SearchConfig
     from nas.run import open_study
-    from nas.space_file import load_space
+    from nas.space.space_file import load_space
 
     assert open_study(SearchConfig(results_dir=str(tmp_path), study="s"), load_space()).user_attrs["val_size"] == 10_000
     with sqlite3.connect(tmp_path / "nas.db") as db:

@@ -15,18 +15,21 @@ import torch
 from optuna.trial import TrialState
 from safetensors.torch import load_file
 
-from nas import baselines, cli, commands, data as data_mod, export, references, tflite_graph, tflm_budget
-from nas.budget import count_flops, count_params, peak_activation_bytes
-from nas.build import build
+from nas.results import baselines
+from nas import cli, commands, data as data_mod
+from nas.deploy import export
+from nas.space import references, tflite_graph, tflm_budget
+from nas.space.budget import count_flops, count_params, peak_activation_bytes
+from nas.space.build import build
 from nas.config import SearchConfig
-from nas.identity import study_identity
+from nas.search.identity import study_identity
 from nas.data import DataInfo
 from nas.data import to_device
 from nas.errors import CliError
-from nas.objective import record_candidate, record_result
-from nas.space_file import load_space
-from nas.spec import Candidate, SpecError
-from nas.train import TrainingDiverged, TrainResult, evaluate
+from nas.search.objective import record_candidate, record_result
+from nas.space.space_file import load_space
+from nas.space.spec import Candidate, SpecError
+from nas.search.train import TrainingDiverged, TrainResult, evaluate
 from tests.conftest import REFERENCES, synthetic_splits
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

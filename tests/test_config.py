@@ -6,8 +6,8 @@ import sys
 
 from nas import data
 from nas.config import SearchConfig, config_from
-from nas.identity import ASSUMED_IDENTITY, recorded_identity, space_fingerprint, study_identity
-from nas.space_file import DEFAULT_SPACE, load_space
+from nas.search.identity import ASSUMED_IDENTITY, recorded_identity, space_fingerprint, study_identity
+from nas.space.space_file import DEFAULT_SPACE, load_space
 from tests.conftest import ROOT
 
 
@@ -68,7 +68,7 @@ def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data
     import optuna
     import pytest
 
-    from nas import study as study_mod
+    from nas.search import study as study_mod
     from nas.errors import StorageError
 
     space = load_space()
@@ -90,7 +90,7 @@ def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data
 def test_a_study_made_before_the_data_source_was_recorded_still_resumes(tmp_path):
     import optuna
 
-    from nas import study as study_mod
+    from nas.search import study as study_mod
 
     space = load_space()
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -115,7 +115,7 @@ def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_re
     import optuna
     import pytest
 
-    from nas import study as study_mod
+    from nas.search import study as study_mod
     from nas.errors import StorageError
 
     space = load_space()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nas import export
+from nas.deploy import export
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -210,10 +210,10 @@ def _subset_as_idx_folder_and_npz(mnist_root, tmp_path, n_train=2000, n_test=500
 def test_idx_folder_and_npz_of_the_same_images_give_the_same_tensors_and_the_same_trial(mnist_root, tmp_path):
     import dataclasses
 
-    from nas.device import prepare_model
+    from nas.search.device import prepare_model
     from nas.data import to_device
-    from nas.references import by_name
-    from nas.train import train
+    from nas.space.references import by_name
+    from nas.search.train import train
 
     idx_root, folder, npz = _subset_as_idx_folder_and_npz(mnist_root, tmp_path)
     loaded = {"idx": data_mod.load("mnist", idx_root, download=False),

@@ -1,4 +1,4 @@
-"""nas.onnx_deploy and the commands on it: checked ONNX exports (fp32 and int8) of a network trained for a second on a toy
+"""nas.deploy.onnx_deploy and the commands on it: checked ONNX exports (fp32 and int8) of a network trained for a second on a toy
 npz set, `export --format onnx` of a stored trial, and `check`, with one line for a file it cannot use."""
 import json
 
@@ -8,16 +8,17 @@ import optuna
 import pytest
 import torch
 
-from nas import cli, data as data_mod, onnx_deploy as deploy, export, onnx_export
-from nas.budget import count_params
-from nas.build import build
+from nas import cli, data as data_mod
+from nas.deploy import onnx_deploy as deploy, export, onnx_export
+from nas.space.budget import count_params
+from nas.space.build import build
 from nas.config import SearchConfig
-from nas.identity import study_identity
-from nas.objective import record_candidate, record_result
-from nas.space_file import load_space
-from nas.spec import ArchSpec, Candidate, TrainRecipe
-from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
-from nas.train import TrainResult, train
+from nas.search.identity import study_identity
+from nas.search.objective import record_candidate, record_result
+from nas.space.space_file import load_space
+from nas.space.spec import ArchSpec, Candidate, TrainRecipe
+from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
+from nas.search.train import TrainResult, train
 from tests.conftest import REFERENCES
 from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, foreign_model, quadrant_images
 
@@ -200,7 +201,7 @@ def test_export_format_onnx_int8_of_a_stored_trial_then_check_it(study, tmp_path
 
 
 def test_export_format_tflite_int8_of_a_stored_trial_writes_its_c_array_then_check_it(study, tmp_path, capsys):
-    from nas import tflite_export, tflite_runtime
+    from nas.deploy import tflite_export, tflite_runtime
 
     out = tmp_path / "toy.tflite"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out, "--format", "tflite-int8") == 0
@@ -223,7 +224,7 @@ def test_export_format_tflite_int8_of_a_stored_trial_writes_its_c_array_then_che
 
 
 def test_export_format_tflite_is_fp32_checked_by_litert(study, tmp_path, capsys):
-    from nas import tflite_export, tflite_runtime
+    from nas.deploy import tflite_export, tflite_runtime
 
     out = tmp_path / "toy.tflite"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out) == 0  # the format from the suffix
@@ -235,7 +236,7 @@ def test_export_format_tflite_is_fp32_checked_by_litert(study, tmp_path, capsys)
 
 
 def test_export_format_tflite_int8_whose_tflm_check_fails_writes_nothing(study, tmp_path, monkeypatch, capsys):
-    from nas import tflite_deploy
+    from nas.deploy import tflite_deploy
 
     monkeypatch.setattr(tflite_deploy, "MIN_INT8_AGREEMENT", 1.01)  # no agreement can pass
     assert main("export", "--study", "toy", "--results-dir", study, "--out", tmp_path / "toy.tflite",

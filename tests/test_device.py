@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from nas import data as data_mod, device
+from nas import data as data_mod
+from nas.search import device
 from nas.errors import SearchError
-from nas.references import by_name
+from nas.space.references import by_name
 
 
 def test_auto_falls_back_to_the_cpu_and_a_missing_gpu_is_a_clear_error(monkeypatch):

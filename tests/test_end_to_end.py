@@ -15,9 +15,9 @@ import torch
 from optuna.trial import TrialState
 from safetensors.torch import load_file
 
-from nas import export
-from nas.study import is_trained, trained_count
-from nas.train import evaluate
+from nas.deploy import export
+from nas.search.study import is_trained, trained_count
+from nas.search.train import evaluate
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

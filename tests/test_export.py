@@ -12,11 +12,12 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from nas import cli, commands, export
-from nas.build import Network, build
+from nas import cli, commands
+from nas.deploy import export
+from nas.space.build import Network, build
 from nas.data import DataInfo
-from nas.spec import ArchSpec, Candidate, SpecError
-from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
+from nas.space.spec import ArchSpec, Candidate, SpecError
+from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
 from tests.conftest import REFERENCES
 
 FIXTURES = Path(__file__).parent / "fixtures"

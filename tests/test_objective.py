@@ -6,15 +6,17 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas import export, logs, objective as objective_mod
+from nas.deploy import export
+from nas import logs
+from nas.search import objective as objective_mod
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
-from nas.objective import FINAL_STEP, Objective, failure_reason
-from nas.space_file import load_space
-from nas.spec import Candidate
-from nas.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
-from nas.train import PROGRESS_POINTS
-from nas.workers import Stopper
+from nas.search.objective import FINAL_STEP, Objective, failure_reason
+from nas.space.space_file import load_space
+from nas.space.spec import Candidate
+from nas.search.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
+from nas.search.train import PROGRESS_POINTS
+from nas.search.workers import Stopper
 from tests.conftest import synthetic_splits
 from tests.conftest import Untouchable
 
@@ -108,7 +110,7 @@ def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
 
 
 def test_by_default_a_candidate_far_slower_than_the_earlier_trials_is_rejected(tmp_path, toy, monkeypatch):
-    from nas import pace
+    from nas.search import pace
 
     monkeypatch.setattr(pace, "NEVER_BELOW", 0.0)  # toy trials take milliseconds
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),

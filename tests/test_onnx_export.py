@@ -1,4 +1,4 @@
-"""nas.onnx_export: every reference network and a network of every block kind, exported with its normalisation inside,
+"""nas.deploy.onnx_export: every reference network and a network of every block kind, exported with its normalisation inside,
 computes in onnxruntime what it computes in PyTorch; the files carry their spec and data; damaged and foreign files are
 refused with one line."""
 import json
@@ -8,12 +8,12 @@ import optuna
 import pytest
 import torch
 
-from nas import onnx_deploy as deploy, export, onnx_export
-from nas.blocks import KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
-from nas.build import build
+from nas.deploy import onnx_deploy as deploy, export, onnx_export
+from nas.space.blocks import KINDS, Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.space.build import build
 from nas.data import DataInfo
-from nas.space_file import load_space
-from nas.spec import ArchSpec, Candidate
+from nas.space.space_file import load_space
+from nas.space.spec import ArchSpec, Candidate
 from tests.conftest import REFERENCES, SPACE_FILES, foreign_model
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,7 +66,7 @@ def conv(out, **kw):
 
 SMALL = (3, 12, 12)  # colour and small: the per-channel normalisation and odd pooling sizes are exercised
 HEAD = (GlobalAvgPool(), Linear(out=5))
-# a network for each block kind and each of its variants; together they use every kind in nas.blocks.KINDS
+# a network for each block kind and each of its variants; together they use every kind in nas.space.blocks.KINDS
 BY_KIND = {
     "conv-plain": (conv(8, act="relu"), *HEAD),
     "conv-depthwise": (conv(6, k=3, depthwise=True, bias=False, act="relu"), conv(8, k=1, bn=True), *HEAD),

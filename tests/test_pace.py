@@ -3,8 +3,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from nas import pace
-from nas.train import TooSlow
+from nas.search import pace
+from nas.search.train import TooSlow
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

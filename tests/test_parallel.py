@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import storage as storage_mod, study as study_mod
+from nas.search import storage as storage_mod, study as study_mod
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas import report, study as study_mod
+from nas.results import report
+from nas.search import study as study_mod
 from nas.config import SearchConfig
-from nas.identity import study_identity
+from nas.search.identity import study_identity
 from nas.errors import StorageError
 from nas.run import open_study
-from nas.space import SearchSpace
-from nas.space_file import load_space
-from nas.summary import most_accurate_under
+from nas.space.space import SearchSpace
+from nas.space.space_file import load_space
+from nas.results.summary import most_accurate_under
 from tests.conftest import ROOT
 from tests.test_dashboard import dashboard, get_json, search_dashboard_command
 from tests.test_objective import _objective

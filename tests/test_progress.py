@@ -13,8 +13,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from nas import progress
-from nas.study import REJECTED
+from nas.search import progress
+from nas.search.study import REJECTED
 from tests.conftest import ROOT, quadrant_images
 
 

@@ -4,11 +4,11 @@ import tomllib
 
 import pytest
 
-from nas.budget import count_flops, count_params
-from nas.ceilings import Ceilings
+from nas.space.budget import count_flops, count_params
+from nas.search.ceilings import Ceilings
 from nas.data import DataInfo
 from nas.errors import UserError
-from nas.space_file import DEFAULT_SPACE
+from nas.space.space_file import DEFAULT_SPACE
 
 sys.path.insert(0, str(DEFAULT_SPACE.parent.parent / "bench"))
 import recheck  # noqa: E402

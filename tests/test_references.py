@@ -1,13 +1,14 @@
-"""nas.references: the hand-designed networks, looked up by name, queued as warm starts, read back as baselines."""
+"""nas.space.references: the hand-designed networks, looked up by name, queued as warm starts, read back as baselines."""
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import baselines, references
-from nas import study as study_mod
-from nas.budget import count_params
+from nas.results import baselines
+from nas.space import references
+from nas.search import study as study_mod
+from nas.space.budget import count_params
 from nas.data import LEGACY_VAL_SIZE, VAL_SIZE
-from nas.spec import Candidate
+from nas.space.spec import Candidate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas import report
-from nas.study import REJECTED, is_trained
+from nas.results import report
+from nas.search.study import REJECTED, is_trained
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -6,11 +6,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import objective as objective_mod, run as search, workers
+from nas.search import objective as objective_mod, workers
+from nas import run as search
 from nas.config import SearchConfig
 from nas.errors import SearchError, SearchFailed
-from nas.study import trained_count
-from nas.train import TrainingDiverged
+from nas.search.study import trained_count
+from nas.search.train import TrainingDiverged
 
 RESULT_FILES = ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json")
 
@@ -55,7 +56,7 @@ def test_ctrl_c_writes_the_reports_from_the_finished_trials_then_stops(toy_searc
 
 def test_a_trial_stopped_by_a_signal_is_requeued_by_its_worker_and_trained_by_the_next_run(toy_search, monkeypatch,
                                                                                             capsys):
-    from nas.interrupts import Interrupted
+    from nas.search.interrupts import Interrupted
 
     real = objective_mod.train
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nas import data as data_mod
-from nas import image_folder, sources
+from nas.data import image_folder, sources
 from nas.data import DataError
-from nas.sources import DATASETS
+from nas.data.sources import DATASETS
 
 N_TRAIN, N_TEST = 36, 12
 

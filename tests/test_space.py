@@ -6,12 +6,11 @@ import optuna
 import pytest
 import torch
 
-from nas.budget import count_flops, count_params
-from nas.build import build, layer_shapes
-from nas.space import (arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs, resolution_pools,
-                       widest_fit)
-from nas.space_file import SpaceError, load_space, parse_space
-from nas.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.space.budget import count_flops, count_params
+from nas.space.build import build, layer_shapes
+from nas.space.space import arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs, resolution_pools, widest_fit
+from nas.space.space_file import SpaceError, load_space, parse_space
+from nas.space.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import SPACE_FILES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -286,7 +285,7 @@ def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_th
     """Before the data is read (search.run, before any study), the floor is the smallest network for the least the
     data can be: one channel, 8x8, two classes, unless the set's own size is known."""
     from nas import run as search
-    from nas.ceilings import Ceilings
+    from nas.search.ceilings import Ceilings
     from nas.config import SearchConfig
     from nas.errors import SearchError
 

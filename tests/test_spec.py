@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from nas.spec import ArchSpec, Candidate, SpecError, TrainRecipe
-from nas.blocks import Conv, GlobalAvgPool, Linear, Pool, Residual
+from nas.space.spec import ArchSpec, Candidate, SpecError, TrainRecipe
+from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool, Residual
 from tests.conftest import REFERENCES
 
 

@@ -8,15 +8,14 @@ import warnings
 import optuna
 import pytest
 import sqlalchemy.exc
-from optuna.storages._rdb import storage as rdb_module
 from optuna.trial import TrialState
 
-from nas import retry
-from nas import storage as storage_mod
+from nas.search import optuna_internals as internals
+from nas.search import retry
+from nas.search import storage as storage_mod
 from nas.errors import StorageError
-from nas.retry import Outage, StorageUnreachable
-from nas.storage import (MAX_RETRY, RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact,
-                         requeue_interrupted, sqlalchemy_url)
+from nas.search.retry import Outage, StorageUnreachable
+from nas.search.storage import MAX_RETRY, RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact, requeue_interrupted, sqlalchemy_url
 
 # the tests drive trials with ask and tell, without Study.optimize: Optuna warns that heartbeats then do not run
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
@@ -82,7 +81,7 @@ def test_sweeps_in_a_row_do_not_keep_a_dead_workers_trial_alive(tmp_path, monkey
     monkeypatch.setenv(storage_mod.GRACE_ENV, "2")
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'hb.db'}"), study_name="hb")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    study._storage.record_heartbeat(trial._trial_id)  # it beat once, then its worker was killed
+    study._storage.record_heartbeat(internals.trial_id(trial))  # it beat once, then its worker was killed
     deadline = time.monotonic() + 6  # its beat is stale 2-3 s from now (SQLite's clock has one-second resolution)
     while study.trials[0].state == TrialState.RUNNING and time.monotonic() < deadline:
         fail_stale_trials(study)
@@ -229,7 +228,7 @@ def inject(monkeypatch, refuse=0, lose_answer=False):
     """Faults in the next sessions: `refuse` sessions fail to connect; with `lose_answer`, the next one that gets
     through commits and then loses its connection, so the write is stored but its caller gets an error. Each error
     is wrapped as Optuna wraps SQLAlchemy's."""
-    real = rdb_module._create_scoped_session
+    real = internals.rdb_module._create_scoped_session
     left = {"refuse": refuse, "lose": lose_answer}
 
     def fail(error):
@@ -245,8 +244,7 @@ def inject(monkeypatch, refuse=0, lose_answer=False):
         if left["lose"]:
             left["lose"] = False
             fail(refused("server closed the connection unexpectedly"))
-    monkeypatch.setattr(rdb_module, "_create_scoped_session", session)
-    monkeypatch.setattr(storage_mod, "_create_scoped_session", session)
+    monkeypatch.setattr(internals.rdb_module, "_create_scoped_session", session)
     return left
 
 
@@ -276,6 +274,30 @@ def test_a_new_trial_whose_commit_answer_was_lost_is_not_made_twice(retrying, mo
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
 
 
+def test_optunas_trial_creation_and_stale_sweep_reach_the_storages_hooks(tmp_path):
+    """RetryingStorage's care for lost answers and outages rests on Optuna calling these two hooks
+    (optuna_internals.HookedRDBStorage): creating every trial, queued ones included, and each stale sweep."""
+    calls = []
+
+    class Recording(internals.HookedRDBStorage):
+        def new_trial(self, study_id, template=None):
+            calls.append("new")
+            return super().new_trial(study_id, template)
+
+        def stale_trial_ids(self, study_id):
+            calls.append("stale")
+            return super().stale_trial_ids(study_id)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = Recording(f"sqlite:///{tmp_path / 'hooks.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="hooks")
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert calls.count("new") == 2 and "stale" in calls  # the queued trial, then one more; a sweep before each
+    assert len(study.trials) == 2 and study.trials[0].params == {"x": 0.5}
+
+
 def test_a_finish_whose_commit_answer_was_lost_is_not_an_error(retrying, monkeypatch):
     study = optuna.create_study(storage=retrying, study_name="lost-finish")
     trial = study.ask()
@@ -298,13 +320,7 @@ def test_a_waiting_trial_taken_with_a_lost_answer_is_left_for_the_stale_sweep(re
     # the retry finds it RUNNING, as if another worker had taken it: Optuna moves on to another trial
     assert retrying.set_trial_state_values(waiting._trial_id, TrialState.RUNNING) is False
     # it has a heartbeat now, so the sweep fails it a grace period later, whoever took it
-    assert waiting._trial_id in _trials_with_a_heartbeat(retrying)
-
-
-def _trials_with_a_heartbeat(storage):
-    from optuna.storages._rdb import models
-    with rdb_module._create_scoped_session(storage.scoped_session) as session:
-        return {row.trial_id for row in session.query(models.TrialHeartbeatModel).all()}
+    assert waiting._trial_id in internals.trials_with_a_heartbeat(retrying)
 
 
 def test_after_an_outage_no_trial_is_failed_as_stale_for_a_grace_period(retrying, monkeypatch):
@@ -315,9 +331,11 @@ def test_after_an_outage_no_trial_is_failed_as_stale_for_a_grace_period(retrying
     time.sleep(3.2)  # stale, by SQLite's one-second clock
     inject(monkeypatch, refuse=1)
     assert retrying.get_trial(trial._trial_id).state == TrialState.RUNNING  # meets the outage, waits it out
-    assert retrying._get_stale_trial_ids(study._study_id) == []
+    fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.RUNNING
     retrying._outage.recovered -= 2  # a grace period later
-    assert retrying._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+    fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.FAIL
 
 
 def test_a_heartbeat_that_cannot_be_recorded_does_not_kill_its_thread(retrying, monkeypatch):
@@ -326,6 +344,9 @@ def test_a_heartbeat_that_cannot_be_recorded_does_not_kill_its_thread(retrying, 
     retrying._outage.seconds = 0  # give up at the first failure
     inject(monkeypatch, refuse=1)
     retrying.record_heartbeat(trial._trial_id)  # no exception: the worker's own next call reports the outage
+    assert retrying._outage.gave_up and trial._trial_id not in internals.trials_with_a_heartbeat(retrying)
+    retrying.record_heartbeat(trial._trial_id)  # the server is back: the thread's next beat is recorded
+    assert trial._trial_id in internals.trials_with_a_heartbeat(retrying) and not retrying._outage.gave_up
 
 
 def test_giving_up_is_found_behind_the_error_optuna_raises_instead(retrying, monkeypatch):
@@ -345,9 +366,36 @@ def test_giving_up_is_found_behind_the_error_optuna_raises_instead(retrying, mon
     assert retry.unreachable(ValueError("x")) is None
 
 
-def test_every_call_that_opens_a_session_is_retried():
-    """A guard for Optuna upgrades: an RDBStorage method that reaches the database but is not retried."""
-    reaching = [name for name, f in vars(optuna.storages.RDBStorage).items()
-                if inspect.isfunction(f) and "_create_scoped_session(" in inspect.getsource(f)]
-    assert "get_trial" in reaching and "_create_new_trial" in reaching
-    assert [name for name in reaching if name not in vars(RetryingStorage)] == []
+def test_every_call_that_opens_a_session_is_retried(retrying, monkeypatch):
+    """A guard for Optuna upgrades: a search's every call that reaches the database (through Optuna's cache, its
+    heartbeat thread, the stale sweep, the retry callback) is made inside a retry."""
+    real, outside = internals.rdb_module._create_scoped_session, []
+
+    @contextlib.contextmanager
+    def session(*args, **kwargs):
+        if not getattr(retrying._outage._inside, "active", False):
+            outside.append(next(f.function for f in inspect.stack()[2:] if "optuna" in f.filename))
+        with real(*args, **kwargs) as s:
+            yield s
+    monkeypatch.setattr(internals.rdb_module, "_create_scoped_session", session)
+    study = optuna.create_study(storage=retrying, study_name="all-calls", direction="maximize")
+    study.set_user_attr("space", "small")
+    study.enqueue_trial({"x": 0.5})
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("seed", 1)
+        trial.report(x, 1)
+        return x
+
+    study.optimize(objective, n_trials=3)
+    failed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(failed, state=TrialState.FAIL)
+    requeue_interrupted(study)
+    fail_stale_trials(study)
+    loaded = optuna.load_study(study_name="all-calls", storage=retrying)
+    assert loaded.best_trial.value == max(t.value for t in loaded.trials if t.value is not None)
+    assert len(loaded.trials_dataframe()) == 5 and optuna.get_all_study_summaries(retrying)
+    retrying.get_trial_params(internals.trial_id(failed))
+    optuna.delete_study(study_name="all-calls", storage=retrying)
+    assert outside == []

@@ -4,8 +4,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.errors import StorageError
-from nas.study import (FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume,
-                       error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count)
+from nas.search.study import SIZE_BANDS, SIZE_SHARE, FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -74,6 +73,36 @@ def test_the_sampler_is_reseeded_per_trial_number(name):
     assert proposals(1) == proposals(1)
     assert proposals(1) != proposals(2)
     assert len(set(proposals(1))) == 4
+
+
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_a_trials_proposal_does_not_depend_on_what_the_trials_before_it_sampled(name):
+    """The sampler's generators (the TPE's startup sampler's too) are reseeded from the seed and trial number."""
+    def fourth(sampled_before):
+        study = optuna.create_study(sampler=make_sampler(name, 1))
+        for _ in range(3):
+            trial = study.ask()
+            if sampled_before:
+                trial.suggest_float("x", 0, 1)
+            study.tell(trial, 0.5)
+        return study.ask().suggest_float("x", 0, 1)
+
+    assert fourth(True) == fourth(False)
+
+
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_the_size_share_is_drawn_in_its_band_from_the_seeded_generator(name):
+    low, high = 0.05, 1.0
+
+    def shares(seed, n=6):
+        study = optuna.create_study(sampler=make_sampler(name, seed, size_bands=True))
+        return [study.ask().suggest_float(SIZE_SHARE, low, high) for _ in range(n)]
+
+    assert shares(1) == shares(1) and shares(1) != shares(2)
+    edges = [low * (high / low) ** (k / SIZE_BANDS) for k in range(SIZE_BANDS + 1)]
+    for number, share in enumerate(shares(1)):
+        band = number % SIZE_BANDS
+        assert edges[band] <= share <= edges[band + 1]
 
 
 def test_a_study_is_created_labelled_then_resumed_only_with_the_same_identity(tmp_path):

@@ -5,17 +5,19 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas import data as data_mod, export, summary
-from nas.budget import count_params
-from nas.build import build
+from nas import data as data_mod
+from nas.deploy import export
+from nas.results import summary
+from nas.space.budget import count_params
+from nas.space.build import build
 from nas.config import SearchConfig
-from nas.objective import Objective, record_candidate, record_result
-from nas.space_file import load_space
-from nas.spec import ArchSpec, Candidate, TrainRecipe
-from nas.blocks import Conv, GlobalAvgPool, Linear, Pool
-from nas.study import make_sampler
-from nas.train import evaluate, train
-from nas.workers import Stopper
+from nas.search.objective import Objective, record_candidate, record_result
+from nas.space.space_file import load_space
+from nas.space.spec import ArchSpec, Candidate, TrainRecipe
+from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
+from nas.search.study import make_sampler
+from nas.search.train import evaluate, train
+from nas.search.workers import Stopper
 from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, quadrant_images
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,7 +69,7 @@ def test_the_dashboard_command_names_the_psycopg_driver_and_the_artifacts():
 
 
 def test_the_summary_counts_each_kind_of_rejection(tmp_path, capsys):
-    from nas import study as study_mod
+    from nas.search import study as study_mod
 
     config = SearchConfig(trials=1, results_dir=str(tmp_path), study="r")
     study = optuna.create_study(study_name="r", storage=config.storage_url, direction="maximize")
@@ -154,7 +156,7 @@ def _one_trained_trial(tmp_path, **settings) -> tuple[SearchConfig, optuna.Study
 @pytest.mark.parametrize("settings", [dict(max_arena_kb=64.0), dict(int8_memory=True)])
 def test_a_search_for_a_microcontroller_writes_best_tflite_and_its_c_array_with_one_line(tmp_path, capsys,
                                                                                         settings):
-    from nas import tflite_runtime
+    from nas.deploy import tflite_runtime
 
     config, study = _one_trained_trial(tmp_path, **settings)
     paths = summary.finish(config, study, 1.0)["paths"]
@@ -171,7 +173,7 @@ def test_a_search_for_a_microcontroller_writes_best_tflite_and_its_c_array_with_
 
 
 def test_without_the_toolchain_a_microcontroller_search_still_writes_everything_else(tmp_path, capsys, monkeypatch):
-    from nas import tflite_export
+    from nas.deploy import tflite_export
 
     def missing():
         raise tflite_export.MissingToolchain(f"TFLite export needs the optional toolchain: {tflite_export.INSTALL}")

@@ -1,4 +1,4 @@
-"""nas.tflite_export and nas.tflite_deploy: a network of every block kind and head converts to fp32 TFLite that LiteRT
+"""nas.deploy.tflite_export and nas.deploy.tflite_deploy: a network of every block kind and head converts to fp32 TFLite that LiteRT
 runs as PyTorch does, and to full-integer int8 that TensorFlow Lite Micro runs as the fp32 network does; the files
 carry their spec, data and input quantisation; the C array compiles; damaged files and a missing toolchain get one
 line."""
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from nas import cli, onnx_deploy as deploy, tflite_deploy, tflite_export, tflite_graph, tflite_runtime, tflm_budget
-from nas.blocks import Residual
+from nas import cli
+from nas.deploy import onnx_deploy as deploy, tflite_deploy, tflite_export, tflite_runtime
+from nas.space import tflite_graph, tflm_budget
+from nas.space.blocks import Residual
 from tests.test_onnx_export import HAND_WRITTEN, trained_looking
 
 IMAGES = 20  # per network: the checks' logic, not their statistics
@@ -94,7 +96,7 @@ def test_the_files_carry_their_spec_and_data(converted, tmp_path):
 
 @pytest.mark.parametrize("name", ON_TFLM)
 def test_the_predicted_arena_and_flash_hold_for_every_block_kind(converted, name):
-    """nas.tflm_budget, from the spec alone, against TFLM's measured arena and the file's size: the arena a ceiling
+    """nas.space.tflm_budget, from the spec alone, against TFLM's measured arena and the file's size: the arena a ceiling
     within 10% of it, the flash within 5%."""
     model, _, int8, _ = converted[name]
     candidate = HAND_WRITTEN[name]

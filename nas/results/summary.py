@@ -1,0 +1,153 @@
+"""The end of a run: reports and the best model written from the storage, and the printed summary."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from nas.results import baselines, report, scoring
+from nas import data, logs
+from nas.deploy import export
+from nas.search import study as study_mod
+from nas.config import SearchConfig, size_column, size_metric, size_of
+from nas.search.storage import fail_stale_trials, open_storage, sqlalchemy_url
+
+NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
+RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json, best.onnx"
+MICROCONTROLLER_FILES = ", best.tflite, best_data.cc, best_data.h"  # with the microcontroller ceilings
+# each kind of rejection, as the summary counts it
+REJECTIONS = ((study_mod.REJECTED, "over the param budget (never trained)"),
+              (study_mod.REJECTED_FLOPS, "over the compute ceiling (never trained)"),
+              (study_mod.REJECTED_MEMORY, "over the peak-memory ceiling (never trained)"),
+              (study_mod.REJECTED_TFLM, "with a layer TFLM cannot run (never trained)"),
+              (study_mod.REJECTED_ARENA, "over the arena ceiling (never trained)"),
+              (study_mod.REJECTED_FLASH, "over the flash ceiling (never trained)"),
+              (study_mod.REJECTED_LATENCY, "over the latency ceiling (never trained)"),
+              (study_mod.REJECTED_SLOW, "too slow (stopped after 50 steps)"),
+              (study_mod.REJECTED_SURPLUS, "surplus (started as the trials before it made up --trials)"))
+
+
+def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
+    """Writes the reports, exports the best model and prints the summary."""
+    logs.configure(config.quiet)
+    name = study.study_name
+    out_dir = config.out_dir(name)
+    fail_stale_trials(study)
+    paths, test, df = write_results(study, config, out_dir)
+    failed = df[df["state"] == "FAIL"]
+    interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
+    rejected = df["rejected"].value_counts()
+    logs.line("")
+    counts = ", ".join(f"{rejected[reason]} {text}" for reason, text in REJECTIONS if rejected.get(reason)) or "none"
+    logs.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
+              f"{counts}; {len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
+    metric = size_metric(study.user_attrs)
+    frontier = report.pareto_frontier(df, size_column(study.user_attrs))
+    if len(frontier):
+        pareto = study_mod.is_multi_objective(study)
+        logs.line(f"Pareto {'set' if pareto else 'frontier'} ({metric}, val acc, test acc):")
+        for _, row in frontier.iterrows():
+            logs.line(f"  trial {int(row['number']):>4}  {size_text(size_of(row, metric)):>7}  {row['val_acc']:.2%}  "
+                      f"{percent(test.get(row['number']))}")
+        if not test:
+            logs.line(f"  (no test accuracy: {NO_TEST})")
+        if pareto:
+            logs.line(f"pick one: the most accurate member under your {metric} limit (the last row of frontier.csv "
+                      f"below it), then `{pick_command(name, 'N')}`; `evaluate --study {name} --trial N` tests it")
+    best = study_mod.best_trial(study)
+    if best is not None:
+        logs.line(f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.values[0]:.2%}, "
+                  f"test {percent(test.get(best.number))} -> {paths.get('best')}")
+    else:
+        failed = df[df["fail_reason"].notna()]["fail_reason"].value_counts()
+        logs.line("no trial completed." + ("" if failed.empty else " Failures: " + "; ".join(
+            f"{n}x {reason}" for reason, n in failed.items())))
+    logs.line(f"results: {out_dir}/ ({RESULT_FILES}{MICROCONTROLLER_FILES if 'tflite' in paths else ''})")
+    logs.line(f"dashboard: {dashboard_command(config, name)}")
+    return {"study": name, "best": best.number if best else None, "paths": paths}
+
+
+def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[str, Path]:
+    """trials.csv, frontier.csv, frontier.html and the best trial's weights, all from the storage."""
+    return write_results(study, config, out_dir)[0]
+
+
+def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
+                  ) -> tuple[dict[str, Path], dict[int, float], pd.DataFrame]:
+    """write_all's files; the test accuracy (by trial number) of the frontier and the best, computed here from
+    their stored weights: the only trials ever scored on the test set; and the trials frame they came from."""
+    identity = study.user_attrs
+    max_params = identity.get("max_params", config.max_params)
+    store = export.artifact_store(config.artifacts(study.study_name))
+    legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
+    best = study_mod.best_trial(study)
+    df = report.trials_frame(study)
+    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy)
+    paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines_of(study, config), config.epochs,
+                                 test, size_column(identity))
+    if best is not None and best.user_attrs.get("weights_artifact"):
+        paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
+        if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
+            from nas.deploy import onnx_deploy as deploy  # onnx and onnxruntime take a second or two to import
+
+            paths["onnx"] = deploy.write_best_onnx(paths["best"], out_dir / "best.onnx", splits)
+            if config.microcontroller:  # best.tflite (int8) and its C array, checked by TFLM
+                from nas.deploy import tflite_deploy
+
+                tflite = tflite_deploy.write_best_tflite(paths["best"], out_dir / "best.tflite", splits)
+                paths.update({"tflite": tflite} if tflite else {})
+    return paths, test, df
+
+
+def baselines_of(study: optuna.Study, config: SearchConfig) -> pd.DataFrame | None:
+    """The storage's measured reference models, scored on the study's hold-out and subset, as report rows."""
+    identity = study.user_attrs
+    return baselines.baseline_frame(open_storage(config.storage_url), config.dataset,
+                                    identity.get("val_size", data.LEGACY_VAL_SIZE), identity.get("train_subset"))
+
+
+def figure(study: optuna.Study, config: SearchConfig, frontier: pd.DataFrame):
+    """The plotly figure of frontier.html, with `frontier` as frontier.csv holds it."""
+    df = report.trials_frame(study)
+    return report.frontier_figure(df, frontier, report.reference_points(df, baselines_of(study, config)),
+                                  study.user_attrs.get("max_params", config.max_params),
+                                  report.title(study.study_name), config.epochs, size_column(study.user_attrs))
+
+
+def shown_trials(study: optuna.Study, df: pd.DataFrame, best) -> list:
+    """The trials a report shows with their test accuracy: the frontier's (from its trials_frame `df`), and the best
+    (on it but for ties)."""
+    frontier = report.pareto_frontier(df, size_column(study.user_attrs))
+    numbers = set(frontier["number"]) | ({best.number} if best else set())
+    trials = study.get_trials(deepcopy=False)
+    return [trials[n] for n in sorted(numbers)]
+
+
+def most_accurate_under(frontier, size: str, limit: float):
+    """The frontier's member (a row) with the highest val_acc among those with `size` under `limit`; None if none."""
+    under = frontier[frontier[size] < limit]
+    return None if under.empty else under.loc[under["val_acc"].idxmax()]
+
+
+def size_text(value: float) -> str:
+    """A size as the summary prints it: whole numbers with thousands separators, others to 4 figures."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
+def pick_command(name: str, trial: int | str) -> str:
+    """The command that exports one member of the Pareto set."""
+    return shlex.join(["python", "search.py", "export", "--study", name, "--trial", str(trial), "--out",
+                       f"trial-{trial}.safetensors"])
+
+
+def percent(acc: float | None) -> str:
+    """An accuracy as the summary prints it; "-" where none was computed."""
+    return "-" if acc is None else f"{acc:.2%}"
+
+
+def dashboard_command(config: SearchConfig, study_name: str) -> str:
+    """The exact command that opens this storage, weights included, in optuna-dashboard (run from the same folder)."""
+    url = sqlalchemy_url(config.storage_url)  # the dashboard lacks psycopg2 too: name the psycopg 3 driver
+    return shlex.join(["optuna-dashboard", url, "--artifact-dir", str(config.artifacts(study_name))])
