@@ -1,13 +1,11 @@
-"""nas.space.references: the hand-designed networks, looked up by name, queued as warm starts, read back as baselines."""
+"""nas.space.references: the hand-designed networks, looked up by name, queued as warm starts (their baselines study:
+tests/test_baselines.py)."""
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.results import baselines
 from nas.space import references
 from nas.search import study as study_mod
-from nas.space.budget import count_params
-from nas.data import LEGACY_VAL_SIZE, VAL_SIZE
 from nas.space.spec import Candidate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -60,30 +58,3 @@ def test_enqueue_skips_references_a_study_has_already_run():
     assert [t.user_attrs.get("reference") for t in study.trials] == ["R2", "R1", "R4"]
 
 
-def _baseline(study, name, val_size, train_subset, acc):
-    trial = study.ask()
-    trial.set_user_attr("reference", name)
-    trial.set_user_attr("params", count_params(references.by_name(name).arch))
-    trial.set_user_attr("val_size", val_size)
-    trial.set_user_attr("train_subset", train_subset)
-    trial.set_user_attr("val_acc", acc)
-    study.tell(trial, acc)
-
-
-def test_baseline_frame_keeps_only_baselines_scored_like_the_study():
-    storage = optuna.storages.InMemoryStorage()
-    assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, 1000) is None
-    study = optuna.create_study(study_name=baselines.baselines_study_name("mnist"), storage=storage,
-                                direction="maximize")
-    assert study.study_name == "baselines-mnist"
-    _baseline(study, "R1", VAL_SIZE, 1000, 0.97)
-    _baseline(study, "R2", VAL_SIZE, 1000, 0.96)
-    _baseline(study, "R4", VAL_SIZE, None, 0.99)  # trained on the full set
-    _baseline(study, "R1", LEGACY_VAL_SIZE, 1000, 0.98)  # another hold-out
-
-    frame = baselines.baseline_frame(storage, "mnist", VAL_SIZE, 1000)
-    assert frame[["reference", "params", "val_acc"]].values.tolist() == [["R1", 20_586, 0.97], ["R2", 8_530, 0.96]]
-    assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, None)["reference"].tolist() == ["R4"]
-    assert baselines.baseline_frame(storage, "mnist", LEGACY_VAL_SIZE, 1000)["number"].tolist() == [3]
-    assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, 500).empty
-    assert baselines.baseline_frame(storage, "fashion-mnist", VAL_SIZE, 1000) is None  # another dataset's study

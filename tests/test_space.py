@@ -1,3 +1,5 @@
+"""nas.space.space: candidates drawn from a search space for a budget and the data's shape (the layout of a drawn
+shape: tests/test_layout.py; reading space files: tests/test_space_file.py)."""
 import hashlib
 import statistics
 from pathlib import Path
@@ -6,11 +8,11 @@ import optuna
 import pytest
 import torch
 
-from nas.space.budget import count_flops, count_params
+from nas.space.budget import count_params
 from nas.space.build import build, layer_shapes
-from nas.space.space import arch_for_width, auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs, resolution_pools, widest_fit
-from nas.space.space_file import SpaceError, load_space, parse_space
-from nas.space.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
+from nas.space.space import auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs
+from nas.space.space_file import load_space
+from nas.space.blocks import Conv, Pool
 from tests.conftest import SPACE_FILES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,19 +59,6 @@ def test_mnist_candidates_and_parameters_are_those_the_committed_code_sampled(st
                         for k, d in t.distributions.items()})
         assert (hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16],
                 hashlib.sha256("\n".join(dists).encode()).hexdigest()[:16]) == COMMITTED_MNIST_SAMPLES[stem, budget]
-
-
-@pytest.mark.parametrize("pools, shape, expected", [
-    (2, (1, 28, 28), 2), (3, (1, 28, 28), 3), (4, (3, 28, 28), 4),  # MNIST's size: as declared
-    (2, (3, 20, 20), 2), (3, (3, 32, 32), 3), (3, (3, 39, 39), 3),  # about MNIST's size: as declared
-    (2, (3, 40, 40), 3), (2, (3, 64, 64), 3), (4, (3, 64, 64), 5),  # 64 -> 32 -> 16 -> 8 -> 4 -> 2
-    (2, (1, 16, 16), 1), (3, (1, 14, 14), 2), (2, (1, 13, 13), 1),  # one fewer per halving
-    (2, (1, 9, 9), 0), (4, (1, 9, 9), 2), (4, (1, 8, 8), 2), (0, (1, 8, 8), 0),
-    (4, (1, 5, 5), 1), (4, (1, 3, 3), 0),                            # never a map below 2x2
-    (2, (3, 28, 64), 2), (2, (3, 64, 16), 1),                        # the smaller side decides
-])
-def test_pools_follow_the_resolution_and_never_leave_a_map_below_2x2(pools, shape, expected):
-    assert resolution_pools(pools, shape) == expected
 
 
 SIZES, CHANNELS, CLASSES = (8, 9, 13, 16, 28, 32, 48, 64), (1, 3), (2, 10, 100)
@@ -128,39 +117,6 @@ def test_budget_aware_sampling_mostly_fits_and_scales(path, budget):
     assert statistics.median(fits) > 0.3 * budget
 
 
-def _kinds(blocks):
-    out = []
-    for b in blocks:
-        out.append(type(b).__name__)
-        if isinstance(b, Residual):
-            out += ["(", *_kinds(b.body), "|", *_kinds(b.shortcut), ")"]
-    return out
-
-
-BASE = dict(pool="max", pool_placement="late", k=3, bn=True, dropout=0.0, growth=1.0, head_dropout=0.0, head_hidden=16, min_width=4)
-
-
-@pytest.mark.parametrize("name, shape", [
-    ("R1", dict(BASE, stem_convs=1, stages=1, convs=1, pools=2, block="conv", act="relu", residual="none",
-                head="flatten_linear", head_dropout=0.2)),
-    ("R2", dict(BASE, stem_convs=2, stages=1, convs=1, pools=2, block="bottleneck", act="relu", residual="conv1x1",
-                head="conv1x1_gap")),
-    ("R4", dict(BASE, stem_convs=1, stages=6, convs=1, pools=4, block="conv", act="gelu", residual="none",
-                head="flatten_mlp", head_dropout=0.15)),
-])
-def test_space_contains_the_reference_shapes(name, shape):
-    """The generator lays out the same sequence of layer kinds as each hand-made reference network, and the broad
-    space offers its choices (the default space fixes some of them to what wins in one epoch)."""
-    from tests.conftest import REFERENCES
-
-    generated = arch_for_width(shape, 8)
-    assert _kinds(generated.blocks) == _kinds(REFERENCES[name].arch.blocks)
-    space = load_space(BROAD)
-    for key, value in (("block", shape["block"]), ("head", shape["head"]), ("residual", shape["residual"]),
-                       ("activation", shape["act"])):
-        assert value in space.arch[key]
-
-
 def _write(tmp_path, text) -> Path:
     p = tmp_path / "space.toml"
     p.write_text(text)
@@ -169,28 +125,6 @@ def _write(tmp_path, text) -> Path:
 
 def _default_text():
     return DEFAULT.read_text()
-
-
-@pytest.mark.parametrize("edit, match", [
-    (lambda t: t.replace("kernel = 3", "kernal = 3"), r"kernal"),
-    (lambda t: t.replace("kernel = 3", "kernel = []"), r"kernel.*empty"),
-    (lambda t: t.replace("width_growth = { low = 1.0, high = 1.5 }", "width_growth = { low = 1.5, high = 1.0 }"),
-     r"width_growth.*above"),
-    (lambda t: t.replace('activation = "relu"', 'activation = ["tanh"]'), r"activation"),
-    (lambda t: t.replace("batch_size = 16", 'batch_size = ["big"]'), r"batch_size"),
-    (lambda t: t.replace("[recipe]", "[recipes]"), r"recipes"),
-    (lambda t: t + "\n[[oops", r"not valid TOML"),
-    (lambda t: t.replace("kernel = 3", 'kernel = "auto"'), r"kernel.*expected int"),
-])
-def test_malformed_space_names_the_key(tmp_path, edit, match):
-    with pytest.raises(SpaceError, match=match) as err:
-        load_space(_write(tmp_path, edit(_default_text())))
-    assert "\n" not in str(err.value)
-
-
-def test_missing_space_file(tmp_path):
-    with pytest.raises(SpaceError, match="not found"):
-        load_space(tmp_path / "nope.toml")
 
 
 @pytest.mark.parametrize("budget, stem, stages, convs, pools",
@@ -249,26 +183,6 @@ def test_smallest_network_is_small():
     assert load_space(DEFAULT).smallest_params() < 1_000
 
 
-def test_early_pools_put_deep_stages_at_low_resolution():
-    shape = dict(BASE, stem_convs=1, stages=3, convs=2, pools=2, block="conv", act="relu", residual="none",
-                 head="gap", growth=1.5)
-    early = arch_for_width(dict(shape, pool_placement="early"), 32)
-    late = arch_for_width(dict(shape, pool_placement="late"), 32)
-    assert _kinds(early.blocks)[:3] == ["Conv", "Pool", "Conv"]  # stem, pool, first stage
-    assert _kinds(late.blocks)[-4:] == ["Conv", "Pool", "GlobalAvgPool", "Linear"]
-    assert count_params(early) == count_params(late)  # same layers, only the resolution moves
-    assert count_flops(early) < count_flops(late) / 2
-
-
-def test_a_space_file_without_newer_keys_keeps_its_old_layout(tmp_path):
-    newer = ("pool_placement", "cycle_momentum")
-    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith(newer))
-    old = load_space(_write(tmp_path, text))
-    assert (old.arch["pool_placement"], old.recipe["cycle_momentum"]) == ("late", True)
-    default = load_space(DEFAULT)
-    assert (default.arch["pool_placement"], default.recipe["cycle_momentum"]) == ("early", False)
-
-
 def test_fixed_trial_replays_a_sample():
     space = load_space()
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5)).ask()
@@ -296,14 +210,3 @@ def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_th
         search.check_ceilings(load_space(), Ceilings(floor), *search.least_data(config))
 
 
-def test_the_width_search_meets_the_device_ceilings_asking_them_once_when_the_param_widest_does():
-    shape = dict(BASE, stem_convs=1, stages=2, convs=2, pools=2, block="conv", act="relu", residual="none",
-                 head="gap", growth=1.5)
-    free = widest_fit(shape, 20_000, 4, 256)
-    asked = []
-    assert widest_fit(shape, 20_000, 4, 256, fits=lambda spec: asked.append(spec) or True) == free
-    assert asked == [free]
-    ceiling = count_flops(free) * 0.5
-    capped = widest_fit(shape, 20_000, 4, 256, fits=lambda spec: count_flops(spec) <= ceiling)
-    wider = arch_for_width(shape, max(b.out for b in capped.blocks if isinstance(b, Conv)) + 1)
-    assert count_flops(capped) <= ceiling < count_flops(wider)

@@ -1,0 +1,53 @@
+"""nas.space.space_file: reading a search space file, one line naming the file and the key for anything malformed,
+and the defaults of keys added after space files were in use."""
+from pathlib import Path
+
+import pytest
+
+from nas.space.space_file import SpaceError, load_space
+from tests.conftest import SPACE_FILES
+
+DEFAULT = SPACE_FILES[0].parent / "mnist.toml"
+
+
+def _write(tmp_path, text) -> Path:
+    p = tmp_path / "space.toml"
+    p.write_text(text)
+    return p
+
+
+def _default_text():
+    return DEFAULT.read_text()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.replace("kernel = 3", "kernal = 3"), r"kernal"),
+    (lambda t: t.replace("kernel = 3", "kernel = []"), r"kernel.*empty"),
+    (lambda t: t.replace("width_growth = { low = 1.0, high = 1.5 }", "width_growth = { low = 1.5, high = 1.0 }"),
+     r"width_growth.*above"),
+    (lambda t: t.replace('activation = "relu"', 'activation = ["tanh"]'), r"activation"),
+    (lambda t: t.replace("batch_size = 16", 'batch_size = ["big"]'), r"batch_size"),
+    (lambda t: t.replace("[recipe]", "[recipes]"), r"recipes"),
+    (lambda t: t + "\n[[oops", r"not valid TOML"),
+    (lambda t: t.replace("kernel = 3", 'kernel = "auto"'), r"kernel.*expected int"),
+])
+def test_malformed_space_names_the_key(tmp_path, edit, match):
+    with pytest.raises(SpaceError, match=match) as err:
+        load_space(_write(tmp_path, edit(_default_text())))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_space_file(tmp_path):
+    with pytest.raises(SpaceError, match="not found"):
+        load_space(tmp_path / "nope.toml")
+
+
+def test_a_space_file_without_newer_keys_keeps_its_old_layout(tmp_path):
+    newer = ("pool_placement", "cycle_momentum")
+    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith(newer))
+    old = load_space(_write(tmp_path, text))
+    assert (old.arch["pool_placement"], old.recipe["cycle_momentum"]) == ("late", True)
+    default = load_space(DEFAULT)
+    assert (default.arch["pool_placement"], default.recipe["cycle_momentum"]) == ("early", False)
+
+
