@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import add_repeat_flags, add_search_flags, passed_flags, run_benchmark, search_seeds  # noqa: E402
-from nas.results.summary import most_accurate_under  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -83,6 +82,12 @@ def one_repeat(run: Runner, seed: int, args) -> list[dict]:
     """One Pareto search and the dedicated ones, with search seed `seed`: a row per budget for each side."""
     return ((pareto_side(run, seed, args) if "pareto" in args.sides else [])
             + (dedicated_side(run, seed, args) if "dedicated" in args.sides else []))
+
+
+def most_accurate_under(frontier, size: str, limit: float):
+    """The frontier's member (a row) with the highest val_acc among those with `size` under `limit`; None if none."""
+    under = frontier[frontier[size] < limit]
+    return None if under.empty else under.loc[under["val_acc"].idxmax()]
 
 
 def pareto_side(run: Runner, seed: int, args) -> list[dict]:

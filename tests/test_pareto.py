@@ -18,7 +18,6 @@ from nas.errors import StorageError
 from nas.run import open_study
 from nas.space.space import SearchSpace
 from nas.space.space_file import load_space
-from nas.results.summary import most_accurate_under
 from tests.conftest import ROOT
 from tests.test_dashboard import dashboard, get_json, search_dashboard_command
 from tests.test_objective import _objective
@@ -51,6 +50,9 @@ def test_the_reports_pareto_set_is_optunas(size, metric, scale):
 
 
 def test_the_most_accurate_member_under_a_size():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pareto import most_accurate_under
+
     frontier = report.pareto_frontier(_frame(ROWS))
     assert most_accurate_under(frontier, "params", 2500)["number"] == 1
     assert most_accurate_under(frontier, "params", 500) is None

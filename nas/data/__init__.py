@@ -17,6 +17,7 @@ import torch
 from nas import config as config_mod
 from nas.data.image_folder import read_folder
 from nas.data.npz_arrays import read_npz
+from nas.data.resize import resize
 from nas.data.sources import DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir, read_images, read_labels, read_torchvision, _find  # noqa: F401
 
 ENV_VAR = "NAS_DATA_DIR"
@@ -208,18 +209,6 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
         means.append(round(mean, 6))
         stds.append(round(max(var, 1e-12) ** 0.5, 6))
     return tuple(means), tuple(stds)
-
-
-def resize(x: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
-    """uint8 images resized to size x size (bilinear, antialiased), a chunk at a time; as they are without a size."""
-    if size is None or tuple(x.shape[2:]) == (size, size):
-        return x
-    out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-    for i in range(0, len(x), chunk):
-        part = torch.nn.functional.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
-                                               antialias=True, align_corners=False)
-        out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
-    return out
 
 
 # -- the search's data, as its settings name it ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Image folders in torchvision's ImageFolder layout, decoded once into uint8 (N, C, H, W) tensors and cached."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import Counter
@@ -9,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nas.data.resize import resize
 from nas.data.sources import DataError, Raw, held_out_test
+from nas.fileio import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_VERSION = 1
@@ -86,10 +89,7 @@ def read_folder(root: Path, image_size: int | None = None, cache_dir=None) -> Ra
             t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
             if t.shape[0] != channels:
                 t = t.expand(channels, -1, -1)
-            if tuple(t.shape[1:]) != size:
-                t = torch.nn.functional.interpolate(t[None].float(), size=size, mode="bilinear", antialias=True,
-                                                    align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
-            x[i] = t
+            x[i] = resize(t[None], size)[0]
         out[part] = x
         arrays.clear()
     raw = Raw(out["train"], torch.tensor([c for _, c in parts["train"]], dtype=torch.int64), out["test"],
@@ -129,11 +129,6 @@ def _cache_key(root: Path, image_size, entries) -> str:
 
 def _write_cache(path: Path, raw: Raw) -> None:
     """Atomically; a cache that cannot be written is only a slower next start."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError), atomic_path(path) as tmp:
         torch.save({"x_train": raw.x_train, "y_train": raw.y_train, "x_test": raw.x_test, "y_test": raw.y_test,
                     "classes": list(raw.classes)}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)

@@ -22,7 +22,6 @@ from nas.space.spec import Candidate
 
 OPSET = 17
 INPUT, OUTPUT = "images", "logits"
-SPEC_KEY, DATA_KEY = export.SPEC_KEY, export.DATA_KEY  # the same keys as the safetensors metadata
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 BATCH = 500  # images per onnxruntime run: bounds the activations' memory on a large test set
 
@@ -56,10 +55,11 @@ def model_proto(model: torch.nn.Module, candidate: Candidate, data: DataInfo):
 
 def with_metadata(proto, candidate: Candidate, data: DataInfo):
     """`proto` with the candidate's and the data's JSON in its metadata_props (replacing any there)."""
-    kept = [p for p in proto.metadata_props if p.key not in (SPEC_KEY, DATA_KEY)]
+    kept = [p for p in proto.metadata_props if p.key not in (export.SPEC_KEY, export.DATA_KEY)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
-    for key, value in ((SPEC_KEY, candidate.to_json()), (DATA_KEY, json.dumps(data.to_dict(), sort_keys=True))):
+    recorded = {export.SPEC_KEY: candidate.to_json(), export.DATA_KEY: json.dumps(data.to_dict(), sort_keys=True)}
+    for key, value in recorded.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto

@@ -21,7 +21,6 @@ from nas.errors import UserError, first_line
 from nas.space.spec import Candidate
 from nas.deploy.tflite_runtime import TfliteError, captured_output
 
-SPEC_KEY, DATA_KEY = export.SPEC_KEY, export.DATA_KEY  # the metadata keys of every exported model
 INPUT_KEY = "nas.input"
 INSTALL = "pip install -e '.[tflite]'"
 
@@ -106,7 +105,7 @@ def with_metadata(flatbuffer: bytes, candidate: Candidate, data: DataInfo, strip
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    entries = {SPEC_KEY: candidate.to_json(), DATA_KEY: json.dumps(data.to_dict(), sort_keys=True),
+    entries = {export.SPEC_KEY: candidate.to_json(), export.DATA_KEY: json.dumps(data.to_dict(), sort_keys=True),
                INPUT_KEY: json.dumps(tflite_runtime.input_quantisation(flatbuffer))}
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
     model.metadata = [m for m in model.metadata or [] if _name(m.name) not in entries]

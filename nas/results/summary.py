@@ -125,12 +125,6 @@ def shown_trials(study: optuna.Study, df: pd.DataFrame, best) -> list:
     return [trials[n] for n in sorted(numbers)]
 
 
-def most_accurate_under(frontier, size: str, limit: float):
-    """The frontier's member (a row) with the highest val_acc among those with `size` under `limit`; None if none."""
-    under = frontier[frontier[size] < limit]
-    return None if under.empty else under.loc[under["val_acc"].idxmax()]
-
-
 def size_text(value: float) -> str:
     """A size as the summary prints it: whole numbers with thousands separators, others to 4 figures."""
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
