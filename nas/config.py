@@ -48,13 +48,9 @@ class SearchConfig:
     size_metric: str | None = None  # pareto: one of SIZE_METRICS; None: params
 
     @property
-    def pareto(self) -> bool:
-        return self.objective == "pareto"
-
-    @property
-    def size(self) -> str:
-        """The pareto mode's size metric (params unless --size-metric says otherwise)."""
-        return self.size_metric or "params"
+    def mode(self) -> Mode:
+        """Accuracy, or pareto against --size-metric (params unless it says otherwise)."""
+        return Mode(self.objective, self.size_metric or "params")
 
     @property
     def microcontroller(self) -> bool:
@@ -82,7 +78,7 @@ class SearchConfig:
         name += "" if self.image_size is None else f"-{self.image_size}px"
         name += "" if self.epochs == 1 else f"-e{self.epochs}"
         name += "" if self.train_subset is None else f"-sub{self.train_subset}"
-        name += "" if not self.pareto else "-pareto" + ("" if self.size == "params" else f"-{self.size}")
+        name += self.mode.name_suffix()
         return name
 
     def out_dir(self, study_name: str) -> Path:
@@ -99,24 +95,59 @@ def config_from(args: dict) -> SearchConfig:
     return SearchConfig(**{k: v for k, v in args.items() if k in fields and v is not None})
 
 
-# pareto mode's size metrics: the trial user attr each is read from, and the attr's units per the metric's unit
+# the size metrics: the trial user attr each is read from, and the attr's units per the metric's unit
 SIZE_METRICS = {"params": ("params", 1), "mflops": ("flops", 1e6), "peak-kb": ("peak_kb", 1),
                 "latency-ms": ("latency_ms", 1)}
 # the labels that report, export and evaluate take from the study; a flag saying otherwise is refused
 STUDY_SETTINGS = ("dataset", "epochs", "train_subset", "image_size")
 
 
-def size_metric(study_attrs: dict) -> str:
-    """A study's size metric: its pareto one, else params."""
-    return study_attrs["size_metric"] if study_attrs.get("objective") == "pareto" else "params"
+@dataclass(frozen=True)
+class Mode:
+    """What a study optimises: validation accuracy alone ("accuracy"), or a Pareto set of validation accuracy against
+    a size metric ("pareto", one multi-objective study). The objective, the study, the reports and the summary ask
+    it, instead of testing a flag each."""
 
+    objective: str = "accuracy"
+    size: str = "params"  # the size metric the reports plot and pareto mode minimises: a key of SIZE_METRICS
 
-def size_column(study_attrs: dict) -> str:
-    """The trial attr a study's reports plot and rank size by (flops for mflops, ...)."""
-    return SIZE_METRICS[size_metric(study_attrs)][0]
+    @classmethod
+    def of_study(cls, attrs: dict) -> "Mode":
+        """The mode a study's user attrs record (a study made without labels is an accuracy study)."""
+        pareto = attrs.get("objective") == "pareto"
+        return cls("pareto", attrs["size_metric"]) if pareto else cls()
 
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
 
-def size_of(attrs: dict, metric: str) -> float:
-    """A trial's size in `metric`'s units, from its user attrs (e.g. flops / 1e6 for mflops)."""
-    attr, scale = SIZE_METRICS[metric]
-    return attrs[attr] / scale
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize", "minimize"] if self.pareto else ["maximize"]
+
+    @property
+    def size_attr(self) -> str:
+        """The trial user attr the size is read from (flops for mflops, ...)."""
+        return SIZE_METRICS[self.size][0]
+
+    def size_of(self, attrs) -> float:
+        """A trial's size in the metric's units, from its user attrs (e.g. flops / 1e6 for mflops)."""
+        attr, scale = SIZE_METRICS[self.size]
+        return attrs[attr] / scale
+
+    def values(self, val_acc: float, attrs) -> float | tuple[float, float]:
+        """What a trial tells its study: its validation accuracy, and in pareto mode its size too."""
+        return (val_acc, self.size_of(attrs)) if self.pareto else val_acc
+
+    def labels(self) -> dict:
+        """The study's labels for its mode; none in accuracy mode, so those studies' identities stay as they were."""
+        return {"objective": self.objective, "size_metric": self.size} if self.pareto else {}
+
+    def name_suffix(self) -> str:
+        """The default study name's part for the mode: "", "-pareto" or e.g. "-pareto-mflops"."""
+        return "" if not self.pareto else "-pareto" + ("" if self.size == "params" else f"-{self.size}")
+
+    @property
+    def frontier_name(self) -> str:
+        """What the summary calls the non-dominated trials: a Pareto "set" when it is the study's own objective."""
+        return "set" if self.pareto else "frontier"

@@ -117,6 +117,6 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     writable_dir(config.results_dir, "--results-dir")
     if config.artifact_dir:
         writable_dir(config.artifact_dir, "--artifact-dir")
-    sampler = study_mod.make_sampler(config.sampler, config.seed, size_bands=config.pareto)
+    sampler = study_mod.make_sampler(config.sampler, config.seed, size_bands=config.mode.pareto)
     return study_mod.create_or_resume(open_storage(config.storage_url), config.study_name(space),
                                       study_identity(config, space), sampler, ASSUMED_IDENTITY)

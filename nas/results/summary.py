@@ -11,7 +11,7 @@ from nas.results import baselines, report, scoring
 from nas import data, logs
 from nas.deploy import export
 from nas.search import study as study_mod
-from nas.config import SearchConfig, size_column, size_metric, size_of
+from nas.config import Mode, SearchConfig
 from nas.search.storage import fail_stale_trials, open_storage, sqlalchemy_url
 
 NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
@@ -43,18 +43,17 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
     counts = ", ".join(f"{rejected[reason]} {text}" for reason, text in REJECTIONS if rejected.get(reason)) or "none"
     logs.line(f"done in {seconds:.0f} s: {study_mod.trained_count(study)} trained trial(s); rejected, not counted: "
               f"{counts}; {len(failed) - interrupted} failed, {interrupted} interrupted (not counted)")
-    metric = size_metric(study.user_attrs)
-    frontier = report.pareto_frontier(df, size_column(study.user_attrs))
+    mode = Mode.of_study(study.user_attrs)
+    frontier = report.pareto_frontier(df, mode.size_attr)
     if len(frontier):
-        pareto = study_mod.is_multi_objective(study)
-        logs.line(f"Pareto {'set' if pareto else 'frontier'} ({metric}, val acc, test acc):")
+        logs.line(f"Pareto {mode.frontier_name} ({mode.size}, val acc, test acc):")
         for _, row in frontier.iterrows():
-            logs.line(f"  trial {int(row['number']):>4}  {size_text(size_of(row, metric)):>7}  {row['val_acc']:.2%}  "
+            logs.line(f"  trial {int(row['number']):>4}  {size_text(mode.size_of(row)):>7}  {row['val_acc']:.2%}  "
                       f"{percent(test.get(row['number']))}")
         if not test:
             logs.line(f"  (no test accuracy: {NO_TEST})")
-        if pareto:
-            logs.line(f"pick one: the most accurate member under your {metric} limit (the last row of frontier.csv "
+        if mode.pareto:
+            logs.line(f"pick one: the most accurate member under your {mode.size} limit (the last row of frontier.csv "
                       f"below it), then `{pick_command(name, 'N')}`; `evaluate --study {name} --trial N` tests it")
     best = study_mod.best_trial(study)
     if best is not None:
@@ -86,7 +85,7 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     df = report.trials_frame(study)
     test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy)
     paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines_of(study, config), config.epochs,
-                                 test, size_column(identity))
+                                 test, Mode.of_study(identity).size_attr)
     if best is not None and best.user_attrs.get("weights_artifact"):
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
         if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
@@ -113,13 +112,14 @@ def figure(study: optuna.Study, config: SearchConfig, frontier: pd.DataFrame):
     df = report.trials_frame(study)
     return report.frontier_figure(df, frontier, report.reference_points(df, baselines_of(study, config)),
                                   study.user_attrs.get("max_params", config.max_params),
-                                  report.title(study.study_name), config.epochs, size_column(study.user_attrs))
+                                  report.title(study.study_name), config.epochs,
+                                  Mode.of_study(study.user_attrs).size_attr)
 
 
 def shown_trials(study: optuna.Study, df: pd.DataFrame, best) -> list:
     """The trials a report shows with their test accuracy: the frontier's (from its trials_frame `df`), and the best
     (on it but for ties)."""
-    frontier = report.pareto_frontier(df, size_column(study.user_attrs))
+    frontier = report.pareto_frontier(df, Mode.of_study(study.user_attrs).size_attr)
     numbers = set(frontier["number"]) | ({best.number} if best else set())
     trials = study.get_trials(deepcopy=False)
     return [trials[n] for n in sorted(numbers)]

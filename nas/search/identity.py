@@ -41,12 +41,7 @@ def study_identity(config: SearchConfig, space: SearchSpace) -> dict:
             "max_params": config.max_params, "dataset": config.dataset, "epochs": config.epochs,
             "train_subset": config.train_subset, "data_source": data.source_of(config.dataset, config.data_dir),
             "image_size": config.image_size, **ceiling_identity(Ceilings.of(config, space)),
-            **objective_identity(config)}
-
-
-def objective_identity(config: SearchConfig) -> dict:
-    """Pareto mode's labels; none in the default mode, so its studies' identities stay as they were."""
-    return {"objective": config.objective, "size_metric": config.size} if config.pareto else {}
+            **config.mode.labels()}
 
 
 def ceiling_identity(ceilings: Ceilings) -> dict:

@@ -13,7 +13,7 @@ from nas.space import references
 from nas.search import study as study_mod
 from nas.space.budget import count_params
 from nas.search.ceilings import Ceilings
-from nas.config import SIZE_METRICS, SearchConfig, size_of
+from nas.config import SearchConfig
 from nas.data import DataInfo
 from nas.search.device import prepare_model
 from nas.search.interrupts import CTRL_C
@@ -53,7 +53,7 @@ class Objective:
         info = self.splits.info
         candidate = (references.by_name(reference) if reference else
                      self.space.sample(trial, self.config.max_params, info.shape, len(info.classes),
-                                       self.ceilings.fits_devices, auto_by_size=self.config.pareto))
+                                       self.ceilings.fits_devices, auto_by_size=self.config.mode.pareto))
         params = self.params = count_params(candidate.arch)
         record_candidate(trial, candidate, params)
         arch = candidate.arch
@@ -98,17 +98,18 @@ class Objective:
         name = f"  [{reference}]" if reference else ""
         logs.trial_line(trial.number, f"{params:>7,} params  val {result.val_acc:.2%}  "
                                       f"{result.train_seconds:5.1f}s{name}")
-        return (result.val_acc, size_of(trial.user_attrs, self.config.size)) if self.config.pareto else result.val_acc
+        return self.config.mode.values(result.val_acc, trial.user_attrs)
 
     def _reading(self, trial: optuna.Trial, percent: int, acc: float) -> bool:
         """Records a within-epoch reading; whether to prune the trial there. Pareto mode: as a user attr, judged
         by study.pareto_should_prune (Optuna's pruners and Trial.report are single-objective)."""
-        if not self.config.pareto:
+        mode = self.config.mode
+        if not mode.pareto:
             trial.report(acc, percent)
             return trial.should_prune()
         trial.set_user_attr(study_mod.readings_key(percent), acc)
-        attr = SIZE_METRICS[self.config.size][0]
-        return study_mod.pareto_should_prune(trial.study, trial.number, percent, acc, trial.user_attrs[attr], attr)
+        return study_mod.pareto_should_prune(trial.study, trial.number, percent, acc, trial.user_attrs[mode.size_attr],
+                                             mode.size_attr)
 
     def _fail(self, trial: optuna.Trial, e: Exception) -> None:
         """Records why the trial failed, and whether its candidate caused it: only then does it count as trained."""
