@@ -77,7 +77,7 @@ def test_the_sampler_is_reseeded_per_trial_number(name):
 
 @pytest.mark.parametrize("name", ["tpe", "random"])
 def test_a_trials_proposal_does_not_depend_on_what_the_trials_before_it_sampled(name):
-    """The sampler's generators (the TPE's startup sampler's too) are reseeded from the seed and trial number."""
+    """Each trial is proposed by a sampler seeded from the seed and its number (the TPE's startup sampler too)."""
     def fourth(sampled_before):
         study = optuna.create_study(sampler=make_sampler(name, 1))
         for _ in range(3):
@@ -91,7 +91,7 @@ def test_a_trials_proposal_does_not_depend_on_what_the_trials_before_it_sampled(
 
 
 @pytest.mark.parametrize("name", ["tpe", "random"])
-def test_the_size_share_is_drawn_in_its_band_from_the_seeded_generator(name):
+def test_the_size_share_is_drawn_in_its_band_and_follows_the_seed(name):
     low, high = 0.05, 1.0
 
     def shares(seed, n=6):

@@ -1,6 +1,6 @@
-"""Every use of Optuna's private names, in one place: what the storage's outage handling and the seeded samplers need
-and Optuna offers no public way to do. Each behaviour relied on here has a test in tests/test_storage.py or
-tests/test_study.py; pyproject bounds Optuna below its next major version for them."""
+"""Every use of Optuna's private names, in one place: what the storage's outage handling needs and Optuna offers no
+public way to do. Each behaviour relied on here has a test in tests/test_storage.py; pyproject bounds Optuna below
+its next major version for them."""
 from __future__ import annotations
 
 import contextlib
@@ -104,15 +104,3 @@ def heartbeats_on(storage: optuna.storages.BaseStorage) -> bool:
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The trial's id in its storage."""
     return trial._trial_id
-
-
-def reseed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
-    """Reseeds a RandomSampler's or TPESampler's generators (the TPE's, and its startup random sampler's)."""
-    for inner in (sampler, getattr(sampler, "_random_sampler", None)):
-        if inner is not None:
-            inner._rng.rng.seed(seed)
-
-
-def sampler_uniform(sampler: optuna.samplers.BaseSampler) -> float:
-    """A draw in [0, 1) from the sampler's own generator, so that it follows the sampler's seed."""
-    return sampler._rng.rng.uniform()

@@ -5,10 +5,10 @@ import math
 import statistics
 import warnings
 
+import numpy
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search import optuna_internals
 from nas.space import references
 from nas.errors import StorageError
 
@@ -24,29 +24,57 @@ REJECTED_SLOW = "too_slow"  # projected over --trial-time-limit after its first 
 REJECTED_SURPLUS = "surplus"  # started when the trials before it could already make up --trials; never trained
 
 
-class _SeededPerTrial:
-    """Reseeds the sampler from (seed, trial number) before each trial.
+class _SeededPerTrial(optuna.samplers.BaseSampler):
+    """Proposes each trial with a fresh sampler of its kind, seeded from (seed, trial number).
 
     Trial numbers are unique across every worker of a study, so processes that run the same command with the same
     --seed (on several machines) still propose different candidates, while a one-worker run stays reproducible.
+    Without a seed, one unseeded sampler proposes every trial.
     """
 
-    def __init__(self, *args, seed: int | None = None, **kwargs):
-        super().__init__(*args, seed=seed, **kwargs)
-        self._nas_seed = seed
+    def __init__(self, kind: type[optuna.samplers.BaseSampler], seed: int | None = None, **kwargs):
+        self._kind, self._kwargs, self._nas_seed = kind, kwargs, seed
+        self._sampler = self._made(seed)
+
+    def _made(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        """A sampler of this kind with its arguments and `seed` (Optuna's experimental arguments do not warn)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return self._kind(seed=seed, **self._kwargs)
+
+    def trial_seed(self, number: int) -> int | None:
+        """Trial `number`'s seed: the same for the same --seed and number, whatever ran before."""
+        return None if self._nas_seed is None else (self._nas_seed * 1_000_003 + number) % 2**32
 
     def before_trial(self, study, trial: FrozenTrial) -> None:
         if self._nas_seed is not None:
-            optuna_internals.reseed_sampler(self, (self._nas_seed * 1_000_003 + trial.number) % 2**32)
-        super().before_trial(study, trial)
+            self._sampler = self._made(self.trial_seed(trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial: FrozenTrial) -> dict:
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial: FrozenTrial, search_space: dict) -> dict:
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial: FrozenTrial, name: str, distribution):
+        return self._sampler.sample_independent(study, trial, name, distribution)
+
+    def after_trial(self, study, trial: FrozenTrial, state: TrialState, values) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
 
 
-class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
-    pass
+class SeededRandomSampler(_SeededPerTrial):
+    def __init__(self, seed: int | None = None):
+        super().__init__(optuna.samplers.RandomSampler, seed)
 
 
-class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
-    pass
+class SeededTPESampler(_SeededPerTrial):
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(optuna.samplers.TPESampler, seed, **kwargs)
 
 
 SIZE_SHARE = "budget_fill"  # the share of the ceiling a candidate's widths are fitted to (nas.space.space)
@@ -56,7 +84,12 @@ SIZE_BANDS = 3
 class _SizeBands:
     """The pareto mode: trial n draws its size share log-uniform within band n mod SIZE_BANDS (log-equal bands of the
     declared range), so each size range gets its share of the trials however the sampler's model drifts; the
-    sampler chooses everything else."""
+    sampler chooses everything else. The draw within the band comes from a generator of its own, seeded per trial."""
+
+    def before_trial(self, study, trial: FrozenTrial) -> None:
+        seed = self.trial_seed(trial.number)
+        self._band_rng = numpy.random.default_rng(None if seed is None else (seed, SIZE_BANDS))
+        super().before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial: FrozenTrial) -> dict:
         space = super().infer_relative_search_space(study, trial)
@@ -67,7 +100,7 @@ class _SizeBands:
         if name != SIZE_SHARE or not isinstance(distribution, optuna.distributions.FloatDistribution):
             return super().sample_independent(study, trial, name, distribution)
         low, high = math.log(distribution.low), math.log(distribution.high)
-        band = (trial.number % SIZE_BANDS + optuna_internals.sampler_uniform(self)) / SIZE_BANDS
+        band = (trial.number % SIZE_BANDS + self._band_rng.uniform()) / SIZE_BANDS
         return min(max(math.exp(low + band * (high - low)), distribution.low), distribution.high)
 
 
@@ -83,11 +116,9 @@ def make_sampler(name: str, seed: int | None, size_bands: bool = False) -> optun
     """`size_bands`: the pareto mode's sampler (_SizeBands)."""
     if name == "random":
         return (BandedRandomSampler if size_bands else SeededRandomSampler)(seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # multivariate + group suit the conditional space; constant_liar keeps parallel workers apart
-        return (BandedTPESampler if size_bands else SeededTPESampler)(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+    # multivariate + group suit the conditional space; constant_liar keeps parallel workers apart
+    return (BandedTPESampler if size_bands else SeededTPESampler)(
+        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
 PRUNE_UNTIL = 40  # percent of the epoch: the last reading at which a trial may be pruned
