@@ -5,7 +5,9 @@ import json
 
 from nas import data
 from nas.config import SearchConfig
-from nas.search.identity import ASSUMED_IDENTITY, recorded_identity, space_fingerprint, study_identity
+from nas.search.ceilings import Ceilings
+from nas.search.identity import (ASSUMED_IDENTITY, ceiling_identity, objective_identity, recorded_identity,
+                                  space_fingerprint, study_identity)
 from nas.space.space_file import DEFAULT_SPACE, load_space
 
 
@@ -98,3 +100,16 @@ def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_re
     assert resumed.user_attrs["max_mflops"] == 8.0 and resumed.user_attrs.get("max_peak_kb") is None
 
 
+def test_each_device_ceiling_has_its_own_label_and_the_param_budget_none():
+    labels = ceiling_identity(Ceilings(25_000, mflops=4.0, peak_kb=64, int8=True, latency_ms=0.5, arena_kb=48,
+                                       flash_kb=96))
+    assert labels == {"max_mflops": 4.0, "max_peak_kb": 64, "int8_memory": True, "max_latency_ms": 0.5,
+                      "max_arena_kb": 48, "max_flash_kb": 96}
+    assert set(ASSUMED_IDENTITY) - {"val_size"} <= set(labels)  # older studies are assumed to have met none
+
+
+def test_only_the_pareto_mode_labels_its_objective_and_size_metric():
+    assert objective_identity(SearchConfig()) == {}  # the default mode's identities stay as they were
+    assert objective_identity(SearchConfig(objective="pareto")) == {"objective": "pareto", "size_metric": "params"}
+    assert objective_identity(SearchConfig(objective="pareto", size_metric="mflops")) == {
+        "objective": "pareto", "size_metric": "mflops"}
