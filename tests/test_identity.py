@@ -6,8 +6,7 @@ import json
 from nas import data
 from nas.config import SearchConfig
 from nas.search.ceilings import Ceilings
-from nas.search.identity import (ASSUMED_IDENTITY, ceiling_identity, objective_identity, recorded_identity,
-                                  space_fingerprint, study_identity)
+from nas.search.identity import ASSUMED_IDENTITY, ceiling_identity, recorded_identity, space_fingerprint, study_identity
 from nas.space.space_file import DEFAULT_SPACE, load_space
 
 
@@ -109,7 +108,8 @@ def test_each_device_ceiling_has_its_own_label_and_the_param_budget_none():
 
 
 def test_only_the_pareto_mode_labels_its_objective_and_size_metric():
-    assert objective_identity(SearchConfig()) == {}  # the default mode's identities stay as they were
-    assert objective_identity(SearchConfig(objective="pareto")) == {"objective": "pareto", "size_metric": "params"}
-    assert objective_identity(SearchConfig(objective="pareto", size_metric="mflops")) == {
-        "objective": "pareto", "size_metric": "mflops"}
+    space = load_space()
+    assert not {"objective", "size_metric"} & set(study_identity(SearchConfig(), space))  # as they were before it
+    pareto = study_identity(SearchConfig(objective="pareto"), space)
+    assert (pareto["objective"], pareto["size_metric"]) == ("pareto", "params")
+    assert study_identity(SearchConfig(objective="pareto", size_metric="mflops"), space)["size_metric"] == "mflops"
