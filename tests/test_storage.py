@@ -81,7 +81,8 @@ def test_sweeps_in_a_row_do_not_keep_a_dead_workers_trial_alive(tmp_path, monkey
     monkeypatch.setenv(storage_mod.GRACE_ENV, "2")
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'hb.db'}"), study_name="hb")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    study._storage.record_heartbeat(internals.trial_id(trial))  # it beat once, then its worker was killed
+    # it beat once, then its worker was killed
+    internals.study_storage(study).record_heartbeat(internals.trial_id(trial))
     deadline = time.monotonic() + 6  # its beat is stale 2-3 s from now (SQLite's clock has one-second resolution)
     while study.trials[0].state == TrialState.RUNNING and time.monotonic() < deadline:
         fail_stale_trials(study)
@@ -268,10 +269,23 @@ def test_a_search_goes_on_through_an_outage(retrying, monkeypatch):
 def test_a_new_trial_whose_commit_answer_was_lost_is_not_made_twice(retrying, monkeypatch):
     study = optuna.create_study(storage=retrying, study_name="lost-create")
     inject(monkeypatch, lose_answer=True)
-    trial_id = retrying.create_new_trial(study._study_id)  # what Study.ask does, less its reads
-    assert [(t._trial_id, t.number, t.state) for t in study.get_trials()] == [(trial_id, 0, TrialState.RUNNING)]
+    trial_id = retrying.create_new_trial(internals.study_id(study))  # what Study.ask does, less its reads
+    assert [(internals.trial_id(t), t.number, t.state) for t in study.get_trials()] == \
+           [(trial_id, 0, TrialState.RUNNING)]
     study.tell(0, 0.5)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def test_one_creation_attempt_stores_the_template_and_numbers_it(retrying):
+    """optuna_internals.create_trial_once: a queued trial's params and attrs are stored, and it gets the next number."""
+    study = optuna.create_study(storage=retrying, study_name="once")
+    study.tell(study.ask(), 0.1)
+    template = optuna.trial.create_trial(state=TrialState.WAITING, params={"x": 0.5}, user_attrs={"seed": 7},
+                                         distributions={"x": optuna.distributions.FloatDistribution(0, 1)})
+    made = internals.create_trial_once(retrying, internals.study_id(study), template)
+    stored = retrying.get_trial(internals.trial_id(made))
+    assert (made.number, stored.number, stored.state) == (1, 1, TrialState.WAITING)
+    assert (stored.params, stored.user_attrs) == ({"x": 0.5}, {"seed": 7})
 
 
 def test_optunas_trial_creation_and_stale_sweep_reach_the_storages_hooks(tmp_path):
@@ -302,14 +316,14 @@ def test_a_finish_whose_commit_answer_was_lost_is_not_an_error(retrying, monkeyp
     study = optuna.create_study(storage=retrying, study_name="lost-finish")
     trial = study.ask()
     inject(monkeypatch, lose_answer=True)
-    assert retrying.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5]) is True
+    assert retrying.set_trial_state_values(internals.trial_id(trial), TrialState.COMPLETE, [0.5]) is True
     assert study.get_trials()[0].state == TrialState.COMPLETE and study.get_trials()[0].value == 0.5
     # a trial that someone else finished (the stale sweep) is still an error
     trial = study.ask()
-    retrying.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    retrying.set_trial_state_values(internals.trial_id(trial), TrialState.FAIL)
     inject(monkeypatch, refuse=1)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        retrying.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5])
+        retrying.set_trial_state_values(internals.trial_id(trial), TrialState.COMPLETE, [0.5])
 
 
 def test_a_waiting_trial_taken_with_a_lost_answer_is_left_for_the_stale_sweep(retrying, monkeypatch):
@@ -318,19 +332,19 @@ def test_a_waiting_trial_taken_with_a_lost_answer_is_left_for_the_stale_sweep(re
     waiting = study.get_trials()[0]
     inject(monkeypatch, lose_answer=True)
     # the retry finds it RUNNING, as if another worker had taken it: Optuna moves on to another trial
-    assert retrying.set_trial_state_values(waiting._trial_id, TrialState.RUNNING) is False
+    assert retrying.set_trial_state_values(internals.trial_id(waiting), TrialState.RUNNING) is False
     # it has a heartbeat now, so the sweep fails it a grace period later, whoever took it
-    assert waiting._trial_id in internals.trials_with_a_heartbeat(retrying)
+    assert internals.trial_id(waiting) in internals.trials_with_a_heartbeat(retrying)
 
 
 def test_after_an_outage_no_trial_is_failed_as_stale_for_a_grace_period(retrying, monkeypatch):
     """No worker could beat during the outage: the others get a grace period to resume before any sweep."""
     study = optuna.create_study(storage=retrying, study_name="stale")
     trial = study.ask()
-    retrying.record_heartbeat(trial._trial_id)
+    retrying.record_heartbeat(internals.trial_id(trial))
     time.sleep(3.2)  # stale, by SQLite's one-second clock
     inject(monkeypatch, refuse=1)
-    assert retrying.get_trial(trial._trial_id).state == TrialState.RUNNING  # meets the outage, waits it out
+    assert retrying.get_trial(internals.trial_id(trial)).state == TrialState.RUNNING  # meets the outage, waits it out
     fail_stale_trials(study)
     assert study.trials[0].state == TrialState.RUNNING
     retrying._outage.recovered -= 2  # a grace period later
@@ -343,10 +357,10 @@ def test_a_heartbeat_that_cannot_be_recorded_does_not_kill_its_thread(retrying, 
     trial = study.ask()
     retrying._outage.seconds = 0  # give up at the first failure
     inject(monkeypatch, refuse=1)
-    retrying.record_heartbeat(trial._trial_id)  # no exception: the worker's own next call reports the outage
-    assert retrying._outage.gave_up and trial._trial_id not in internals.trials_with_a_heartbeat(retrying)
-    retrying.record_heartbeat(trial._trial_id)  # the server is back: the thread's next beat is recorded
-    assert trial._trial_id in internals.trials_with_a_heartbeat(retrying) and not retrying._outage.gave_up
+    retrying.record_heartbeat(internals.trial_id(trial))  # no exception: the worker's own next call reports the outage
+    assert retrying._outage.gave_up and internals.trial_id(trial) not in internals.trials_with_a_heartbeat(retrying)
+    retrying.record_heartbeat(internals.trial_id(trial))  # the server is back: the thread's next beat is recorded
+    assert internals.trial_id(trial) in internals.trials_with_a_heartbeat(retrying) and not retrying._outage.gave_up
 
 
 def test_giving_up_is_found_behind_the_error_optuna_raises_instead(retrying, monkeypatch):
