@@ -19,7 +19,7 @@ from nas.search.device import default_jobs, resolve_device
 from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir
 from nas.search.interrupts import CTRL_C
-from nas.data import MIN_IMAGE_SIZE
+from nas.data import MIN_IMAGE_SIZE, read_data, split_fingerprint
 from nas.space.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace
 from nas.space.space_file import load_space
 from nas.search.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
@@ -55,9 +55,13 @@ def _run(config: SearchConfig) -> dict:
     logs.line(f"study {study.study_name!r} in {redact(config.storage_url)}: {study_mod.trained_count(study)} trained "
               f"trial(s) so far, target {config.trials}; budget < {config.max_params:,} params; "
               f"{device_ceilings(ceilings)}{config.jobs} worker(s) on {device}")
+    splits = None
     try:
         with progress.shown(study, config.trials, config.quiet):
-            cannot_fit = workers.run_all(config)
+            with CTRL_C.stoppable():  # nothing is written yet: a signal while the data loads stops at once
+                splits = read_data(config)  # read once: checked here, trained on by --jobs 1, scored by the reports
+            study_mod.check_data(study, split_fingerprint(splits))  # changed data: one line, before any worker
+            cannot_fit = workers.run_all(config, splits)
         CTRL_C.check()  # a signal after the last trial ended
     except KeyboardInterrupt:
         if CTRL_C.presses > 1:
@@ -65,12 +69,12 @@ def _run(config: SearchConfig) -> dict:
         name = signal.Signals(CTRL_C.signum).name
         print(f"\ninterrupted by {name}: writing the reports from the finished trials ({name} again to stop at once)",
               file=sys.stderr, flush=True)
-        summary.finish(config, study, time.perf_counter() - started)
+        summary.finish(config, study, time.perf_counter() - started, splits)
         raise
     except SearchFailed:
-        summary.finish(config, study, time.perf_counter() - started)
+        summary.finish(config, study, time.perf_counter() - started, splits)
         raise
-    result = summary.finish(config, study, time.perf_counter() - started)
+    result = summary.finish(config, study, time.perf_counter() - started, splits)
     CTRL_C.check()  # a signal while the reports were written
     if cannot_fit:
         raise SearchError(f"{workers.MAX_CONSECUTIVE_REJECTIONS} candidates in a row were over the budget of "

@@ -18,7 +18,7 @@ RESULT_FILES = ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors
 
 @pytest.fixture
 def toy_search(tmp_path, toy, monkeypatch):
-    monkeypatch.setattr(workers, "load_data", lambda config, device: toy)
+    monkeypatch.setattr(search, "read_data", lambda config: toy)
     return SearchConfig(trials=2, results_dir=str(tmp_path), study="s", device="cpu", jobs=1, threads=1)
 
 
@@ -43,8 +43,8 @@ def test_a_rerun_resumes_the_study_to_a_higher_total(toy_search, capsys):
 def test_ctrl_c_writes_the_reports_from_the_finished_trials_then_stops(toy_search, tmp_path, monkeypatch, capsys):
     real = workers.run_all
 
-    def interrupted_after_the_trials(config):
-        real(config)
+    def interrupted_after_the_trials(config, splits):
+        real(config, splits)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(workers, "run_all", interrupted_after_the_trials)
@@ -79,7 +79,7 @@ def test_a_trial_stopped_by_a_signal_is_requeued_by_its_worker_and_trained_by_th
 
 
 def test_a_space_that_cannot_fit_the_budget_is_an_error_after_the_reports(toy_search, tmp_path, monkeypatch):
-    monkeypatch.setattr(workers, "run_all", lambda config: True)
+    monkeypatch.setattr(workers, "run_all", lambda config, splits: True)
     with pytest.raises(SearchError, match="cannot fit it"):
         search.run(toy_search)
     assert (tmp_path / "s" / "trials.csv").is_file()
@@ -96,7 +96,7 @@ def test_a_sigterm_during_the_search_writes_the_reports_then_stops_with_its_sign
     def unhandled(signum, frame):
         pytest.fail("SIGTERM was not handled")
 
-    monkeypatch.setattr(workers, "run_all", lambda config: os.kill(os.getpid(), signal.SIGTERM))  # between trials
+    monkeypatch.setattr(workers, "run_all", lambda config, splits: os.kill(os.getpid(), signal.SIGTERM))  # between trials
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
         with pytest.raises(KeyboardInterrupt) as e:

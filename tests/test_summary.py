@@ -1,4 +1,6 @@
 """The end of a run: reports and the best model from the storage, and the printed summary."""
+import dataclasses
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -7,7 +9,7 @@ from optuna.trial import TrialState
 
 from nas import data as data_mod
 from nas.deploy import export
-from nas.results import summary
+from nas.results import scoring, summary
 from nas.space.budget import count_params
 from nas.space.build import build
 from nas.config import SearchConfig
@@ -130,6 +132,20 @@ def test_the_frontier_and_the_best_are_scored_on_the_test_set_from_their_stored_
         assert f"trial {row['number']:>4}  {row['params']:>7,}  {row['val_acc']:.2%}  {row['test_acc']:.2%}" in out
     assert f"test {frontier['test_acc'].iloc[0]:.2%}" in (tmp_path / "q" / "frontier.html").read_text()
     assert (tmp_path / "q" / "best.onnx").is_file() and "no test accuracy" not in out
+
+
+def test_the_reports_score_on_the_splits_the_search_already_read_and_read_other_data_again(tmp_path, monkeypatch):
+    config, study = _one_trained_trial(tmp_path)
+    held = data_mod.load("npz", config.data_dir)
+    reads = []
+    real = scoring.study_data
+    monkeypatch.setattr(scoring, "study_data", lambda info, config: reads.append(info) or real(info, config))
+    summary.finish(config, study, 1.0, held)
+    assert reads == []  # the search's own splits: the data is not read again
+    other = data_mod.Splits(held.x_train, held.y_train, held.x_val, held.y_val, held.x_test, held.y_test,
+                            info=dataclasses.replace(held.info, source="npz:/elsewhere.npz"))
+    summary.finish(config, study, 1.0, other)
+    assert [info.source for info in reads] == [held.info.source]  # splits of other data: read the study's own
 
 
 def _one_trained_trial(tmp_path, **settings) -> tuple[SearchConfig, optuna.Study]:

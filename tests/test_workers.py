@@ -237,11 +237,10 @@ def _fake_run(config, worker, threads):
 def test_a_failed_worker_stops_the_others_and_is_named_and_their_finished_trials_are_kept(tmp_path, monkeypatch):
     config = SearchConfig(trials=5, quiet=True, device="cpu", jobs=2, threads=1, results_dir=str(tmp_path), study="s")
     study = open_study(config, load_space())
-    monkeypatch.setattr(workers, "read_data", lambda *a, **k: synthetic_splits(64, 32, 32))
     monkeypatch.setattr(workers, "_worker_entry", _entry_with_a_fake_run)
     started = time.monotonic()
     with pytest.raises(SearchFailed) as e:
-        workers.run_all(config)
+        workers.run_all(config, synthetic_splits(64, 32, 32))
     assert str(e.value) == "worker 1 failed: ValueError: a bug"
     assert time.monotonic() - started < 40, "worker 0 was not stopped"
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]

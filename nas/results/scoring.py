@@ -27,23 +27,32 @@ def study_data(info: DataInfo | None, config: SearchConfig) -> Splits | None:
     return deploy.data_for(info, config)
 
 
+def same_data(held: DataInfo, recorded: DataInfo) -> bool:
+    """Whether splits described by `held` have the test images of the data `recorded` by weights."""
+    return (held.source, tuple(held.shape), tuple(held.classes)) == (recorded.source, tuple(recorded.shape),
+                                                                        tuple(recorded.classes))
+
+
 def weights_accuracy(weights: Path, splits: Splits) -> float:
     """A weights file's accuracy on `splits`' test images, normalised as the file records (else as `splits` are)."""
     model = export.load(weights)
     return evaluate(Network(*model), splits.x_test, splits.y_test, info=getattr(model, "info", splits.info))
 
 
-def accuracies(trials, store, config: SearchConfig, legacy: DataInfo | None = None
-                    ) -> tuple[dict[int, float], Splits | None]:
+def accuracies(trials, store, config: SearchConfig, legacy: DataInfo | None = None, known: Splits | None = None
+               ) -> tuple[dict[int, float], Splits | None]:
     """Each trial's test accuracy by number, and the data read for it; ({}, None) if that data cannot be read
-    again. Trials without stored weights are left out; `legacy` is the data of weights that do not record it."""
+    again. Trials without stored weights are left out; `legacy` is the data of weights that do not record it. `known`
+    splits, already in memory, are used if they hold the data the weights record."""
     trials = [t for t in trials if t.user_attrs.get("weights_artifact")]
     if not trials:
         return {}, None
     with tempfile.TemporaryDirectory(prefix="nas-test-") as tmp:
         files = {t.number: export.export_trial(t, store, Path(tmp) / f"trial-{t.number}.safetensors", legacy)
                  for t in trials}
-        splits = study_data(export.read_spec(next(iter(files.values())))[1], config)
+        info = export.read_spec(next(iter(files.values())))[1]
+        splits = known if known is not None and info is not None and same_data(known.info, info) else \
+            study_data(info, config)
         if splits is None:
             return {}, None
         return {number: weights_accuracy(path, splits) for number, path in files.items()}, splits

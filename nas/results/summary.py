@@ -29,13 +29,14 @@ REJECTIONS = ((study_mod.REJECTED, "over the param budget (never trained)"),
               (study_mod.REJECTED_SURPLUS, "surplus (started as the trials before it made up --trials)"))
 
 
-def finish(config: SearchConfig, study: optuna.Study, seconds: float) -> dict:
-    """Writes the reports, exports the best model and prints the summary."""
+def finish(config: SearchConfig, study: optuna.Study, seconds: float, splits: data.Splits | None = None) -> dict:
+    """Writes the reports, exports the best model and prints the summary; `splits`, the search's data if it was read
+    already, gives the test images (else they are read again)."""
     logs.configure(config.quiet)
     name = study.study_name
     out_dir = config.out_dir(name)
     fail_stale_trials(study)
-    paths, test, df = write_results(study, config, out_dir)
+    paths, test, df = write_results(study, config, out_dir, splits)
     failed = df[df["state"] == "FAIL"]
     interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
     rejected = df["rejected"].value_counts()
@@ -73,7 +74,7 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
     return write_results(study, config, out_dir)[0]
 
 
-def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
+def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path, splits: data.Splits | None = None
                   ) -> tuple[dict[str, Path], dict[int, float], pd.DataFrame]:
     """write_all's files; the test accuracy (by trial number) of the frontier and the best, computed here from
     their stored weights: the only trials ever scored on the test set; and the trials frame they came from."""
@@ -83,7 +84,7 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path
     legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
     best = study_mod.best_trial(study)
     df = report.trials_frame(study)
-    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy)
+    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy, splits)
     paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines_of(study, config), config.epochs,
                                  test, Mode.of_study(identity).size_attr)
     if best is not None and best.user_attrs.get("weights_artifact"):

@@ -20,8 +20,7 @@ from nas.deploy import export
 from nas import logs
 from nas.search import study as study_mod
 from nas.config import SearchConfig
-from nas.data import split_fingerprint
-from nas.data import load_data, read_data
+from nas.data import Splits, load_data, split_fingerprint, to_device
 from nas.search.device import resolve_device
 from nas.errors import SearchFailed, UserError
 from nas.search.interrupts import CTRL_C, held, shielded
@@ -118,19 +117,22 @@ def settle_heap(*_) -> None:
     gc.freeze()
 
 
-def run_all(config: SearchConfig) -> bool:
+def run_all(config: SearchConfig, splits: Splits) -> bool:
     """Runs `config.jobs` workers until the study's total is reached; True if the space could not fit the budget.
-    SearchFailed if a worker failed. The caller handles signals with CTRL_C: on one, Interrupted is raised once every
-    worker has marked its running trial."""
+    SearchFailed if a worker failed. `splits`, the search's data read and checked by the caller, is trained on here
+    with one worker; each --jobs process reads its own. The caller handles signals with CTRL_C: on one, Interrupted
+    is raised once every worker has marked its running trial."""
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.jobs)
     if config.jobs == 1:
-        return run_worker(config, 0, threads)
+        return run_worker(config, 0, threads, splits)
     return _run_processes(config, threads)
 
 
-def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None) -> bool:
-    """One worker: pulls trials from the shared study until its total of trained trials is reached. Returns True
-    when it stopped because the space cannot fit the budget; SearchFailed when it stopped for repeated errors."""
+def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None, splits: Splits | None = None
+               ) -> bool:
+    """One worker: pulls trials from the shared study until its total of trained trials is reached, on `splits`
+    (else it reads the data itself). Returns True when it stopped because the space cannot fit the budget;
+    SearchFailed when it stopped for repeated errors."""
     if threads:
         torch.set_num_threads(threads)
     # ERROR: Optuna logs every failed trial (NaN loss, Ctrl-C) with its traceback; our own line gives the reason
@@ -139,7 +141,7 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     with CTRL_C.stoppable():  # nothing is written yet: a signal while the data loads stops the worker at once
         space = load_space(config.space)
         device = resolve_device(config.device)
-        splits = load_data(config, device)
+        splits = load_data(config, device) if splits is None else to_device(splits, device)
     name = config.study_name(space)
     study = optuna.load_study(study_name=name, storage=open_storage(config.storage_url, wait=True),
                               sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000,
@@ -171,13 +173,7 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
 def _run_processes(config: SearchConfig, threads: int) -> bool:
     """The --jobs workers, each in a process. The parent's SIGINT or SIGTERM is passed on to every worker, and so is
     a stop once any worker failed: the others mark their running trial and exit, and their finished trials stay."""
-    # the data is checked here, once, so a bad data root or changed data is one clear error rather than one per worker
-    splits = read_data(config)  # and an image folder is decoded and cached once, for all the workers
-    study = optuna.load_study(study_name=config.study_name(load_space(config.space)),
-                              storage=open_storage(config.storage_url))
-    study_mod.check_data(study, split_fingerprint(splits))
-    del splits, study
-    CTRL_C.check()  # a signal while the data was checked: no worker starts
+    CTRL_C.check()  # a signal while the data was checked (nas.run): no worker starts
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.RawValue("i", 0)  # how many stop signals the workers act on; a worker polls it
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.jobs)]  # a failed worker's last error, for the parent
