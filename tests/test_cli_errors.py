@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nas import cli, data as data_mod
+from nas.space.budget import count_params
 from nas.space.space_file import DEFAULT_SPACE, SpaceError, parse_space
 from tests.conftest import ROOT
 
@@ -249,7 +250,7 @@ def test_random_space_files_give_a_clean_error_or_a_valid_space(raw):
     except SpaceError as e:
         assert str(e).startswith("random.toml") and "\n" not in str(e)
         return
-    smallest = space.smallest_params()  # a valid space can be sized, and sampled
+    smallest = space.smallest(count_params)  # a valid space can be sized, and sampled
     assert smallest > 0
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space.sample(study.ask(), 25_000)

@@ -220,7 +220,7 @@ def test_report_writes_the_result_files_from_the_storage_and_lists_them(stored, 
     trials = pd.read_csv(out_dir / "trials.csv")
     assert trials["state"].tolist() == ["COMPLETE"] * 3 + ["FAIL"]
     assert pd.read_csv(out_dir / "frontier.csv")["number"].tolist() == [1]  # R2: smallest and most accurate
-    assert export.read_candidate(out_dir / "best.safetensors") == REFERENCES["R2"]
+    assert export.read_spec(out_dir / "best.safetensors")[0] == REFERENCES["R2"]
     # test accuracy for the frontier's one network alone, scored on MNIST's test set from its stored weights
     assert "test_acc" not in trials.columns
     assert pd.read_csv(out_dir / "frontier.csv")["test_acc"].tolist() == [pytest.approx(evaluate(
@@ -480,7 +480,7 @@ def test_baselines_train_the_named_references_and_store_them_as_trials(tmp_path,
             "train_size": 128, "val_size": 64, "train_subset": 512}
         assert result.test_acc is None and "test_acc" not in trial.user_attrs  # scored on validation, as trials are
         export.export_trial(trial, store, tmp_path / f"{name}.safetensors")
-        assert export.read_candidate(tmp_path / f"{name}.safetensors") == REFERENCES[name]
+        assert export.read_spec(tmp_path / f"{name}.safetensors")[0] == REFERENCES[name]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["model", "params", "val", "acc", "seconds"]
     rows = [line.split()[:3] for line in lines[1:3]]

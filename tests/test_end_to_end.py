@@ -100,10 +100,10 @@ def test_export_any_trial(small_search, tmp_path):
     proc = search_py("export", "--study", "t", "--trial", other.number, "--results-dir", results, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert f"trial {other.number} " in proc.stdout
-    assert export.read_candidate(out).to_json() == other.user_attrs["spec"]
+    assert export.read_spec(out)[0].to_json() == other.user_attrs["spec"]
     sidecar = json.loads((tmp_path / "x.json").read_text())
     assert sidecar.pop("data")["source"] == "mnist"
-    assert sidecar == json.loads(export.read_candidate(out).to_json())
+    assert sidecar == json.loads(export.read_spec(out)[0].to_json())
     best = load_file(results / "t" / "best.safetensors")
     mine = load_file(out)
     assert mine.keys() == export.load(out).state_dict().keys()

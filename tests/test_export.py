@@ -38,7 +38,7 @@ def test_weights_reload_into_an_identical_network(tmp_path, name):
     assert Candidate.from_json(path.with_suffix(".json").read_text()) == candidate
     # the spec also travels inside the weights file, so the sidecar is optional
     path.with_suffix(".json").unlink()
-    assert export.read_candidate(path) == candidate
+    assert export.read_spec(path)[0] == candidate
 
 
 def test_weights_that_do_not_fit_the_spec_are_refused(tmp_path):
@@ -146,9 +146,9 @@ def test_a_file_whose_spec_travels_inside_is_read_before_the_sidecar(tmp_path):
     path = tmp_path / "w.safetensors"
     export.save(build(r2.arch), r2, path)
     path.with_suffix(".json").write_text(r1.to_json())  # a stale sidecar does not win
-    assert export.read_candidate(path) == r2
+    assert export.read_spec(path)[0] == r2
     save_file(build(r2.arch).state_dict(), str(path))  # no spec inside: the sidecar is used
-    assert export.read_candidate(path) == r1
+    assert export.read_spec(path)[0] == r1
 
 
 CIFAR_LIKE = DataInfo("cifar10", (3, 32, 32), tuple("abcdefghij"), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))

@@ -174,7 +174,7 @@ def test_export_format_onnx_of_a_stored_trial_then_check_it(study, tmp_path, cap
     assert candidate == CANDIDATE and info.source.startswith("npz:") and not onnx_export.is_int8(proto)
     assert json.loads(out.with_suffix(".json").read_text())["data"] == info.to_dict()
     assert sorted(p.name for p in out.parent.iterdir()) == ["toy.json", "toy.onnx", "toy.safetensors"]
-    assert export.read_candidate(out.with_suffix(".safetensors")) == CANDIDATE
+    assert export.read_spec(out.with_suffix(".safetensors"))[0] == CANDIDATE
     assert main("check", out) == 0  # the weights beside it
     assert capsys.readouterr().out.startswith("onnxruntime vs PyTorch on 1,000 test images")
 
@@ -265,7 +265,7 @@ def test_export_format_tflite_without_the_toolchain_says_how_to_install_it(study
 def test_export_format_safetensors_stays_as_it_was(study, tmp_path, capsys):
     out = tmp_path / "toy.onnx"
     assert main("export", "--study", "toy", "--results-dir", study, "--out", out, "--format", "safetensors") == 0
-    assert export.read_candidate(out) == CANDIDATE  # a safetensors file, whatever its name
+    assert export.read_spec(out)[0] == CANDIDATE  # a safetensors file, whatever its name
 
 
 def test_check_of_a_tampered_model_is_a_one_line_error(weights, splits, tmp_path, capsys):

@@ -102,9 +102,9 @@ def test_a_larger_image_gets_one_more_pool_for_the_same_trial():
 
 def test_the_smallest_network_follows_the_channels_and_the_classes():
     space = load_space(DEFAULT)
-    assert space.smallest_params() == space.smallest_params((1, 28, 28), 10) == 270  # as before
-    assert space.smallest_params((3, 32, 32), 10) > 270
-    assert space.smallest_params((1, 28, 28), 100) > space.smallest_params((1, 28, 28), 10) + 90 * 4
+    assert space.smallest(count_params) == space.smallest(count_params, (1, 28, 28), 10) == 270  # as before
+    assert space.smallest(count_params, (3, 32, 32), 10) > 270
+    assert space.smallest(count_params, (1, 28, 28), 100) > space.smallest(count_params, (1, 28, 28), 10) + 90 * 4
 
 
 @pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.stem)
@@ -180,7 +180,7 @@ def test_sampled_convs_before_batchnorm_have_no_bias():
 
 
 def test_smallest_network_is_small():
-    assert load_space(DEFAULT).smallest_params() < 1_000
+    assert load_space(DEFAULT).smallest(count_params) < 1_000
 
 
 def test_fixed_trial_replays_a_sample():
@@ -204,7 +204,7 @@ def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_th
     from nas.errors import SearchError
 
     config = SearchConfig(dataset=dataset, image_size=image_size, data_dir=data_dir)
-    assert load_space().smallest_params(*search.least_data(config)) == floor
+    assert load_space().smallest(count_params, *search.least_data(config)) == floor
     search.check_ceilings(load_space(), Ceilings(floor + 1), *search.least_data(config))
     with pytest.raises(SearchError, match=f"below the smallest network .* \\({floor:,} params\\)"):
         search.check_ceilings(load_space(), Ceilings(floor), *search.least_data(config))

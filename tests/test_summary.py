@@ -58,7 +58,7 @@ def test_the_summary_shows_the_frontier_and_the_best_and_exports_it(tmp_path, to
     assert f"dashboard: optuna-dashboard sqlite:///{tmp_path}/nas.db --artifact-dir {tmp_path}/s/artifacts" in out
     for name in ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json"):
         assert (tmp_path / "s" / name).is_file(), name
-    assert export.read_candidate(tmp_path / "s" / "best.safetensors").to_json() == best.user_attrs["spec"]
+    assert export.read_spec(tmp_path / "s" / "best.safetensors")[0].to_json() == best.user_attrs["spec"]
     # with the data its trials trained on, so the exported model normalises its input itself
     assert export.read_spec(tmp_path / "s" / "best.safetensors")[1] == toy.info
     assert export.load(tmp_path / "s" / "best.safetensors").info == toy.info

@@ -104,10 +104,6 @@ def read_spec(path: str | Path) -> tuple[Candidate, DataInfo | None]:
     return read_spec_json(sidecar.read_text(), str(sidecar))
 
 
-def read_candidate(path: str | Path) -> Candidate:
-    return read_spec(path)[0]
-
-
 def recorded_in(meta: dict[str, str], where: str, error: type[Exception]) -> tuple[Candidate, DataInfo]:
     """The candidate and the data that an exported model's metadata records (SPEC_KEY, DATA_KEY); an `error` with
     one line if they are missing or damaged."""

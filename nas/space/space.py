@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.space.budget import count_params
 # the layout of a drawn shape lives in nas.layout; importable from here as before
 from nas.space.layout import MNIST_CLASSES, MNIST_SHAPE, arch_for_width, resolution_pools, widest_fit  # noqa: F401
 from nas.space.spec import ArchSpec, Candidate, TrainRecipe
@@ -134,10 +133,6 @@ class SearchSpace:
             grad_clip=r("grad_clip"),
             ema=r("ema"),
         )
-
-    def smallest_params(self, input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> int:
-        """The parameter count of the smallest network this space can propose for such data, for a budget check."""
-        return self.smallest(count_params, input_shape, classes)
 
     def smallest(self, measure: Callable[[ArchSpec], float], input_shape: tuple[int, int, int] = MNIST_SHAPE,
                  classes: int = MNIST_CLASSES) -> float:
