@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import run as search  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
 from nas.results.report import trials_frame  # noqa: E402
-from nas.search.storage import open_storage  # noqa: E402
-from nas.search.study import load_study  # noqa: E402
+from nas.engine.storage import open_storage  # noqa: E402
+from nas.engine.study import load_study  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 # name -> the settings of one ceiling, binding for the default space at 25k

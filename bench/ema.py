@@ -1,10 +1,10 @@
-"""Weight EMA (issue 17): the hand-written `nas.search.train._Ema` against torch's AveragedModel doing the same average.
+"""Weight EMA (issue 17): the hand-written `nas.engine.train._Ema` against torch's AveragedModel doing the same average.
 
     python bench/ema.py [--data-dir DIR] [--pairs 7] [--updates 2000] [--epoch-pairs 3] [--images 20000]
 
 1. Values: both averages after 300 SGD steps on R1 and on a default-space candidate; max abs difference.
 2. Microseconds per update on the same two networks, alternating A B A B, at 1 and 2 threads; medians and ratio.
-3. One epoch through nas.search.train.train on real MNIST (1 thread, EMA decay 0.99), alternating A B A B: training-loop
+3. One epoch through nas.engine.train.train on real MNIST (1 thread, EMA decay 0.99), alternating A B A B: training-loop
    seconds, medians and ratio, and the validation accuracy each reaches.
 
 Never run it beside another training: two trainings on two cores oversubscribe and distort everything.
@@ -24,8 +24,8 @@ from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
-from nas.search import train as train_mod  # noqa: E402
-from nas.search.device import prepare_model  # noqa: E402
+from nas.engine import train as train_mod  # noqa: E402
+from nas.engine.device import prepare_model  # noqa: E402
 from nas.data import to_device
 from nas.space.references import by_name  # noqa: E402
 from nas.space.space_file import load_space  # noqa: E402

@@ -11,8 +11,8 @@ import torch
 
 sys.path.insert(0, sys.argv[1])
 from nas import data  # noqa: E402
-from nas.search import train
-from nas.search.device import prepare_model  # noqa: E402
+from nas.engine import train
+from nas.engine.device import prepare_model  # noqa: E402
 from nas.data import to_device
 from nas.space.space_file import load_space  # noqa: E402
 

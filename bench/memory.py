@@ -3,8 +3,8 @@
     python bench/memory.py [--images 100000] [--size 32] [--threads 1]
 
 Writes a synthetic npz of that size (uint8, NHWC, 10 classes), then, in a fresh process (so that making the file
-does not count), loads it as a search worker does (nas.search.device.load_data: nas.data.load, the hold-out, to_device),
-trains a small network for one epoch through nas.search.train.train, and prints the process's peak RSS from
+does not count), loads it as a search worker does (nas.engine.device.load_data: nas.data.load, the hold-out, to_device),
+trains a small network for one epoch through nas.engine.train.train, and prints the process's peak RSS from
 resource.getrusage. Never run it beside another training.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def measure(path: Path, threads: int) -> None:
     from nas.data import load_data
     from nas.space.spec import ArchSpec, TrainRecipe
     from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
-    from nas.search.train import train
+    from nas.engine.train import train
 
     torch.set_num_threads(threads)
     after_import = peak_gib()

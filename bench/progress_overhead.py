@@ -3,7 +3,7 @@ A B A B after one uncounted warm-up, each into its own fresh results folder; pri
 the B/A ratios.
 
 The random sampler with one seed draws the same candidates in every run, so both arms train the same networks.
-Progress is off in B by replacing `nas.search.progress.shown` with a context that shows nothing; the per-trial lines and the
+Progress is off in B by replacing `nas.engine.progress.shown` with a context that shows nothing; the per-trial lines and the
 summary print in both (to a file, so no terminal is involved: the plain-lines path, which reads the storage just as
 the terminal's bar does).
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
 
-from nas.search import progress  # noqa: E402
+from nas.engine import progress  # noqa: E402
 from nas import run
 from nas.config import SearchConfig  # noqa: E402
 

@@ -33,18 +33,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data  # noqa: E402
 from nas.space.budget import count_flops, count_params  # noqa: E402
-from nas.search.ceilings import Ceilings  # noqa: E402
+from nas.engine.ceilings import Ceilings  # noqa: E402
 from nas.commands import as_made, pick_trial, stored_study  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
-from nas.search.identity import space_fingerprint  # noqa: E402
-from nas.search.identity import recorded_identity
+from nas.engine.identity import space_fingerprint  # noqa: E402
 from nas.data import load_data  # noqa: E402
-from nas.search.device import prepare_model
+from nas.engine.device import prepare_model
 from nas.errors import UserError  # noqa: E402
 from nas.space.space import SearchSpace  # noqa: E402
 from nas.space.space_file import DEFAULT_SPACE, SECTIONS, parse_space  # noqa: E402
 from nas.space.spec import Candidate  # noqa: E402
-from nas.search.train import train  # noqa: E402
+from nas.engine.train import train  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 
@@ -74,11 +73,10 @@ def pop_epochs(fixed: dict, default: int) -> int:
 
 
 def study_ceilings(study: optuna.Study, space: SearchSpace) -> Ceilings:
-    """The param budget and device ceilings the study's widths were fitted under; a study made before its ceilings
-    were recorded had its space's max_mflops (as nas.search.identity.ASSUMED_IDENTITY says)."""
-    made = recorded_identity(study.user_attrs)
-    return Ceilings(made["max_params"], made.get("max_mflops", space.max_mflops), made["max_peak_kb"],
-                    made["int8_memory"], made["max_latency_ms"])
+    """The param budget and device ceilings the study's widths were fitted under, as it records them."""
+    made = study.user_attrs
+    return Ceilings(made["max_params"], made["max_mflops"], made["max_peak_kb"], made["int8_memory"],
+                    made["max_latency_ms"])
 
 
 def rebuild(raw: dict, path: Path, params: dict, fixed: dict, ceilings: Ceilings, info: data.DataInfo) -> Candidate:

@@ -28,19 +28,20 @@ import torch.optim.optimizer as optimizer_hooks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data as data_mod  # noqa: E402
+from nas.data import sources  # noqa: E402
 from nas.deploy import export  # noqa: E402
-from nas.search import objective as objective_mod  # noqa: E402
-from nas.search import study as study_mod  # noqa: E402
+from nas.engine import objective as objective_mod  # noqa: E402
+from nas.engine import study as study_mod  # noqa: E402
 from nas.space.budget import count_params  # noqa: E402
 from nas.space.build import build  # noqa: E402
 from nas.space.references import by_name  # noqa: E402
 from nas.config import SearchConfig  # noqa: E402
-from nas.search.device import prepare_model  # noqa: E402
+from nas.engine.device import prepare_model  # noqa: E402
 from nas.data import to_device
-from nas.search.objective import Objective  # noqa: E402
-from nas.search.workers import settle_heap  # noqa: E402
+from nas.engine.objective import Objective  # noqa: E402
+from nas.engine.workers import settle_heap  # noqa: E402
 from nas.space.space_file import load_space  # noqa: E402
-from nas.search.train import train  # noqa: E402
+from nas.engine.train import train  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 
@@ -74,8 +75,8 @@ def unpacked_root(src: Path) -> Path:
     root = Path(tempfile.mkdtemp(prefix="bench-mnist-"))
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in data_mod.FILES.values():
-        found = data_mod._find(data_mod.raw_dir("mnist", src), name)
+    for name in sources.FILES.values():
+        found = sources.find_file(sources.raw_dir("mnist", src), name)
         with (gzip.open(found) if found.suffix == ".gz" else open(found, "rb")) as f, open(raw / name, "wb") as out:
             shutil.copyfileobj(f, out)
     return root

@@ -12,7 +12,7 @@ _HOMES = {
     "Evaluation": "nas.api",
     "UserError": "nas.errors", "SearchError": "nas.errors", "SearchFailed": "nas.errors",
     "StorageError": "nas.errors", "DataError": "nas.data.sources", "SpaceError": "nas.space.space_file",
-    "SpecError": "nas.space.spec", "WeightsError": "nas.deploy.export", "Interrupted": "nas.search.interrupts",
+    "SpecError": "nas.space.spec", "WeightsError": "nas.deploy.export", "Interrupted": "nas.engine.interrupts",
 }
 __all__ = list(_HOMES)
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nas.api import Evaluation, SearchResult, describe, evaluate, load, search  # noqa: F401
     from nas.errors import SearchError, SearchFailed, StorageError, UserError  # noqa: F401
     from nas.deploy.export import WeightsError  # noqa: F401
-    from nas.search.interrupts import Interrupted  # noqa: F401
+    from nas.engine.interrupts import Interrupted  # noqa: F401
     from nas.data.sources import DataError  # noqa: F401
     from nas.space.space_file import SpaceError  # noqa: F401
     from nas.space.spec import SpecError  # noqa: F401

@@ -18,7 +18,7 @@ from nas import commands, data as data_mod
 from nas.deploy import export
 from nas.data import memory_data
 from nas.results import summary
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.config import DATASETS, SearchConfig
 from nas.data import CACHE_DIR
 from nas.run import run

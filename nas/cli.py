@@ -201,7 +201,7 @@ def report_user_error(e: Exception) -> int | None:
 def _user_message(e: Exception) -> str | None:
     """The one-line message for an error caused by the input or the environment, or None for a bug."""
     if not isinstance(e, (UserError, OSError)):
-        from nas.search.retry import unreachable  # Optuna's cleanup can hide a storage outage behind its own error
+        from nas.engine.retry import unreachable  # Optuna's cleanup can hide a storage outage behind its own error
 
         e = unreachable(e) or e
     if isinstance(e, UserError):

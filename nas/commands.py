@@ -16,21 +16,19 @@ import torch
 from nas.results import baselines
 from nas.deploy import export
 from nas.space import references, tflite_graph, tflm_budget
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.space.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from
-from nas.search.identity import recorded_identity
 from nas.data import DataInfo
 from nas.data import check_fits, load_data, recorded_data
-from nas.search.device import prepare_model, resolve_device
+from nas.engine.device import prepare_model, resolve_device
 from nas.errors import CliError, StorageError
 from nas.fileio import writable_dir
-from nas.search.objective import record_candidate, record_result
-from nas.run import run
+from nas.engine.objective import record_candidate, record_result
 from nas.space.spec import Candidate, SpecError
-from nas.search.storage import open_storage
+from nas.engine.storage import open_storage
 from nas.results.summary import write_all
-from nas.search.train import train
+from nas.engine.train import train
 
 
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".tflite": "tflite"}  # export's format when --format is not given
@@ -59,7 +57,7 @@ def stored_study(config: SearchConfig, name: str) -> optuna.Study:
 def as_made(config: SearchConfig, args, study: optuna.Study) -> SearchConfig:
     """`config` with the dataset, epochs and train subset `study` was made with; a flag given with another value is
     an error, since the results would be compared with the wrong data."""
-    recorded = recorded_identity(study.user_attrs)
+    recorded = study.user_attrs
     for key in STUDY_SETTINGS:
         given, flag = getattr(args, key, None), "--" + key.replace("_", "-")
         if key in recorded and given is not None and given != recorded[key]:
@@ -106,7 +104,7 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
         raise CliError(f"--out {out}: the {out.suffix} file goes beside the {form} model; "
                        f"name the model {out.with_suffix(MODEL_SUFFIX[form])}")
     if form == "safetensors":
-        out = export.export_trial(trial, store, out, export.legacy_info(config.dataset))
+        out = export.export_trial(trial, store, out)
     elif form.startswith("tflite"):
         from nas.deploy import tflite_deploy  # the converters take seconds to import: only for a TFLite export
 

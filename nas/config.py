@@ -29,7 +29,7 @@ class SearchConfig:
     study: str | None = None
     storage: str | None = None
     seed: int = 0
-    jobs: int | None = None  # None: nas.search.device.default_jobs for the device
+    jobs: int | None = None  # None: nas.engine.device.default_jobs for the device
     timeout: float | None = None
     device: str = "auto"
     threads: int | None = None
@@ -39,7 +39,7 @@ class SearchConfig:
     sampler: str = "tpe"
     warm_start: bool = False
     epochs: int = 1
-    trial_time_limit: float | None = None  # seconds of training per trial, projected early; None: nas.search.pace's rule
+    trial_time_limit: float | None = None  # seconds of training per trial, projected early; None: nas.engine.pace's rule
     train_subset: int | None = None
     results_dir: str = "results"
     artifact_dir: str | None = None

@@ -1,6 +1,6 @@
 """Progress lines on stdout through the `logging` module: one logger, "nas", with a worker's tag before each line.
 A --jobs worker process hands its lines to the parent (`forward_to`), which prints them: one process writes the
-terminal, so its progress bar (nas.search.progress) stays whole."""
+terminal, so its progress bar (nas.engine.progress) stays whole."""
 from __future__ import annotations
 
 import logging

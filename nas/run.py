@@ -9,20 +9,21 @@ import time
 import optuna
 
 from nas import logs
-from nas.search import progress, workers
+from nas.engine import progress, workers
 from nas.results import summary
-from nas.search import study as study_mod
-from nas.search.ceilings import Ceilings
+from nas.engine import study as study_mod
+from nas.engine.ceilings import Ceilings
 from nas.config import SearchConfig
-from nas.search.identity import ASSUMED_IDENTITY, study_identity
-from nas.search.device import default_jobs, resolve_device
+from nas.engine.identity import study_identity
+from nas.engine.device import default_jobs, resolve_device
 from nas.errors import SearchError, SearchFailed
 from nas.fileio import writable_dir
-from nas.search.interrupts import CTRL_C
+from nas.engine.interrupts import CTRL_C
 from nas.data import MIN_IMAGE_SIZE, read_data, split_fingerprint
-from nas.space.space import MNIST_CLASSES, MNIST_SHAPE, SearchSpace
+from nas.space.layout import MNIST_CLASSES, MNIST_SHAPE
+from nas.space.space import SearchSpace
 from nas.space.space_file import load_space
-from nas.search.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
+from nas.engine.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
 
 
 def run(config: SearchConfig) -> dict:
@@ -121,6 +122,6 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     writable_dir(config.results_dir, "--results-dir")
     if config.artifact_dir:
         writable_dir(config.artifact_dir, "--artifact-dir")
-    sampler = study_mod.make_sampler(config.sampler, config.seed, size_bands=config.mode.pareto)
+    sampler = study_mod.make_sampler(config.sampler, config.seed, config.mode)
     return study_mod.create_or_resume(open_storage(config.storage_url), config.study_name(space),
-                                      study_identity(config, space), sampler, ASSUMED_IDENTITY)
+                                      study_identity(config, space), sampler)

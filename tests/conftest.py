@@ -3,9 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy.exc
 import torch
 
 from nas import data as data_mod
+from nas.data import sources
 from nas.space.references import all_references
 from nas.space.space_file import SPACES_DIR
 
@@ -21,7 +23,7 @@ def data_root() -> Path:
     """
     root = Path(os.environ.get(data_mod.ENV_VAR) or ROOT / data_mod.DEFAULT_ROOT).resolve()  # absolute for subprocesses
     if not _has_mnist(root):
-        data_mod.download_files("mnist", root)
+        sources.download_files("mnist", root)
     if _has_mnist(root):
         return root
     reason = f"real MNIST is not in {root} and could not be downloaded; set {data_mod.ENV_VAR} to a folder holding MNIST/raw"
@@ -31,7 +33,7 @@ def data_root() -> Path:
 
 
 def _has_mnist(root: Path) -> bool:
-    return data_mod.missing_files("mnist", root) == []
+    return sources.missing_files("mnist", root) == []
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +107,14 @@ def foreign_model():
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
     return onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+
+
+def refused(text='connection to server at "127.0.0.1", port 5432 failed: Connection refused'):
+    """The error SQLAlchemy raises when the database server refuses the connection."""
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(text))
+
+
+def torchvision_info(dataset: str) -> data_mod.DataInfo:
+    """What a search on MNIST or Fashion-MNIST records of its data, as its weights carry it."""
+    mean, std = sources.DATASETS[dataset].mean_std
+    return data_mod.DataInfo(dataset, (1, 28, 28), tuple(sources.DATASETS[dataset].classes), mean, std)

@@ -4,7 +4,9 @@ import optuna
 from nas.results import baselines
 from nas.space import references
 from nas.space.budget import count_params
-from nas.data import LEGACY_VAL_SIZE, VAL_SIZE
+from nas.data import VAL_SIZE
+
+OTHER_VAL_SIZE = 5000
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,11 +30,11 @@ def test_baseline_frame_keeps_only_baselines_scored_like_the_study():
     _baseline(study, "R1", VAL_SIZE, 1000, 0.97)
     _baseline(study, "R2", VAL_SIZE, 1000, 0.96)
     _baseline(study, "R4", VAL_SIZE, None, 0.99)  # trained on the full set
-    _baseline(study, "R1", LEGACY_VAL_SIZE, 1000, 0.98)  # another hold-out
+    _baseline(study, "R1", OTHER_VAL_SIZE, 1000, 0.98)  # another hold-out
 
     frame = baselines.baseline_frame(storage, "mnist", VAL_SIZE, 1000)
     assert frame[["reference", "params", "val_acc"]].values.tolist() == [["R1", 20_586, 0.97], ["R2", 8_530, 0.96]]
     assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, None)["reference"].tolist() == ["R4"]
-    assert baselines.baseline_frame(storage, "mnist", LEGACY_VAL_SIZE, 1000)["number"].tolist() == [3]
+    assert baselines.baseline_frame(storage, "mnist", OTHER_VAL_SIZE, 1000)["number"].tolist() == [3]
     assert baselines.baseline_frame(storage, "mnist", VAL_SIZE, 500).empty
     assert baselines.baseline_frame(storage, "fashion-mnist", VAL_SIZE, 1000) is None  # another dataset's study

@@ -11,7 +11,7 @@ from nas.space.build import WindowMax, build, inference_copy
 from nas.space.space_file import load_space
 from nas.space.spec import ArchSpec, SpecError, TrainRecipe
 from nas.space.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool, Residual
-from nas.search.train import train
+from nas.engine.train import train
 from tests.conftest import REFERENCES, SPACE_FILES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

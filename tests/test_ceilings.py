@@ -4,20 +4,20 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import ceilings as ceilings_mod
+from nas.engine import ceilings as ceilings_mod
 from nas.deploy import export
 from nas.space.budget import count_flops, count_params, peak_activation_bytes
 from nas.cli import main
-from nas.search.ceilings import Ceilings
+from nas.engine.ceilings import Ceilings
 from nas.config import SearchConfig
 from nas.data import DataInfo
-from nas.search.objective import Objective
+from nas.engine.objective import Objective
 from nas.space.references import by_name
 from nas.space.space import SearchSpace
 from nas.space.space_file import load_space
 from nas.space import tflite_graph, tflm_budget
-from nas.search.study import REJECTED, REJECTED_ARENA, REJECTED_FLASH, REJECTED_FLOPS, REJECTED_LATENCY, REJECTED_MEMORY, REJECTED_TFLM, is_trained, trained_count
-from nas.search.workers import Stopper
+from nas.engine.study import REJECTED, REJECTED_ARENA, REJECTED_FLASH, REJECTED_FLOPS, REJECTED_LATENCY, REJECTED_MEMORY, REJECTED_TFLM, is_trained, trained_count
+from nas.engine.workers import Stopper
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,7 +12,7 @@ from nas.config import config_from
 from nas.data import DataError
 from nas.errors import CliError, SearchError, SearchFailed, StorageError, UserError
 from nas.deploy.export import WeightsError
-from nas.search.interrupts import Interrupted
+from nas.engine.interrupts import Interrupted
 from nas.space.space_file import SpaceError
 from nas.space.spec import SpecError
 from tests.conftest import ROOT
@@ -173,7 +173,7 @@ def test_main_returns_128_plus_the_signal_on_an_interrupt(monkeypatch, capsys, e
 
 
 def test_main_finds_a_storage_outage_behind_optunas_cleanup_error(monkeypatch, capsys):
-    from nas.search.retry import StorageUnreachable
+    from nas.engine.retry import StorageUnreachable
 
     bug = UnboundLocalError("cannot access local variable 'frozen_trial'")
     bug.__context__ = StorageUnreachable("storage postgresql://u:***@db/nas unreachable for 90 s, giving up: refused")

@@ -2,7 +2,6 @@
 import json
 import os
 import pickle
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,8 @@ import optuna
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nas import cli, data as data_mod
+from nas import cli
+from nas.data import sources
 from nas.space.budget import count_params
 from nas.space.space_file import DEFAULT_SPACE, SpaceError, parse_space
 from tests.conftest import ROOT
@@ -191,22 +191,6 @@ def test_a_study_reused_with_another_budget_is_refused(tmp_path, capsys):
     assert_one_line_error(capsys.readouterr().err, "'s'", "max_params=25000", "--study")
 
 
-def test_a_study_made_before_the_hold_out_was_recorded_is_refused(tmp_path, capsys):
-    """Such a study ranked its trials on a 5,000-image hold-out; mixing in 10,000-image scores would be unfair."""
-    from nas.config import SearchConfig
-    from nas.run import open_study
-    from nas.space.space_file import load_space
-
-    assert open_study(SearchConfig(results_dir=str(tmp_path), study="s"), load_space()).user_attrs["val_size"] == 10_000
-    with sqlite3.connect(tmp_path / "nas.db") as db:
-        db.execute("DELETE FROM study_user_attributes WHERE key = 'val_size'")
-    # one small trial, should the refusal ever be lost: the test then fails fast instead of searching for minutes
-    rc = cli.main(["--study", "s", "--results-dir", str(tmp_path), "--threads", "1", "--trials", "1",
-                   "--train-subset", "200"])
-    assert rc == 2
-    assert_one_line_error(capsys.readouterr().err, "'s'", "val_size=5000", "--study")
-
-
 def test_real_entry_point_on_bad_files(files):
     """The same errors through `python search.py`, after torch and Optuna are loaded: still one line, exit 2."""
     result = run_cli("--space", files / "not_toml.toml", "--storage", UNREACHABLE_DB, timeout=120)
@@ -333,7 +317,7 @@ def test_a_benchmark_given_bad_input_prints_one_line(tmp_path, bench, args, ment
     """Benchmarks that read data or studies in-process fail as search.py does: one line and exit 2."""
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in data_mod.FILES.values():
+    for name in sources.FILES.values():
         (raw / name).write_bytes(b"not an IDX file")
     (tmp_path / "results").mkdir()
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), *(a.format(d=tmp_path) for a in args)],

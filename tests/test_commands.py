@@ -22,15 +22,15 @@ from nas.space import references, tflite_graph, tflm_budget
 from nas.space.budget import count_flops, count_params, peak_activation_bytes
 from nas.space.build import build
 from nas.config import SearchConfig
-from nas.search.identity import study_identity
+from nas.engine.identity import study_identity
 from nas.data import DataInfo
 from nas.data import to_device
 from nas.errors import CliError
-from nas.search.objective import record_candidate, record_result
+from nas.engine.objective import record_candidate, record_result
 from nas.space.space_file import load_space
 from nas.space.spec import Candidate, SpecError
-from nas.search.train import TrainingDiverged, TrainResult, evaluate
-from tests.conftest import REFERENCES, synthetic_splits
+from nas.engine.train import TrainingDiverged, TrainResult, evaluate
+from tests.conftest import REFERENCES, synthetic_splits, torchvision_info
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 REFERENCE_FILES = sorted(references.REFERENCE_DIR.glob("*.json"))
@@ -58,8 +58,9 @@ def stored(tmp_path_factory):
     return _store(tmp_path_factory.mktemp("results"), "s")
 
 
-def _store(results, name: str, identity: dict | None = None):
-    """Study `name` as `stored` describes, labelled with `identity` as a search labels its study."""
+def _store(results, name: str, identity: dict | None = None, dataset: str = "mnist"):
+    """Study `name` as `stored` describes, labelled with `identity` as a search labels its study, its weights
+    recording `dataset`."""
     config = SearchConfig(results_dir=str(results), study=name)
     study = optuna.create_study(study_name=name, storage=config.storage_url, direction="maximize")
     for key, value in (identity or {}).items():
@@ -68,7 +69,8 @@ def _store(results, name: str, identity: dict | None = None):
     for number, (ref, acc) in enumerate(SCORES.items()):
         candidate, trial = REFERENCES[ref], study.ask()
         record_candidate(trial, candidate, count_params(candidate.arch))
-        record_result(trial, made_up_result(acc), build(candidate.arch, seed=number), candidate, store, results / "tmp")
+        record_result(trial, made_up_result(acc), build(candidate.arch, seed=number), candidate, store, results / "tmp",
+                      torchvision_info(dataset))
         study.tell(trial, acc)
     study.tell(study.ask(), state=TrialState.FAIL)
     return results
@@ -235,8 +237,7 @@ def test_export_copies_the_chosen_trial_else_the_best(stored, tmp_path, capsys, 
     number, candidate = list(SCORES).index(name), REFERENCES[name]
     assert capsys.readouterr().out == (f"trial {number} ({count_params(candidate.arch):,} params, val "
                                        f"{SCORES[name]:.2%}) -> {out} and {out.with_suffix('.json')}\n")
-    # trials that did not record their data (made so here) get the study's: MNIST, as the study is not labelled
-    assert export.read_spec(out) == (candidate, export.legacy_info("mnist"))
+    assert export.read_spec(out) == (candidate, torchvision_info("mnist"))
     assert export.read_spec_json(out.with_suffix(".json").read_text(), "m.json") == export.read_spec(out)
     weights, expected = load_file(out), build(candidate.arch, seed=number).state_dict()
     assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in expected)
@@ -384,7 +385,7 @@ MADE_WITH = SearchConfig(dataset="fashion-mnist", epochs=3, train_subset=300)
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
     """Study "fm", labelled as a search with MADE_WITH's settings labels its study."""
-    return _store(tmp_path_factory.mktemp("fashion"), "fm", study_identity(MADE_WITH, load_space()))
+    return _store(tmp_path_factory.mktemp("fashion"), "fm", study_identity(MADE_WITH, load_space()), "fashion-mnist")
 
 
 @pytest.fixture
@@ -498,13 +499,3 @@ def test_a_baseline_whose_training_fails_is_stored_failed_with_its_reason(tmp_pa
     [trial] = _baselines_study(tmp_path).trials
     assert trial.state == TrialState.FAIL and trial.user_attrs["reference"] == "R2"
     assert trial.user_attrs["fail_reason"] == "TrainingDiverged: loss became nan at step 3"
-
-
-def test_report_and_export_give_older_trials_the_data_of_their_study(fashion, tmp_path):
-    """Trials whose weights do not record their data (made before it was) are exported with the study's: here
-    Fashion-MNIST, whose normalisation is not MNIST's."""
-    assert run("export", "--study", "fm", "--results-dir", fashion, "--out", tmp_path / "m.safetensors") == 0
-    assert run("report", "--study", "fm", "--results-dir", fashion) == 0
-    for out in (tmp_path / "m.safetensors", fashion / "fm" / "best.safetensors"):
-        assert export.read_spec(out) == (REFERENCES["R2"], export.legacy_info("fashion-mnist"))
-        assert export.load(out).info.mean == (0.2860,)

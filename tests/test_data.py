@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nas import data as data_mod
+from nas.data import sources
 from nas.errors import UserError
 from tests.conftest import ROOT
 
@@ -26,12 +27,12 @@ def _labels(n):
 
 
 def _root(tmp_path, gz=False, **override):
-    raw = data_mod.raw_dir("mnist", tmp_path)
+    raw = sources.raw_dir("mnist", tmp_path)
     raw.mkdir(parents=True)
     files = {"train_images": _images(N_TRAIN), "train_labels": _labels(N_TRAIN),
              "test_images": _images(N_TEST), "test_labels": _labels(N_TEST), **override}
     for key, content in files.items():
-        name = data_mod.FILES[key]
+        name = sources.FILES[key]
         if gz:
             (raw / f"{name}.gz").write_bytes(gzip.compress(content))
         else:
@@ -49,10 +50,10 @@ def test_the_synthetic_files_load(tmp_path):
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
-@pytest.mark.parametrize("key", sorted(data_mod.FILES))
+@pytest.mark.parametrize("key", sorted(sources.FILES))
 def test_truncated_file_names_the_file(tmp_path, key, gz):
     root = _root(tmp_path, gz=gz)
-    path = data_mod._find(data_mod.raw_dir("mnist", root), data_mod.FILES[key])
+    path = sources.find_file(sources.raw_dir("mnist", root), sources.FILES[key])
     content = path.read_bytes()
     path.write_bytes(content[: len(content) // 2])
     with pytest.raises(data_mod.DataError) as err:
@@ -60,10 +61,10 @@ def test_truncated_file_names_the_file(tmp_path, key, gz):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("key", sorted(data_mod.FILES))
+@pytest.mark.parametrize("key", sorted(sources.FILES))
 def test_flipped_magic_number_names_the_file(tmp_path, key):
     root = _root(tmp_path)
-    path = data_mod.raw_dir("mnist", root) / data_mod.FILES[key]
+    path = sources.raw_dir("mnist", root) / sources.FILES[key]
     content = bytearray(path.read_bytes())
     content[3] ^= 0xFF
     path.write_bytes(bytes(content))
@@ -72,23 +73,23 @@ def test_flipped_magic_number_names_the_file(tmp_path, key):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("key", sorted(data_mod.FILES))
+@pytest.mark.parametrize("key", sorted(sources.FILES))
 def test_missing_file_is_named(tmp_path, key):
     root = _root(tmp_path)
-    (data_mod.raw_dir("mnist", root) / data_mod.FILES[key]).unlink()
-    with pytest.raises(UserError, match=data_mod.FILES[key]):  # a UserError: the command line prints it in one line
+    (sources.raw_dir("mnist", root) / sources.FILES[key]).unlink()
+    with pytest.raises(UserError, match=sources.FILES[key]):  # a UserError: the command line prints it in one line
         _load(root)
 
 
 def test_image_and_label_counts_that_disagree(tmp_path):
     root = _root(tmp_path, train_labels=_labels(N_TRAIN - 1))
-    with pytest.raises(data_mod.DataError, match=f"{data_mod.FILES['train_labels']}.*{N_TRAIN - 1} labels for {N_TRAIN}"):
+    with pytest.raises(data_mod.DataError, match=f"{sources.FILES['train_labels']}.*{N_TRAIN - 1} labels for {N_TRAIN}"):
         _load(root)
 
 
 def test_wrong_image_size(tmp_path):
     root = _root(tmp_path, test_images=_images(N_TEST, 32, 32))
-    with pytest.raises(data_mod.DataError, match=f"{data_mod.FILES['test_images']}.*32x32"):
+    with pytest.raises(data_mod.DataError, match=f"{sources.FILES['test_images']}.*32x32"):
         _load(root)
 
 
@@ -96,8 +97,8 @@ def test_label_out_of_range_and_not_gzip(tmp_path):
     root = _root(tmp_path, test_labels=struct.pack(">II", 2049, N_TEST) + bytes([3] * (N_TEST - 1) + [12]))
     with pytest.raises(data_mod.DataError, match="label 12"):
         _load(root)
-    raw = data_mod.raw_dir("mnist", root)
-    shutil.move(raw / data_mod.FILES["test_labels"], raw / (data_mod.FILES["test_labels"] + ".gz"))
+    raw = sources.raw_dir("mnist", root)
+    shutil.move(raw / sources.FILES["test_labels"], raw / (sources.FILES["test_labels"] + ".gz"))
     with pytest.raises(data_mod.DataError, match="cannot be read"):
         _load(root)
 
@@ -131,7 +132,7 @@ def test_cli_reports_a_damaged_data_file_in_one_line(tmp_path, capsys):
     from nas.cli import main
 
     root = _root(tmp_path / "data")
-    path = data_mod.raw_dir("mnist", root) / data_mod.FILES["train_images"]
+    path = sources.raw_dir("mnist", root) / sources.FILES["train_images"]
     path.write_bytes(path.read_bytes()[:100])
     rc = main(["evaluate", "--spec", "R2", "--data-dir", str(root), "--threads", "1", "--seeds", "1"])
     err = capsys.readouterr().err
@@ -161,10 +162,10 @@ def _float_tensors_of_before(images, mean, std):
 @pytest.mark.integration
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
 def test_inputs_are_bit_identical_to_the_float_tensors_of_before(mnist_root, dataset):
-    if data_mod.missing_files(dataset, mnist_root):
+    if sources.missing_files(dataset, mnist_root):
         pytest.skip(f"{dataset} is not in {mnist_root}")
-    raw = data_mod.raw_dir(dataset, mnist_root)
-    images = data_mod.read_images(data_mod._find(raw, data_mod.FILES["train_images"]))
+    raw = sources.raw_dir(dataset, mnist_root)
+    images = sources.read_images(sources.find_file(raw, sources.FILES["train_images"]))
     mean, std = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}[dataset]  # the published constants
     before = _float_tensors_of_before(images, mean, std)
     splits = data_mod.load(dataset, mnist_root, download=False)
@@ -179,15 +180,15 @@ def _subset_as_idx_folder_and_npz(mnist_root, tmp_path, n_train=2000, n_test=500
     """The first MNIST images written out as IDX files, a PNG folder of numbered images, and an npz."""
     from PIL import Image
 
-    raw = data_mod.raw_dir("mnist", mnist_root)
-    read = {k: (data_mod.read_images if "images" in k else lambda p: data_mod.read_labels(p, 60_000 if "train" in k
+    raw = sources.raw_dir("mnist", mnist_root)
+    read = {k: (sources.read_images if "images" in k else lambda p: sources.read_labels(p, 60_000 if "train" in k
                                                                                         else 10_000))(
-        data_mod._find(raw, name)) for k, name in data_mod.FILES.items()}
+        sources.find_file(raw, name)) for k, name in sources.FILES.items()}
     parts = {"train": (read["train_images"][:n_train], read["train_labels"][:n_train]),
              "test": (read["test_images"][:n_test], read["test_labels"][:n_test])}
     classes = data_mod.load("mnist", mnist_root, download=False).info.classes  # torchvision's: "0 - zero", ...
     idx_root = tmp_path / "idx"
-    out = data_mod.raw_dir("mnist", idx_root)
+    out = sources.raw_dir("mnist", idx_root)
     out.mkdir(parents=True)
     for part, prefix in (("train", "train"), ("test", "t10k")):
         x, y = parts[part]
@@ -210,10 +211,10 @@ def _subset_as_idx_folder_and_npz(mnist_root, tmp_path, n_train=2000, n_test=500
 def test_idx_folder_and_npz_of_the_same_images_give_the_same_tensors_and_the_same_trial(mnist_root, tmp_path):
     import dataclasses
 
-    from nas.search.device import prepare_model
+    from nas.engine.device import prepare_model
     from nas.data import to_device
     from nas.space.references import by_name
-    from nas.search.train import train
+    from nas.engine.train import train
 
     idx_root, folder, npz = _subset_as_idx_folder_and_npz(mnist_root, tmp_path)
     loaded = {"idx": data_mod.load("mnist", idx_root, download=False),

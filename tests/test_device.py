@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nas import data as data_mod
-from nas.search import device
+from nas.engine import device
 from nas.errors import SearchError
 from nas.space.references import by_name
 

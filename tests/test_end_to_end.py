@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from safetensors.torch import load_file
 
 from nas.deploy import export
-from nas.search.study import is_trained, trained_count
-from nas.search.train import evaluate
+from nas.engine.study import is_trained, trained_count
+from nas.engine.train import evaluate
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -125,6 +125,7 @@ stem_convs = 1
 stages = 1
 convs_per_stage = 1
 pools = 2
+pool_placement = "late"
 pool = "max"
 block = "conv"
 kernel = 3
@@ -148,6 +149,7 @@ schedule = "constant"
 warmup = 0.25
 batch_size = 50
 weight_decay = 0.0
+cycle_momentum = true
 label_smoothing = 0.0
 grad_clip = 0.0
 ema = 0.0

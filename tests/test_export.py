@@ -210,27 +210,22 @@ def test_data_that_does_not_fit_the_network_is_refused(tmp_path, info, match):
         export.load(path)
 
 
-def test_an_export_of_an_older_trial_gets_its_studys_data(tmp_path):
-    """A trial whose weights carry no data gets the data its study was made with; one whose weights carry it keeps it."""
+def test_an_export_keeps_the_data_its_weights_record(tmp_path):
+    """A trial whose weights carry their data exports with it; one saved without data exports without it."""
     store, study = export.artifact_store(tmp_path / "art"), optuna.create_study()
     candidate = REFERENCES["R2"]
     model = build(candidate.arch, seed=0).eval()
-    old, new = study.ask(), study.ask()
-    for trial, data in ((old, None), (new, export.legacy_info("mnist"))):
+    fashion = DataInfo("fashion-mnist", (1, 28, 28), tuple("abcdefghij"), (0.2860,), (0.3530,))
+    plain, with_data = study.ask(), study.ask()
+    for trial, data in ((plain, None), (with_data, fashion)):
         trial.set_user_attr("spec", candidate.to_json())
         trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, tmp_path / "s", data))
-    fashion = export.legacy_info("fashion-mnist")
-    assert (fashion.shape, fashion.mean, fashion.std, fashion.classes[0]) == ((1, 28, 28), (0.2860,), (0.3530,),
-                                                                              "T-shirt/top")
-    assert export.legacy_info("cifar10") is None
     frozen = {t.number: t for t in study.get_trials()}
-    out = export.export_trial(frozen[old.number], store, tmp_path / "old.safetensors", fashion)
+    out = export.export_trial(frozen[with_data.number], store, tmp_path / "data.safetensors")
     assert export.read_spec(out) == (candidate, fashion)
     assert json.loads(out.with_suffix(".json").read_text())["data"] == fashion.to_dict()
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(export.load(out)(x), model((x - 0.2860) / 0.3530))
-    out = export.export_trial(frozen[new.number], store, tmp_path / "new.safetensors", fashion)
-    assert export.read_spec(out)[1].source == "mnist"
-    out = export.export_trial(frozen[old.number], store, tmp_path / "plain.safetensors")
+    out = export.export_trial(frozen[plain.number], store, tmp_path / "plain.safetensors")
     assert export.read_spec(out) == (candidate, None) and "data" not in json.loads(out.with_suffix(".json").read_text())

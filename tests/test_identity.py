@@ -1,47 +1,33 @@
-"""nas.search.identity: the identity a study records (settings, space fingerprint, data source, device ceilings), and
-that a study resumes only with the one it was made with, older studies' missing labels taken as assumed."""
-import hashlib
-import json
+"""nas.engine.identity: the identity a study records (settings, space fingerprint, data source, device ceilings), and
+that a study resumes only with the one it was made with."""
+import dataclasses
 
-from nas import data
 from nas.config import SearchConfig
-from nas.search.ceilings import Ceilings
-from nas.search.identity import ASSUMED_IDENTITY, ceiling_identity, recorded_identity, space_fingerprint, study_identity
-from nas.space.space_file import DEFAULT_SPACE, load_space
-
-
-def test_a_study_made_before_a_label_existed_is_taken_as_made_with_the_assumed_value():
-    assert recorded_identity({"dataset": "fashion-mnist", "epochs": 2}) == {
-        "val_size": data.LEGACY_VAL_SIZE, "max_peak_kb": None, "int8_memory": False, "max_latency_ms": None,
-        "max_arena_kb": None, "max_flash_kb": None, "dataset": "fashion-mnist", "epochs": 2}
-    assert recorded_identity({"val_size": 10_000})["val_size"] == 10_000
-    assert recorded_identity({}) == {}  # no labels at all: not a search's study, so nothing is assumed
+from nas.engine.ceilings import Ceilings
+from nas.engine.identity import ceiling_identity, space_fingerprint, study_identity
+from nas.space.space_file import load_space
 
 
 def test_the_identity_records_data_budget_and_space():
     space = load_space()
     identity = study_identity(SearchConfig(max_params=9000, train_subset=100), space)
-    assert list(identity)[0] == "val_size"
     assert identity["max_params"] == 9000 and identity["train_subset"] == 100 and identity["space"] == "mnist"
 
 
-def test_studies_of_space_files_without_newer_keys_still_resume(tmp_path):
-    """The fingerprint a study was made with must not change because the file lacks a key added since."""
-    text = "\n".join(line for line in DEFAULT_SPACE.read_text().splitlines() if not line.startswith("pool_placement"))
-    (tmp_path / "old.toml").write_text(text)
-    old = load_space(tmp_path / "old.toml")
-    before_the_key = {k: v for k, v in old.arch.items() if k != "pool_placement"}  # what the study recorded
-    recorded = hashlib.sha256(json.dumps({"arch": before_the_key, "recipe": old.recipe, "max_mflops": old.max_mflops},
-                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
-    assert space_fingerprint(old) == recorded
-    assert space_fingerprint(load_space()) != recorded  # an explicit non-default value is a different space
+def test_the_space_fingerprint_changes_with_every_declared_value_and_the_compute_ceiling():
+    space = load_space()
+    assert space_fingerprint(space) == space_fingerprint(load_space())
+    changed = [dataclasses.replace(space, arch={**space.arch, "pool_placement": "late"}),
+               dataclasses.replace(space, recipe={**space.recipe, "cycle_momentum": not space.recipe["cycle_momentum"]}),
+               dataclasses.replace(space, max_mflops=space.max_mflops / 2)]
+    assert len({space_fingerprint(space), *map(space_fingerprint, changed)}) == 4
 
 
 def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data_is_refused(tmp_path):
     import optuna
     import pytest
 
-    from nas.search import study as study_mod
+    from nas.engine import study as study_mod
     from nas.errors import StorageError
 
     space = load_space()
@@ -60,25 +46,11 @@ def test_the_identity_records_the_data_source_so_a_study_resumed_with_other_data
         study_mod.create_or_resume(storage, "s", resized, optuna.samplers.RandomSampler())
 
 
-def test_a_study_made_before_the_data_source_was_recorded_still_resumes(tmp_path):
-    import optuna
-
-    from nas.search import study as study_mod
-
-    space = load_space()
-    storage = f"sqlite:///{tmp_path}/s.db"
-    before = {k: v for k, v in study_identity(SearchConfig(), space).items() if k not in ("data_source", "image_size")}
-    study_mod.create_or_resume(storage, "old", before, optuna.samplers.RandomSampler())
-    resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
-                                         optuna.samplers.RandomSampler())
-    assert resumed.user_attrs["data_source"] == "mnist" and resumed.user_attrs["image_size"] is None
-
-
-def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_resume(tmp_path):
+def test_a_study_resumes_only_under_the_same_ceilings(tmp_path):
     import optuna
     import pytest
 
-    from nas.search import study as study_mod
+    from nas.engine import study as study_mod
     from nas.errors import StorageError
 
     space = load_space()
@@ -89,14 +61,6 @@ def test_a_study_resumes_only_under_the_same_ceilings_and_older_studies_still_re
     study_mod.create_or_resume(storage, "s", identity, optuna.samplers.RandomSampler())
     with pytest.raises(StorageError, match="max_peak_kb=64, not None"):
         study_mod.create_or_resume(storage, "s", study_identity(SearchConfig(), space), optuna.samplers.RandomSampler())
-    ceilings = ("max_mflops", "max_peak_kb", "int8_memory", "max_latency_ms")
-    before = {k: v for k, v in study_identity(SearchConfig(), space).items() if k not in ceilings}
-    study_mod.create_or_resume(storage, "old", before, optuna.samplers.RandomSampler())
-    with pytest.raises(StorageError, match="max_peak_kb=None, not 64"):  # its trials met no memory ceiling
-        study_mod.create_or_resume(storage, "old", identity, optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)
-    resumed = study_mod.create_or_resume(storage, "old", study_identity(SearchConfig(), space),
-                                         optuna.samplers.RandomSampler(), ASSUMED_IDENTITY)
-    assert resumed.user_attrs["max_mflops"] == 8.0 and resumed.user_attrs.get("max_peak_kb") is None
 
 
 def test_each_device_ceiling_has_its_own_label_and_the_param_budget_none():
@@ -104,7 +68,6 @@ def test_each_device_ceiling_has_its_own_label_and_the_param_budget_none():
                                        flash_kb=96))
     assert labels == {"max_mflops": 4.0, "max_peak_kb": 64, "int8_memory": True, "max_latency_ms": 0.5,
                       "max_arena_kb": 48, "max_flash_kb": 96}
-    assert set(ASSUMED_IDENTITY) - {"val_size"} <= set(labels)  # older studies are assumed to have met none
 
 
 def test_only_the_pareto_mode_labels_its_objective_and_size_metric():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from nas.search.interrupts import CtrlC, STOP_SIGNALS, shielded
+from nas.engine.interrupts import CtrlC, STOP_SIGNALS, shielded
 
 
 def _press(signum=signal.SIGINT):

@@ -8,15 +8,15 @@ from optuna.trial import TrialState
 
 from nas.deploy import export
 from nas import logs
-from nas.search import objective as objective_mod
+from nas.engine import objective as objective_mod
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
-from nas.search.objective import FINAL_STEP, Objective, failure_reason
+from nas.engine.objective import FINAL_STEP, Objective, failure_reason
 from nas.space.space_file import load_space
 from nas.space.spec import Candidate
-from nas.search.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
-from nas.search.train import PROGRESS_POINTS
-from nas.search.workers import Stopper
+from nas.engine.study import FAILED_BY_CANDIDATE, FAILED_BY_ERROR, REJECTED, best_trial, is_trained, make_pruner, make_sampler, trained_count
+from nas.engine.train import PROGRESS_POINTS
+from nas.engine.workers import Stopper
 from tests.conftest import synthetic_splits
 from tests.conftest import Untouchable
 
@@ -110,7 +110,7 @@ def test_too_slow_candidates_are_stopped_early_and_not_counted(tmp_path, toy):
 
 
 def test_by_default_a_candidate_far_slower_than_the_earlier_trials_is_rejected(tmp_path, toy, monkeypatch):
-    from nas.search import pace
+    from nas.engine import pace
 
     monkeypatch.setattr(pace, "NEVER_BELOW", 0.0)  # toy trials take milliseconds
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),

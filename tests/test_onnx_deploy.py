@@ -13,13 +13,13 @@ from nas.deploy import onnx_deploy as deploy, export, onnx_export
 from nas.space.budget import count_params
 from nas.space.build import build
 from nas.config import SearchConfig
-from nas.search.identity import study_identity
-from nas.search.objective import record_candidate, record_result
+from nas.engine.identity import study_identity
+from nas.engine.objective import record_candidate, record_result
 from nas.space.space_file import load_space
 from nas.space.spec import ArchSpec, Candidate, TrainRecipe
 from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
-from nas.search.train import TrainResult, train
-from tests.conftest import REFERENCES
+from nas.engine.train import TrainResult, train
+from tests.conftest import REFERENCES, torchvision_info
 from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, foreign_model, quadrant_images
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -307,7 +307,7 @@ def test_check_of_a_file_it_cannot_use_is_one_line(what, message, weights, split
 
 def test_check_of_a_model_of_mnist_reads_mnist_under_data_dir(mnist_root, tmp_path, capsys):
     r1, weights = REFERENCES["R1"], tmp_path / "r1.safetensors"
-    export.save(build(r1.arch, seed=0), r1, weights, export.legacy_info("mnist"))
+    export.save(build(r1.arch, seed=0), r1, weights, torchvision_info("mnist"))
     config = SearchConfig(data_dir=str(mnist_root))
     deploy.export_onnx(weights, tmp_path / "r1.onnx", deploy.data_for(export.read_spec(weights)[1], config))
     assert main("check", tmp_path / "r1.onnx", "--data-dir", mnist_root) == 0

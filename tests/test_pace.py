@@ -3,8 +3,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from nas.search import pace
-from nas.search.train import TooSlow
+from nas.engine import pace
+from nas.engine.train import TooSlow
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import storage as storage_mod, study as study_mod
+from nas.engine import storage as storage_mod, study as study_mod
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
@@ -107,7 +107,7 @@ def test_two_workers_share_one_postgres_study(postgres_url, study_name, mnist_ro
     candidates = [t.user_attrs["candidate_id"] for t in trained]
     assert len(set(candidates)) == len(candidates), "two workers trained the same candidate"
     for out in outputs:
-        assert f"dashboard: optuna-dashboard postgresql+psycopg://" in out
+        assert "dashboard: optuna-dashboard postgresql+psycopg://" in out
 
 
 def test_a_worker_killed_mid_trial_is_resumed_without_losing_or_sticking(postgres_url, study_name, mnist_root,

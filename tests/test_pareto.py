@@ -11,9 +11,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.results import report
-from nas.search import study as study_mod
-from nas.config import SearchConfig
-from nas.search.identity import study_identity
+from nas.engine import study as study_mod
+from nas.config import Mode, SearchConfig
+from nas.engine.identity import study_identity
 from nas.errors import StorageError
 from nas.run import open_study
 from nas.space.space import SearchSpace
@@ -167,7 +167,7 @@ def test_the_pareto_sampler_gives_each_size_band_its_share_of_trials(sampler):
     """A study that rewards the smallest sizes still draws a third of its size shares in each log-equal band, and
     the sampler keeps choosing the other parameters; a re-queued trial keeps its share."""
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=study_mod.make_sampler(sampler, 0, size_bands=True))
+                                sampler=study_mod.make_sampler(sampler, 0, Mode("pareto")))
     study.enqueue_trial({"budget_fill": 0.9})  # as a re-queued trial: its band is not its number's
 
     def objective(trial):

@@ -13,8 +13,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from nas.search import progress
-from nas.search.study import REJECTED
+from nas.engine import progress
+from nas.engine.study import REJECTED
 from tests.conftest import ROOT, quadrant_images
 
 

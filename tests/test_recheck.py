@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 from nas.space.budget import count_flops, count_params
-from nas.search.ceilings import Ceilings
+from nas.engine.ceilings import Ceilings
 from nas.data import DataInfo
 from nas.errors import UserError
 from nas.space.space_file import DEFAULT_SPACE

@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.space import references
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.space.spec import Candidate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -6,7 +6,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.results import report
-from nas.search.study import REJECTED, is_trained
+from nas.engine.study import REJECTED, is_trained
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -6,12 +6,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import objective as objective_mod, workers
+from nas.engine import objective as objective_mod, workers
 from nas import run as search
 from nas.config import SearchConfig
 from nas.errors import SearchError, SearchFailed
-from nas.search.study import trained_count
-from nas.search.train import TrainingDiverged
+from nas.engine.study import trained_count
+from nas.engine.train import TrainingDiverged
 
 RESULT_FILES = ("trials.csv", "frontier.csv", "frontier.html", "best.safetensors", "best.json")
 
@@ -56,7 +56,7 @@ def test_ctrl_c_writes_the_reports_from_the_finished_trials_then_stops(toy_searc
 
 def test_a_trial_stopped_by_a_signal_is_requeued_by_its_worker_and_trained_by_the_next_run(toy_search, monkeypatch,
                                                                                             capsys):
-    from nas.search.interrupts import Interrupted
+    from nas.engine.interrupts import Interrupted
 
     real = objective_mod.train
 

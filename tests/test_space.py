@@ -199,7 +199,7 @@ def test_the_search_refuses_a_budget_below_the_smallest_network_for_the_least_th
     """Before the data is read (search.run, before any study), the floor is the smallest network for the least the
     data can be: one channel, 8x8, two classes, unless the set's own size is known."""
     from nas import run as search
-    from nas.search.ceilings import Ceilings
+    from nas.engine.ceilings import Ceilings
     from nas.config import SearchConfig
     from nas.errors import SearchError
 

@@ -1,5 +1,5 @@
 """nas.space.space_file: reading a search space file, one line naming the file and the key for anything malformed,
-and the defaults of keys added after space files were in use."""
+and every key declared."""
 from pathlib import Path
 
 import pytest
@@ -42,12 +42,8 @@ def test_missing_space_file(tmp_path):
         load_space(tmp_path / "nope.toml")
 
 
-def test_a_space_file_without_newer_keys_keeps_its_old_layout(tmp_path):
-    newer = ("pool_placement", "cycle_momentum")
-    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith(newer))
-    old = load_space(_write(tmp_path, text))
-    assert (old.arch["pool_placement"], old.recipe["cycle_momentum"]) == ("late", True)
-    default = load_space(DEFAULT)
-    assert (default.arch["pool_placement"], default.recipe["cycle_momentum"]) == ("early", False)
-
-
+@pytest.mark.parametrize("key, section", [("pool_placement", "arch"), ("cycle_momentum", "recipe")])
+def test_a_space_file_must_declare_every_key(tmp_path, key, section):
+    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith(key))
+    with pytest.raises(SpaceError, match=rf"\[{section}\]\.{key} is missing"):
+        load_space(_write(tmp_path, text))

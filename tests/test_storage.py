@@ -7,15 +7,15 @@ import warnings
 
 import optuna
 import pytest
-import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from nas.search import optuna_internals as internals
-from nas.search import retry
-from nas.search import storage as storage_mod
+from nas.engine import optuna_internals as internals
+from nas.engine import retry
+from nas.engine import storage as storage_mod
 from nas.errors import StorageError
-from nas.search.retry import Outage, StorageUnreachable
-from nas.search.storage import MAX_RETRY, RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact, requeue_interrupted, sqlalchemy_url
+from nas.engine.retry import StorageUnreachable
+from tests.conftest import refused
+from nas.engine.storage import MAX_RETRY, RetryingStorage, fail_stale_trials, heartbeat_settings, open_storage, redact, requeue_interrupted, sqlalchemy_url
 
 # the tests drive trials with ask and tell, without Study.optimize: Optuna warns that heartbeats then do not run
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
@@ -131,90 +131,6 @@ def test_a_workers_own_open_waits_out_an_outage_but_the_first_open_does_not(monk
     assert open_storage("postgresql://u:p@db/nas", wait=True) == "storage" and len(calls) == 3
 
 
-def refused(text='connection to server at "127.0.0.1", port 5432 failed: Connection refused'):
-    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(text))
-
-
-class FakeClock:
-    def __init__(self):
-        self.time, self.slept = 1000.0, []
-
-    def now(self):
-        return self.time
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.time += seconds
-
-
-def failing(errors, result="ok"):
-    """An attempt that raises each of `errors` in turn, then returns `result`; it counts its calls."""
-    errors = list(errors)
-
-    def attempt(again):
-        attempt.calls.append(again)
-        if errors:
-            raise errors.pop(0)
-        return result
-    attempt.calls = []
-    return attempt
-
-
-def test_an_outage_is_waited_out_with_backoff_and_one_line_at_each_end(capsys):
-    clock = FakeClock()
-    outage = Outage("postgresql://u:***@db/nas", sleep=clock.sleep, clock=clock.now)
-    attempt = failing([refused()] * 6)
-    assert outage.call(attempt) == "ok"
-    assert attempt.calls == [False] + [True] * 6  # `again`: a previous attempt failed, and may have been stored
-    assert clock.slept == [0.5, 1, 2, 4, 5, 5]
-    out = capsys.readouterr().out.splitlines()
-    assert out == ['storage unreachable, retrying for up to 90 s: connection to server at "127.0.0.1", port 5432 '
-                   'failed: Connection refused', "storage reachable again after 18 s"]
-
-
-def test_an_outage_longer_than_the_retry_period_is_one_error_then_no_more_waiting(capsys):
-    clock = FakeClock()
-    outage = Outage("postgresql://u:***@db/nas", sleep=clock.sleep, clock=clock.now)
-    with pytest.raises(StorageUnreachable) as caught:
-        outage.call(failing([refused()] * 1000))
-    assert isinstance(caught.value, StorageError)
-    message = str(caught.value)
-    assert "\n" not in message and message.startswith("storage postgresql://u:***@db/nas unreachable for 90 s")
-    assert message.endswith("Connection refused") and sum(clock.slept) == pytest.approx(90)
-    # a worker that is stopping makes more calls (its trial's failure, say): one attempt each, no more waiting
-    slept = len(clock.slept)
-    attempt = failing([refused()])
-    with pytest.raises(StorageUnreachable):
-        outage.call(attempt)
-    assert attempt.calls == [False] and len(clock.slept) == slept
-    assert outage.call(failing([])) == "ok"  # the server is back: all is normal again
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0].split(" after")[0] for line in lines] == \
-           ["storage unreachable, retrying for up to 90 s", "storage still unreachable", "storage reachable again"]
-
-
-def test_only_a_lost_connection_is_retried():
-    outage = Outage("db", sleep=lambda s: pytest.fail("slept"))
-    attempt = failing([ValueError("bad value")])
-    with pytest.raises(ValueError):
-        outage.call(attempt)
-    assert attempt.calls == [False]
-    # how Optuna wraps SQLAlchemy's errors, and how SQLAlchemy reports a connection it found dead
-    try:
-        try:
-            raise refused()
-        except sqlalchemy.exc.SQLAlchemyError as e:
-            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
-    except optuna.exceptions.StorageInternalError as e:
-        wrapped = e
-    assert retry.transient(wrapped) and retry.reason(wrapped).endswith("Connection refused")
-    assert retry.transient(sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("the connection is closed")))
-    invalidated = sqlalchemy.exc.DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
-    assert retry.transient(invalidated)
-    assert not retry.transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
-    assert not retry.transient(KeyError("no such study"))
-
-
 @pytest.fixture
 def retrying(tmp_path):
     """A RetryingStorage over SQLite, which waits for nothing between its attempts."""
@@ -274,42 +190,6 @@ def test_a_new_trial_whose_commit_answer_was_lost_is_not_made_twice(retrying, mo
            [(trial_id, 0, TrialState.RUNNING)]
     study.tell(0, 0.5)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
-
-
-def test_one_creation_attempt_stores_the_template_and_numbers_it(retrying):
-    """optuna_internals.create_trial_once: a queued trial's params and attrs are stored, and it gets the next number."""
-    study = optuna.create_study(storage=retrying, study_name="once")
-    study.tell(study.ask(), 0.1)
-    template = optuna.trial.create_trial(state=TrialState.WAITING, params={"x": 0.5}, user_attrs={"seed": 7},
-                                         distributions={"x": optuna.distributions.FloatDistribution(0, 1)})
-    made = internals.create_trial_once(retrying, internals.study_id(study), template)
-    stored = retrying.get_trial(internals.trial_id(made))
-    assert (made.number, stored.number, stored.state) == (1, 1, TrialState.WAITING)
-    assert (stored.params, stored.user_attrs) == ({"x": 0.5}, {"seed": 7})
-
-
-def test_optunas_trial_creation_and_stale_sweep_reach_the_storages_hooks(tmp_path):
-    """RetryingStorage's care for lost answers and outages rests on Optuna calling these two hooks
-    (optuna_internals.HookedRDBStorage): creating every trial, queued ones included, and each stale sweep."""
-    calls = []
-
-    class Recording(internals.HookedRDBStorage):
-        def new_trial(self, study_id, template=None):
-            calls.append("new")
-            return super().new_trial(study_id, template)
-
-        def stale_trial_ids(self, study_id):
-            calls.append("stale")
-            return super().stale_trial_ids(study_id)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = Recording(f"sqlite:///{tmp_path / 'hooks.db'}", heartbeat_interval=1, grace_period=2)
-    study = optuna.create_study(storage=storage, study_name="hooks")
-    study.enqueue_trial({"x": 0.5})
-    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
-    assert calls.count("new") == 2 and "stale" in calls  # the queued trial, then one more; a sweep before each
-    assert len(study.trials) == 2 and study.trials[0].params == {"x": 0.5}
 
 
 def test_a_finish_whose_commit_answer_was_lost_is_not_an_error(retrying, monkeypatch):

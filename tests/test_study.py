@@ -3,8 +3,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.config import Mode
 from nas.errors import StorageError
-from nas.search.study import SIZE_BANDS, SIZE_SHARE, FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count
+from nas.engine.study import SIZE_BANDS, SIZE_SHARE, FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -95,7 +96,7 @@ def test_the_size_share_is_drawn_in_its_band_and_follows_the_seed(name):
     low, high = 0.05, 1.0
 
     def shares(seed, n=6):
-        study = optuna.create_study(sampler=make_sampler(name, seed, size_bands=True))
+        study = optuna.create_study(sampler=make_sampler(name, seed, Mode("pareto")))
         return [study.ask().suggest_float(SIZE_SHARE, low, high) for _ in range(n)]
 
     assert shares(1) == shares(1) and shares(1) != shares(2)
@@ -113,14 +114,6 @@ def test_a_study_is_created_labelled_then_resumed_only_with_the_same_identity(tm
     assert create_or_resume(storage, "s", identity, make_sampler("random", 0))._study_id == made._study_id
     with pytest.raises(StorageError, match="max_params=25000, not 9000"):
         create_or_resume(storage, "s", {**identity, "max_params": 9000}, make_sampler("random", 0))
-
-
-def test_a_study_lacking_a_newer_label_is_checked_against_its_assumed_value(tmp_path):
-    storage = f"sqlite:///{tmp_path}/nas.db"
-    create_or_resume(storage, "old", {"max_params": 25_000}, make_sampler("random", 0))  # made before val_size
-    with pytest.raises(StorageError, match="val_size=5000, not 10000"):
-        create_or_resume(storage, "old", {"val_size": 10_000, "max_params": 25_000}, make_sampler("random", 0),
-                         assumed={"val_size": 5000})
 
 
 def test_a_study_of_unlabelled_trials_is_not_taken_over(tmp_path):

@@ -13,13 +13,13 @@ from nas.results import scoring, summary
 from nas.space.budget import count_params
 from nas.space.build import build
 from nas.config import SearchConfig
-from nas.search.objective import Objective, record_candidate, record_result
+from nas.engine.objective import Objective, record_candidate, record_result
 from nas.space.space_file import load_space
 from nas.space.spec import ArchSpec, Candidate, TrainRecipe
 from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
-from nas.search.study import make_sampler
-from nas.search.train import evaluate, train
-from nas.search.workers import Stopper
+from nas.engine.study import make_sampler
+from nas.engine.train import evaluate, train
+from nas.engine.workers import Stopper
 from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, quadrant_images
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -71,7 +71,7 @@ def test_the_dashboard_command_names_the_psycopg_driver_and_the_artifacts():
 
 
 def test_the_summary_counts_each_kind_of_rejection(tmp_path, capsys):
-    from nas.search import study as study_mod
+    from nas.engine import study as study_mod
 
     config = SearchConfig(trials=1, results_dir=str(tmp_path), study="r")
     study = optuna.create_study(study_name="r", storage=config.storage_url, direction="maximize")

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from nas import data as data_mod
-from nas.search import train as train_mod
+from nas.engine import train as train_mod
 from nas.space.build import build
-from nas.search.device import prepare_model
+from nas.engine.device import prepare_model
 from nas.data import to_device
 from nas.space.spec import ArchSpec, TrainRecipe
 from nas.space.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool
-from nas.search.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
+from nas.engine.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
 from tests.conftest import REFERENCES, Untouchable
 
 # a flatten head: the toy task's class is *where* a band is, which global pooling would throw away
@@ -133,8 +133,8 @@ def test_r1_learns_real_mnist_from_10k_images(mnist):
 
 
 def test_a_run_projected_over_its_time_limit_stops_early(toy):
-    from nas.search import pace
-    from nas.search.train import TIME_CHECK_STEPS, TooSlow
+    from nas.engine import pace
+    from nas.engine.train import TIME_CHECK_STEPS, TooSlow
 
     steps, projections = [], []
 

@@ -14,14 +14,14 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import logs
-from nas.search import objective as objective_mod, storage as storage_mod, study as study_mod, workers
+from nas.engine import objective as objective_mod, storage as storage_mod, study as study_mod, workers
 from nas.config import SearchConfig
 from nas.data import split_fingerprint
 from nas.errors import SearchFailed, StorageError
-from nas.search.interrupts import CTRL_C
+from nas.engine.interrupts import CTRL_C
 from nas.run import open_study
 from nas.space.space_file import load_space
-from nas.search.study import FAILED_BY_ERROR, REJECTED
+from nas.engine.study import FAILED_BY_ERROR, REJECTED
 from tests.conftest import ROOT, synthetic_splits
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -18,12 +18,11 @@ from nas import config as config_mod
 from nas.data.image_folder import read_folder
 from nas.data.npz_arrays import read_npz
 from nas.data.resize import resize
-from nas.data.sources import DATASETS, FILES, DataError, Raw, download_files, missing_files, raw_dir, read_images, read_labels, read_torchvision, _find  # noqa: F401
+from nas.data.sources import DATASETS, DataError, read_torchvision
 
 ENV_VAR = "NAS_DATA_DIR"
 DEFAULT_ROOT = "./data"
 VAL_SIZE = 10_000  # the hold-out that ranks trials: 5,000 read too coarsely to separate the best (bench/RESULTS.md)
-LEGACY_VAL_SIZE = 5000  # the hold-out of studies made before it was recorded with them
 VAL_FRACTION = 6  # a small set holds out at most 1/6 of its training images (60,000 / 6 = VAL_SIZE: MNIST as before)
 SPLIT_SEED = 0  # fixed, so every trial of every study sees the same hold-out
 MIN_IMAGE_SIZE = 8

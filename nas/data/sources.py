@@ -112,13 +112,13 @@ def file_names(dataset: str) -> list[str]:
 def missing_files(dataset: str, root: Path) -> list[str]:
     """The files of `dataset` absent from its folder under `root`."""
     raw = raw_dir(dataset, root)
-    return [name for name in file_names(dataset) if not _find(raw, name)]
+    return [name for name in file_names(dataset) if not find_file(raw, name)]
 
 
 _WHAT = {"idx": "four IDX files", "emnist": "four IDX files", "cifar": "batch files", "svhn": "two .mat files"}
 
 
-def _find(raw: Path, name: str) -> Path | None:
+def find_file(raw: Path, name: str) -> Path | None:
     for candidate in (raw / name, raw / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -136,7 +136,7 @@ def read_torchvision(dataset: str, root: Path, download: bool = True) -> Raw:
         raise DataError(f"{s.cls} files missing from {raw} ({', '.join(missing)}) and {outcome}. "
                         f"Put the {_WHAT[s.kind]} (.gz or not) there, or pass "
                         f"--data-dir DIR / set NAS_DATA_DIR=DIR to a folder holding {where}.")
-    names = [_find(raw, n) for n in file_names(dataset)]
+    names = [find_file(raw, n) for n in file_names(dataset)]
     if s.kind in ("idx", "emnist"):
         classes, low = s.classes, 1 if s.split == "letters" else 0  # letters' labels 1-26 are shifted to 0-25
         x_train, x_test = read_images(names[0]), read_images(names[2])

@@ -5,9 +5,7 @@ and, since networks train on any data, what they were trained on (`nas.data`: so
 per-channel normalisation, as nas.data.DataInfo.to_dict() gives it). The `.json` beside the file holds the same: the
 candidate's keys, plus `data`.
 
-A file written before `nas.data` existed was trained on MNIST or Fashion-MNIST at 1x28x28; which one, the file does
-not say, and their normalisations differ. `load` returns its bare network, which takes normalised images as it always
-did; `export` of such a trial from its study writes the study's data into the copy it makes (`legacy_info`).
+A file without `nas.data` (saved with no data given) loads as its bare network, which takes normalised images.
 """
 from __future__ import annotations
 
@@ -22,15 +20,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nas.space.build import Network, build
-from nas.data import DATASETS, DataInfo
+from nas.data import DataInfo
 from nas.errors import UserError, first_line
 from nas.fileio import atomic_path, write_text
 from nas.space.spec import Candidate, SpecError
 
 SPEC_KEY = "nas.candidate"
 DATA_KEY = "nas.data"
-# the only data a study could be made from before studies recorded their data's DataInfo: each at 1x28x28, 10 classes
-LEGACY_DATASETS = ("mnist", "fashion-mnist")
 
 
 class WeightsError(UserError, ValueError):
@@ -84,7 +80,7 @@ def spec_json(candidate: Candidate, data: DataInfo | None) -> str:
 
 def read_spec(path: str | Path) -> tuple[Candidate, DataInfo | None]:
     """The candidate and the data of a weights file, from its metadata, else from the `.json` beside it. The data is
-    None for a file written before it was recorded."""
+    None for a file saved without it."""
     path = Path(path)
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
@@ -174,15 +170,6 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     return (model if data is None else Normalised(model, data)).eval()
 
 
-def legacy_info(dataset: str | None) -> DataInfo | None:
-    """The data of a trial from a study made before trials recorded it: MNIST or Fashion-MNIST, at the constants every
-    such study was trained with; None for any other dataset."""
-    if dataset not in LEGACY_DATASETS:
-        return None
-    mean, std = DATASETS[dataset].mean_std
-    return DataInfo(dataset, (1, 28, 28), DATASETS[dataset].classes, mean, std)
-
-
 def artifact_store(directory: str | Path) -> optuna.artifacts.FileSystemArtifactStore:
     Path(directory).mkdir(parents=True, exist_ok=True)
     return optuna.artifacts.FileSystemArtifactStore(str(directory))
@@ -208,9 +195,8 @@ def upload_weights(trial: optuna.Trial, model: torch.nn.Module, candidate: Candi
         path.with_suffix(".json").unlink(missing_ok=True)
 
 
-def export_trial(trial: optuna.trial.FrozenTrial, store, out: str | Path, data: DataInfo | None = None) -> Path:
-    """Copies a trial's weights artifact to `out` (plus the `.json` spec beside it). An artifact that does not say
-    what data it was trained on (made before it was recorded) gets `data`, the study's (`legacy_info`), if given."""
+def export_trial(trial: optuna.trial.FrozenTrial, store, out: str | Path) -> Path:
+    """Copies a trial's weights artifact to `out` (plus the `.json` spec beside it)."""
     artifact_id = trial.user_attrs.get("weights_artifact")
     if not artifact_id:
         raise WeightsError(f"trial {trial.number} has no stored weights (state {trial.state.name})")
@@ -229,9 +215,7 @@ def export_trial(trial: optuna.trial.FrozenTrial, store, out: str | Path, data: 
         recorded = read_spec(out)[1]
     except SpecError as e:
         raise WeightsError(str(e)) from None
-    if recorded is None and data is not None:
-        _write_weights(load_file(str(out)), candidate, _checked(data, candidate, f"trial {trial.number}"), out)
-    write_text(out.with_suffix(".json"), spec_json(candidate, recorded or data))
+    write_text(out.with_suffix(".json"), spec_json(candidate, recorded))
     return out
 
 

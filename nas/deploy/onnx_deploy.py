@@ -116,8 +116,7 @@ def stored_weights(trial, store, out: Path, config: SearchConfig):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".nas-export-", dir=out.parent) as tmp:  # beside `out`: one rename
-        legacy = export.legacy_info(config.dataset)  # for a trial made before weights recorded their data
-        weights = export.export_trial(trial, store, Path(tmp) / "weights.safetensors", legacy)
+        weights = export.export_trial(trial, store, Path(tmp) / "weights.safetensors")
         yield weights
         weights.replace(weights_beside(out))
 
@@ -210,7 +209,7 @@ def weights_for(model_file: Path, weights: Path | None, candidate: Candidate) ->
 
 
 def data_for(info: DataInfo, config: SearchConfig) -> Splits:
-    """The data `info` records, read again (nas.search.device.recorded_data), whole: no hold-out, no training subset."""
+    """The data `info` records, read again (nas.engine.device.recorded_data), whole: no hold-out, no training subset."""
     splits = read_data(recorded_data(info, replace(config, train_subset=None)), val_size=0)
     check_fits(splits, info.shape, len(info.classes), "the model was trained on")
     return splits

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from nas.fileio import atomic_path, write_text
-from nas.search.study import REJECTED
+from nas.engine.study import REJECTED
 
 COLUMNS = ["number", "state", "params", "flops", "peak_kb", "arena_kb", "flash_kb", "latency_ms", "val_acc",
            "train_seconds", "projected_s", "host", "reference", "rejected", "pruned_at", "last_reading", "fail_reason",
@@ -19,7 +19,7 @@ COLUMNS = ["number", "state", "params", "flops", "peak_kb", "arena_kb", "flash_k
 # test_acc stored by trials of older versions is left out: only the trials a report shows are scored on the test set
 ATTRS = ["params", "flops", "peak_kb", "arena_kb", "flash_kb", "latency_ms", "val_acc", "train_seconds", "projected_s",
          "host", "reference", "rejected", "fail_reason", "fail_kind", "candidate_id"]
-READING = "val_at_"  # the prefix of a pareto trial's within-run readings (nas.search.study.readings_key)
+READING = "val_at_"  # the prefix of a pareto trial's within-run readings (nas.engine.study.readings_key)
 ERROR_FLOOR = 1e-4  # an error rate of 0 is drawn at 0.01%: a log axis has no zero
 # the frontier plot's x axis title for each size column (pareto mode plots its size metric)
 AXIS_TITLES = {"params": "parameters", "flops": "FLOPs per image", "peak_kb": "peak activation memory (KB)",
@@ -48,7 +48,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def within_run(df: pd.DataFrame, attrs: pd.DataFrame) -> pd.DataFrame:
     """Each trial's readings by percent of its run: its intermediate values, or a pareto study's `val_at_<percent>`
-    user attrs (nas.search.study.readings_key), one column per percent, ascending."""
+    user attrs (nas.engine.study.readings_key), one column per percent, ascending."""
     if "intermediate_values" in df:
         return df["intermediate_values"]
     cols = {int(c[len(READING):]): attrs[c] for c in attrs.columns if str(c).startswith(READING)}

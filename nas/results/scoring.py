@@ -12,7 +12,7 @@ from nas.deploy import export
 from nas.space.build import Network
 from nas.config import SearchConfig
 from nas.data import DataInfo, Splits
-from nas.search.train import evaluate
+from nas.engine.train import evaluate
 
 NO_DATA = "tensors"  # the source of data handed to a search by a program: it cannot be read again
 
@@ -39,16 +39,16 @@ def weights_accuracy(weights: Path, splits: Splits) -> float:
     return evaluate(Network(*model), splits.x_test, splits.y_test, info=getattr(model, "info", splits.info))
 
 
-def accuracies(trials, store, config: SearchConfig, legacy: DataInfo | None = None, known: Splits | None = None
+def accuracies(trials, store, config: SearchConfig, known: Splits | None = None
                ) -> tuple[dict[int, float], Splits | None]:
     """Each trial's test accuracy by number, and the data read for it; ({}, None) if that data cannot be read
-    again. Trials without stored weights are left out; `legacy` is the data of weights that do not record it. `known`
+    again. Trials without stored weights are left out. `known`
     splits, already in memory, are used if they hold the data the weights record."""
     trials = [t for t in trials if t.user_attrs.get("weights_artifact")]
     if not trials:
         return {}, None
     with tempfile.TemporaryDirectory(prefix="nas-test-") as tmp:
-        files = {t.number: export.export_trial(t, store, Path(tmp) / f"trial-{t.number}.safetensors", legacy)
+        files = {t.number: export.export_trial(t, store, Path(tmp) / f"trial-{t.number}.safetensors")
                  for t in trials}
         info = export.read_spec(next(iter(files.values())))[1]
         splits = known if known is not None and info is not None and same_data(known.info, info) else \

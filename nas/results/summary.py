@@ -10,9 +10,9 @@ import pandas as pd
 from nas.results import baselines, report, scoring
 from nas import data, logs
 from nas.deploy import export
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.config import Mode, SearchConfig
-from nas.search.storage import fail_stale_trials, open_storage, sqlalchemy_url
+from nas.engine.storage import fail_stale_trials, open_storage, sqlalchemy_url
 
 NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
 RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json, best.onnx"
@@ -81,14 +81,13 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path, spli
     identity = study.user_attrs
     max_params = identity.get("max_params", config.max_params)
     store = export.artifact_store(config.artifacts(study.study_name))
-    legacy = export.legacy_info(identity.get("dataset", config.dataset))  # for trials made before data was recorded
     best = study_mod.best_trial(study)
     df = report.trials_frame(study)
-    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, legacy, splits)
+    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, splits)
     paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines_of(study, config), config.epochs,
                                  test, Mode.of_study(identity).size_attr)
     if best is not None and best.user_attrs.get("weights_artifact"):
-        paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors", legacy)
+        paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors")
         if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
             from nas.deploy import onnx_deploy as deploy  # onnx and onnxruntime take a second or two to import
 
@@ -105,7 +104,7 @@ def baselines_of(study: optuna.Study, config: SearchConfig) -> pd.DataFrame | No
     """The storage's measured reference models, scored on the study's hold-out and subset, as report rows."""
     identity = study.user_attrs
     return baselines.baseline_frame(open_storage(config.storage_url), config.dataset,
-                                    identity.get("val_size", data.LEGACY_VAL_SIZE), identity.get("train_subset"))
+                                    identity.get("val_size", data.VAL_SIZE), identity.get("train_subset"))
 
 
 def figure(study: optuna.Study, config: SearchConfig, frontier: pd.DataFrame):

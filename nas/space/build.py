@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-# FastDropout and ResidualBlock are declared with the blocks that build them; importable from here as before
-from nas.space.blocks import Block, Conv, FastDropout, Pool, ResidualBlock, Shape  # noqa: F401
+from nas.space.blocks import Block, Conv, Pool, Shape
 from nas.space.spec import ArchSpec, SpecError
 
 _COUNTING = contextvars.ContextVar("counting", default=False)

@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-# the layout of a drawn shape lives in nas.layout; importable from here as before
-from nas.space.layout import MNIST_CLASSES, MNIST_SHAPE, arch_for_width, resolution_pools, widest_fit  # noqa: F401
+from nas.space.layout import MNIST_CLASSES, MNIST_SHAPE, arch_for_width, widest_fit
 from nas.space.spec import ArchSpec, Candidate, TrainRecipe
 
 AUTO = "auto"
@@ -83,7 +82,7 @@ class SearchSpace:
                auto_by_size: bool = False) -> Candidate:
         """A candidate for images of `input_shape` (C, H, W) in `classes` classes. The trial's parameters are the
         same whatever the data: `pools` means what it does at 28x28 and follows the resolution (resolution_pools).
-        `fits`, the device ceilings (nas.search.ceilings.Ceilings.fits_devices): the widest network that also meets them.
+        `fits`, the device ceilings (nas.engine.ceilings.Ceilings.fits_devices): the widest network that also meets them.
         `auto_by_size`: the "auto" rules read the candidate's own size (budget_fill x max_params) rather than
         max_params, so each gets the shape a search with that budget would give it (the pareto mode's ceiling is no
         budget)."""

@@ -50,8 +50,6 @@ RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
     "ema": (float, None),
 }
 SECTIONS = {"arch": ARCH_KEYS, "recipe": RECIPE_KEYS}
-# keys added after space files were in use: a file without them keeps the behaviour it was written for
-OPTIONAL = {"arch": {"pool_placement": "late"}, "recipe": {"cycle_momentum": True}}
 # bounds that no declaration may leave, whatever the file says
 _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": CONVS_PER_STAGE, "pools": (0, 4),
            "dropout": (0, 0.9), "head_dropout": (0, 0.9), "head_hidden": (1, 4096), "width_growth": (0.5, 4),
@@ -89,7 +87,6 @@ def parse_space(raw: dict, path: Path) -> SearchSpace:
         bad = sorted(set(table) - set(keys))
         if bad:
             raise SpaceError(f"{path}: [{section}].{bad[0]!r} is not a known key; allowed: {', '.join(keys)}")
-        table = {**OPTIONAL.get(section, {}), **table}
         missing = sorted(set(keys) - set(table))
         if missing:
             raise SpaceError(f"{path}: [{section}].{missing[0]} is missing")

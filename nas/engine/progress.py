@@ -13,7 +13,7 @@ import optuna
 from tqdm import tqdm
 
 from nas import logs
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 
 PLAIN_EVERY = 30.0  # seconds between plain progress lines, at most
 MIN_POLL = 2.0  # seconds between reads of the storage, at least; more if a read takes long (a large study)

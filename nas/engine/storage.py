@@ -15,8 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from nas.errors import StorageError, first_line
-from nas.search import optuna_internals as internals
-from nas.search.retry import Outage, StorageUnreachable
+from nas.engine import optuna_internals as internals
+from nas.engine.retry import Outage, StorageUnreachable
 
 HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60  # a trial whose worker stopped beating this long ago is failed and re-queued

@@ -8,18 +8,18 @@ import optuna
 
 from nas.deploy import export
 from nas import logs
-from nas.search import pace
+from nas.engine import pace
 from nas.space import references
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.space.budget import count_params
-from nas.search.ceilings import Ceilings
+from nas.engine.ceilings import Ceilings
 from nas.config import SearchConfig
 from nas.data import DataInfo
-from nas.search.device import prepare_model
-from nas.search.interrupts import CTRL_C
+from nas.engine.device import prepare_model
+from nas.engine.interrupts import CTRL_C
 from nas.space.space import SearchSpace
 from nas.space.spec import Candidate
-from nas.search.train import TooSlow, TrainingDiverged, train
+from nas.engine.train import TooSlow, TrainingDiverged, train
 
 OUT_OF_MEMORY = "out of memory: "  # how an out-of-memory error's `fail_reason` starts
 FINAL_STEP = 100  # intermediate values are percent of the run; the final validation accuracy is reported at 100

@@ -8,9 +8,9 @@ import statistics
 
 import optuna
 
-from nas.search.train import TooSlow
+from nas.engine.train import TooSlow
 
-KEY = "projected_s"  # user attr: the trial's training time projected after its first steps (nas.search.train.TIME_CHECK_STEPS)
+KEY = "projected_s"  # user attr: the trial's training time projected after its first steps (nas.engine.train.TIME_CHECK_STEPS)
 HOST_KEY = "host"  # user attr: the machine that made that projection
 SLOWER_THAN_MEDIAN = 2.0  # too slow: projected over this many times the median of the earlier admitted trials
 MIN_PEERS = 4  # no relative limit before this many earlier trials were admitted

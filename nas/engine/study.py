@@ -9,6 +9,7 @@ import numpy
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.config import Mode
 from nas.space import references
 from nas.errors import StorageError
 
@@ -112,12 +113,12 @@ class BandedTPESampler(_SizeBands, SeededTPESampler):
     pass
 
 
-def make_sampler(name: str, seed: int | None, size_bands: bool = False) -> optuna.samplers.BaseSampler:
-    """`size_bands`: the pareto mode's sampler (_SizeBands)."""
+def make_sampler(name: str, seed: int | None, mode: Mode = Mode()) -> optuna.samplers.BaseSampler:
+    """The named sampler, seeded; in pareto mode, one that spreads the trials over size bands (_SizeBands)."""
     if name == "random":
-        return (BandedRandomSampler if size_bands else SeededRandomSampler)(seed=seed)
+        return (BandedRandomSampler if mode.pareto else SeededRandomSampler)(seed=seed)
     # multivariate + group suit the conditional space; constant_liar keeps parallel workers apart
-    return (BandedTPESampler if size_bands else SeededTPESampler)(
+    return (BandedTPESampler if mode.pareto else SeededTPESampler)(
         seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
@@ -200,7 +201,7 @@ def trained_count(study: optuna.Study) -> int:
 
 def trained_or_running(study: optuna.Study) -> int:
     """Trained trials and those running now: the most the study will hold once they end. A killed
-    worker's trial stays RUNNING until its heartbeat goes stale (nas.search.storage), then is failed and retried."""
+    worker's trial stays RUNNING until its heartbeat goes stale (nas.engine.storage), then is failed and retried."""
     return sum(is_trained(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 
@@ -243,27 +244,23 @@ def check_data(study: optuna.Study, fingerprint: str) -> None:
                          f"since; pass a new --study name rather than scoring trials on two hold-outs")
 
 
-def create_or_resume(storage, name: str, identity: dict, sampler: optuna.samplers.BaseSampler,
-                     assumed: dict | None = None) -> optuna.Study:
-    """Creates the study labelled with `identity`, or resumes it after checking it was made with the same.
-    `assumed` gives the value of a label that studies made before it existed lack. A pareto `identity` makes a
-    two-objective study: validation accuracy (maximised) and its size metric (minimised)."""
-    pareto = identity.get("objective") == "pareto"
+def create_or_resume(storage, name: str, identity: dict, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Creates the study labelled with `identity`, or resumes it after checking it was made with the same. A pareto
+    `identity` makes a two-objective study: validation accuracy (maximised) and its size metric (minimised)."""
+    mode = Mode.of_study(identity)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
-                                directions=["maximize", "minimize"] if pareto else ["maximize"], pruner=make_pruner())
-    if is_multi_objective(study) != pareto:  # the other mode's study: its labels alone would not say so
-        raise StorageError(f"study {name!r} was made {'without' if pareto else 'with'} --objective pareto; "
+                                directions=mode.directions, pruner=make_pruner())
+    if is_multi_objective(study) != mode.pareto:  # the other mode's study: its labels alone would not say so
+        raise StorageError(f"study {name!r} was made {'without' if mode.pareto else 'with'} --objective pareto; "
                          f"pass a new --study name")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if pareto and not study.metric_names:
-            study.set_metric_names(["val_acc", identity["size_metric"]])  # the dashboard's axis names
+        if mode.pareto and not study.metric_names:
+            study.set_metric_names(["val_acc", mode.size])  # the dashboard's axis names
     existing = study.user_attrs
     if not existing and study.get_trials(deepcopy=False):
         raise StorageError(f"study {name!r} already holds trials that were not made by a search "
                          f"(e.g. `baselines`); pass a new --study name")
-    if existing:
-        existing = {**(assumed or {}), **existing}
     for key, value in identity.items():
         if key not in existing:  # a new study, or one that a worker started at the same moment is still labelling
             study.set_user_attr(key, value)

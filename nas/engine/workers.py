@@ -18,16 +18,16 @@ from optuna.trial import TrialState
 
 from nas.deploy import export
 from nas import logs
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.config import SearchConfig
 from nas.data import Splits, load_data, split_fingerprint, to_device
-from nas.search.device import resolve_device
+from nas.engine.device import resolve_device
 from nas.errors import SearchFailed, UserError
-from nas.search.interrupts import CTRL_C, held, shielded
-from nas.search.objective import Objective, failure_reason, reject
+from nas.engine.interrupts import CTRL_C, held, shielded
+from nas.engine.objective import Objective, failure_reason, reject
 from nas.space.space_file import load_space
-from nas.search.retry import unreachable
-from nas.search.storage import fail_stale_trials, heartbeat_settings, open_storage, requeue_interrupted
+from nas.engine.retry import unreachable
+from nas.engine.storage import fail_stale_trials, heartbeat_settings, open_storage, requeue_interrupted
 
 MAX_CONSECUTIVE_REJECTIONS = 200
 MAX_ERRORS_IN_A_ROW = 5  # trials failed by the same error, not by the candidate: a bug, a broken install, a full disk
@@ -145,7 +145,7 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     name = config.study_name(space)
     study = optuna.load_study(study_name=name, storage=open_storage(config.storage_url, wait=True),
                               sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000,
-                                                             size_bands=config.mode.pareto),
+                                                             config.mode),
                               pruner=study_mod.make_pruner())
     study_mod.check_data(study, split_fingerprint(splits))
     objective = Objective(config, space, splits, device, export.artifact_store(config.artifacts(name)),

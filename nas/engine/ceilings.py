@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nas.space import budget, tflite_graph, tflm_budget
-from nas.search import study as study_mod
+from nas.engine import study as study_mod
 from nas.data import DataInfo
 from nas.space.spec import ArchSpec
 

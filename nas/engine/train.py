@@ -77,7 +77,7 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
     `seed` fixes the batch order and every random draw in the network (dropout), whatever the caller drew before;
     the caller's own random state is left as it was.
     `on_pace` gets the run's projected seconds of training after its first TIME_CHECK_STEPS steps; it may stop the
-    run there by raising TooSlow (nas.search.pace.check).
+    run there by raising TooSlow (nas.engine.pace.check).
     """
     device = data.x_train.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
