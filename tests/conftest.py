@@ -9,7 +9,7 @@ import torch
 from nas import data as data_mod
 from nas.data import sources
 from nas.space.references import all_references
-from nas.space.space_file import SPACES_DIR
+from nas.space.space_file import DEFAULT_SPACE, SPACES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = sorted(SPACES_DIR.glob("*.toml"))
@@ -118,3 +118,10 @@ def torchvision_info(dataset: str) -> data_mod.DataInfo:
     """What a search on MNIST or Fashion-MNIST records of its data, as its weights carry it."""
     mean, std = sources.DATASETS[dataset].mean_std
     return data_mod.DataInfo(dataset, (1, 28, 28), tuple(sources.DATASETS[dataset].classes), mean, std)
+
+
+def write_space(tmp_path: Path, edit=lambda text: text) -> Path:
+    """The default space file with `edit` applied to its text, written as tmp_path / "space.toml"."""
+    path = tmp_path / "space.toml"
+    path.write_text(edit(DEFAULT_SPACE.read_text()))
+    return path

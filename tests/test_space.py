@@ -2,7 +2,6 @@
 shape: tests/test_layout.py; reading space files: tests/test_space_file.py)."""
 import hashlib
 import statistics
-from pathlib import Path
 
 import optuna
 import pytest
@@ -13,7 +12,7 @@ from nas.space.build import build, layer_shapes
 from nas.space.space import auto_convs_per_stage, auto_pools, auto_stages, auto_stem_convs
 from nas.space.space_file import load_space
 from nas.space.blocks import Conv, Pool
-from tests.conftest import SPACE_FILES
+from tests.conftest import SPACE_FILES, write_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEFAULT = SPACE_FILES[0].parent / "mnist.toml"
@@ -117,16 +116,6 @@ def test_budget_aware_sampling_mostly_fits_and_scales(path, budget):
     assert statistics.median(fits) > 0.3 * budget
 
 
-def _write(tmp_path, text) -> Path:
-    p = tmp_path / "space.toml"
-    p.write_text(text)
-    return p
-
-
-def _default_text():
-    return DEFAULT.read_text()
-
-
 @pytest.mark.parametrize("budget, stem, stages, convs, pools",
                          [(5_000, 1, 3, 1, 2), (10_000, 1, 2, 2, 2), (25_000, 2, 2, 3, 3)])
 def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, stages, convs, pools):
@@ -134,9 +123,8 @@ def test_auto_depth_and_pools_follow_the_budget(tmp_path, budget, stem, stages, 
     per stage so)."""
     default = load_space(DEFAULT).arch
     assert default["stages"] == default["convs_per_stage"] == "auto"
-    text = (_default_text().replace("stem_convs = [1, 2]", 'stem_convs = "auto"')
-            .replace("pools = [2, 3]", 'pools = "auto"'))
-    space = load_space(_write(tmp_path, text))
+    space = load_space(write_space(tmp_path, lambda text: text.replace("stem_convs = [1, 2]", 'stem_convs = "auto"')
+                                   .replace("pools = [2, 3]", 'pools = "auto"')))
     assert space.arch["stem_convs"] == space.arch["pools"] == "auto"
     assert (auto_stem_convs(budget), auto_stages(budget), auto_convs_per_stage(budget), auto_pools(budget)) == (
         stem, stages, convs, pools)

@@ -1,23 +1,9 @@
 """nas.space.space_file: reading a search space file, one line naming the file and the key for anything malformed,
 and every key declared."""
-from pathlib import Path
-
 import pytest
 
 from nas.space.space_file import SpaceError, load_space
-from tests.conftest import SPACE_FILES
-
-DEFAULT = SPACE_FILES[0].parent / "mnist.toml"
-
-
-def _write(tmp_path, text) -> Path:
-    p = tmp_path / "space.toml"
-    p.write_text(text)
-    return p
-
-
-def _default_text():
-    return DEFAULT.read_text()
+from tests.conftest import write_space
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -33,7 +19,7 @@ def _default_text():
 ])
 def test_malformed_space_names_the_key(tmp_path, edit, match):
     with pytest.raises(SpaceError, match=match) as err:
-        load_space(_write(tmp_path, edit(_default_text())))
+        load_space(write_space(tmp_path, edit))
     assert "\n" not in str(err.value)
 
 
@@ -44,6 +30,7 @@ def test_missing_space_file(tmp_path):
 
 @pytest.mark.parametrize("key, section", [("pool_placement", "arch"), ("cycle_momentum", "recipe")])
 def test_a_space_file_must_declare_every_key(tmp_path, key, section):
-    text = "\n".join(line for line in _default_text().splitlines() if not line.startswith(key))
+    def without_key(text):
+        return "\n".join(line for line in text.splitlines() if not line.startswith(key))
     with pytest.raises(SpaceError, match=rf"\[{section}\]\.{key} is missing"):
-        load_space(_write(tmp_path, text))
+        load_space(write_space(tmp_path, without_key))
