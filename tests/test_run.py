@@ -1,4 +1,4 @@
-"""The search loop in-process, on a toy task: the study reaches its total, then reports, export and summary."""
+"""nas.run: one search in-process, on a toy task: the study reaches its total, then reports, export and summary."""
 import os
 import signal
 
