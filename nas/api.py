@@ -46,6 +46,8 @@ class SearchResult:
     @property
     def best(self) -> torch.nn.Module:
         """The best network, loaded in eval mode: it takes (N, C, H, W) images scaled to [0, 1]."""
+        if "best" not in self.paths and self.best_trial is not None:  # its weights are on another machine's disk
+            raise export.WeightsUnreachable(export.unreachable_weights(self.best_trial))
         return export.load(self.paths["best"])
 
     @property
@@ -85,7 +87,7 @@ def search(data: Data = _DEFAULT.dataset, *, trials: int = _DEFAULT.trials, max_
            warm_start: bool = _DEFAULT.warm_start, epochs: int = _DEFAULT.epochs,
            trial_time_limit: float | None = _DEFAULT.trial_time_limit, train_subset: int | None = _DEFAULT.train_subset,
            results_dir: str = _DEFAULT.results_dir, artifact_dir: str | None = _DEFAULT.artifact_dir,
-           quiet: bool = _DEFAULT.quiet) -> SearchResult:
+           artifact_store: str | None = _DEFAULT.artifact_store, quiet: bool = _DEFAULT.quiet) -> SearchResult:
     """Searches for the most accurate CNN under `max_params` (and any device ceilings), training `trials` candidates
     for `epochs` each, then writes the reports and the best model to `results_dir/<study>/`. Every option is the
     command line's flag of the same name, with the same default (`python search.py --help`).

@@ -6,10 +6,11 @@ import signal
 import sys
 from pathlib import Path
 
-from nas.config import DATASETS, DEVICES, FORMATS, OBJECTIVES, SAMPLERS, SIZE_METRICS, SearchConfig
+from nas.config import (DASHBOARD_HOST, DASHBOARD_PORT, DATASETS, DEVICES, FORMATS, OBJECTIVES, PROXY_HOST,
+                        SAMPLERS, SIZE_METRICS, SearchConfig)
 from nas.errors import CliError, UserError
 
-COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe", "check")
+COMMANDS = ("search", "report", "export", "evaluate", "baselines", "describe", "check", "dashboard", "serve-storage")
 DEFAULT = SearchConfig()  # every default below is SearchConfig's
 
 
@@ -50,10 +51,17 @@ def one_line(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db); "
-                                          "postgresql://USER:PASS@HOST:PORT/DB for many machines")
+                                          "postgresql://USER:PASS@HOST:PORT/DB for many machines; "
+                                          "grpc://HOST:PORT for a serve-storage proxy (hundreds of workers)")
     common.add_argument("--results-dir", default=DEFAULT.results_dir,
                         help=f"where studies' reports go (default: {DEFAULT.results_dir})")
-    common.add_argument("--artifact-dir", help="where trial weights are stored (default: <results-dir>/<study>/artifacts)")
+    weights = common.add_mutually_exclusive_group()
+    weights.add_argument("--artifact-store", metavar="URL",
+                         help="where trial weights are stored: a folder, s3://BUCKET/PREFIX (pip install "
+                              "'tinynas[s3]'; AWS_ENDPOINT_URL for an S3-compatible server), db (the --storage "
+                              "database) or a database URL; default: <results-dir>/<study>/artifacts; report, export "
+                              "and dashboard: where each trial recorded its weights")
+    weights.add_argument("--artifact-dir", help="a folder for trial weights: --artifact-store DIR")
     common.add_argument("--data-dir", help="torchvision sets: the data root holding them in torchvision's layout (e.g. "
                                            "MNIST/raw, cifar-10-batches-py; default: $NAS_DATA_DIR, else ./data); "
                                            "--dataset folder: DIR holding train/<class>/ (and test/<class>/); "
@@ -150,6 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", parents=[common], help="check an ONNX or TFLite export against its PyTorch weights")
     c.add_argument("path", help="an .onnx or .tflite file written by export or search")
     c.add_argument("--weights", help="its .safetensors weights (default: the file of the same name beside it)")
+
+    w = sub.add_parser("dashboard", parents=[common], help="optuna-dashboard for a study, with its weights wherever "
+                                                           "they are stored (a bucket or a database too)")
+    w.add_argument("--study", required=True)
+    w.add_argument("--host", default=DASHBOARD_HOST, help=f"address to serve on (default {DASHBOARD_HOST})")
+    w.add_argument("--port", type=_positive_int("--port"), default=DASHBOARD_PORT,
+                   help=f"port to serve on (default {DASHBOARD_PORT})")
+
+    g = sub.add_parser("serve-storage", help="Optuna's gRPC storage proxy in front of the database, for hundreds of "
+                                             "workers: they pass --storage grpc://HOST:PORT (pip install "
+                                             "'tinynas[grpc]')")
+    g.add_argument("--storage", required=True, help="the database: postgresql://USER:PASS@HOST:PORT/DB "
+                                                    "(or sqlite:///FILE)")
+    g.add_argument("--port", type=_positive_int("--port"), required=True, help="port to serve on")
+    g.add_argument("--host", default=PROXY_HOST, help=f"address to serve on (default {PROXY_HOST}: this machine "
+                                                      "only; 0.0.0.0 for every machine that can reach it)")
     return parser
 
 
@@ -174,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
 
             settings = vars(config_from(vars(args)))
             api.search(settings.pop("dataset"), **settings)
+            return 0
+        if args.command == "serve-storage":
+            from nas.engine import proxy_server  # not through nas.commands: the proxy needs no torch
+
+            proxy_server.serve(args.storage, args.host, args.port)
             return 0
         from nas import commands
 

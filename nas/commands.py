@@ -16,7 +16,7 @@ import torch
 from nas.results import baselines
 from nas.deploy import export
 from nas.space import references, tflite_graph, tflm_budget
-from nas.engine import study as study_mod
+from nas.engine import artifact_store, study as study_mod
 from nas.space.budget import count_flops, count_params, layer_costs, peak_activation_bytes
 from nas.config import STUDY_SETTINGS, SearchConfig, config_from
 from nas.data import DataInfo
@@ -26,7 +26,7 @@ from nas.errors import CliError, StorageError
 from nas.fileio import writable_dir
 from nas.engine.objective import record_candidate, record_result
 from nas.space.spec import Candidate, SpecError
-from nas.engine.storage import open_storage
+from nas.engine.storage import open_storage, redact
 from nas.results.summary import write_all
 from nas.engine.train import train
 
@@ -44,7 +44,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     return {"report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate,
-            "baselines": cmd_baselines, "check": cmd_check}[args.command](config, args)
+            "baselines": cmd_baselines, "check": cmd_check, "dashboard": cmd_dashboard}[args.command](config, args)
 
 
 def stored_study(config: SearchConfig, name: str) -> optuna.Study:
@@ -95,7 +95,7 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
     """Writes `trial`'s network to `out` as `form` (default: from the suffix), its spec beside it (and its
     weights, or C array, for the formats that take them); returns every file written."""
     writable_dir(out.parent, "--out")
-    store = export.artifact_store(config.artifacts(study.study_name))
+    store = artifact_store.reader(config, study)
     form = form or FORMAT_OF_SUFFIX.get(out.suffix.lower(), "safetensors")
     if form not in MODEL_SUFFIX:
         raise CliError(f"format {form!r}: choose one of {', '.join(MODEL_SUFFIX)}")
@@ -116,6 +116,18 @@ def export_model(config: SearchConfig, study: optuna.Study, trial: optuna.trial.
     if form == "tflite-int8":
         beside += ["_data.cc", "_data.h"]
     return [out, *(Path(f"{out.with_suffix('')}{suffix}") for suffix in beside)]
+
+
+def cmd_dashboard(config: SearchConfig, args) -> int:
+    """optuna-dashboard's server for the storage, reading a study's weights wherever its trials stored them (its
+    own command line reads a folder only); it serves until stopped."""
+    import optuna_dashboard
+
+    study = stored_study(config, args.study)
+    print(f"dashboard of {redact(config.storage_url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    optuna_dashboard.run_server(open_storage(config.storage_url), host=args.host, port=args.port,
+                                artifact_store=artifact_store.reader(config, study))
+    return 0
 
 
 def cmd_check(config: SearchConfig, args) -> int:
@@ -209,7 +221,7 @@ def cmd_baselines(config: SearchConfig, args) -> int:
                                 direction="maximize", load_if_exists=True, pruner=optuna.pruners.NopPruner())
     device = resolve_device(config.device)
     splits = load_data(config, device)
-    store = export.artifact_store(config.artifacts(study.study_name))
+    store = artifact_store.writer(config, study.study_name)
     print(f"{'model':<18} {'params':>8} {'val acc':>8} {'seconds':>8}")
     for name in names:
         candidate = references.by_name(name)

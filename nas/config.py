@@ -13,6 +13,8 @@ SAMPLERS = ("tpe", "random")
 OBJECTIVES = ("accuracy", "pareto")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = ("safetensors", "onnx", "onnx-int8", "tflite", "tflite-int8")  # export's formats
+DASHBOARD_HOST, DASHBOARD_PORT = "127.0.0.1", 8080  # where the dashboard command serves (optuna-dashboard's own)
+PROXY_HOST = "localhost"  # where serve-storage listens: this machine only, unless --host says otherwise
 
 
 @dataclass
@@ -43,6 +45,9 @@ class SearchConfig:
     train_subset: int | None = None
     results_dir: str = "results"
     artifact_dir: str | None = None
+    # where weights go: a folder, s3://BUCKET/PREFIX, db (the --storage database) or a database URL; None: the
+    # folder artifacts(study) (nas.engine.artifact_store)
+    artifact_store: str | None = None
     quiet: bool = False
     objective: str = "accuracy"  # or "pareto": validation accuracy (max) and a size metric (min), one study
     size_metric: str | None = None  # pareto: one of SIZE_METRICS; None: params

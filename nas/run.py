@@ -9,7 +9,7 @@ import time
 import optuna
 
 from nas import logs
-from nas.engine import progress, workers
+from nas.engine import artifact_store, progress, workers
 from nas.results import summary
 from nas.engine import study as study_mod
 from nas.engine.ceilings import Ceilings
@@ -120,8 +120,7 @@ def check_ceilings(space: SearchSpace, ceilings: Ceilings, input_shape: tuple[in
 def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     """Checks the result folders, then creates the study or resumes it if it was made with the same settings."""
     writable_dir(config.results_dir, "--results-dir")
-    if config.artifact_dir:
-        writable_dir(config.artifact_dir, "--artifact-dir")
+    artifact_store.writer(config, config.study_name(space))  # a store that cannot take weights fails now
     sampler = study_mod.make_sampler(config.sampler, config.seed, config.mode)
     return study_mod.create_or_resume(open_storage(config.storage_url), config.study_name(space),
                                       study_identity(config, space), sampler)

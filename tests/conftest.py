@@ -32,6 +32,22 @@ def data_root() -> Path:
     pytest.skip(reason)
 
 
+def service_address(env_var: str, what: str) -> str:
+    """A test service's address, from `env_var`: .ci/run starts each service and sets it. Without it, tests skip with
+    one line locally and fail under CI."""
+    address = os.environ.get(env_var)
+    if address:
+        return address
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs {what}: set {env_var} (.ci/run starts one)")
+    pytest.skip(f"needs {what}; set {env_var}")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    return service_address("NAS_TEST_POSTGRES_URL", "a PostgreSQL server, postgresql://USER:PASS@HOST:PORT/DB")
+
+
 def _has_mnist(root: Path) -> bool:
     return sources.missing_files("mnist", root) == []
 
@@ -98,6 +114,13 @@ def quadrant_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         r, c = divmod(int(label), 2)
         x[i, r * 8:r * 8 + 8, c * 8:c * 8 + 8] += 120
     return x, y
+
+
+def quadrants_npz(path: Path, train: int, test: int) -> Path:
+    """quadrant_images as an npz file (`train` training and `test` test images), for --dataset npz."""
+    (x_train, y_train), (x_test, y_test) = quadrant_images(train, 0), quadrant_images(test, 1)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
 
 
 def foreign_model():

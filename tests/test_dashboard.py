@@ -86,13 +86,17 @@ def search_dashboard_command(stdout: str) -> list[str]:
     return shlex.split(lines[0].removeprefix("dashboard: "))
 
 
-@contextlib.contextmanager
 def dashboard(command: list[str], cwd: Path):
     """optuna-dashboard run with `command`'s arguments from `cwd`, on a free port: (port, its /api/meta)."""
+    return serving(lambda port: [dashboard_executable(), *command[1:], "--host", "127.0.0.1", "--port", str(port),
+                                 "--server", "wsgiref", "--quiet"], cwd)
+
+
+@contextlib.contextmanager
+def serving(argv, cwd: Path):
+    """A dashboard server, `argv(port)`, run from `cwd` on a free port: (port, its /api/meta)."""
     port = free_port()
-    server = subprocess.Popen([dashboard_executable(), *command[1:], "--host", "127.0.0.1", "--port", str(port),
-                               "--server", "wsgiref", "--quiet"],
-                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(argv(port), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -101,7 +105,7 @@ def dashboard(command: list[str], cwd: Path):
                 break
             except (urllib.error.URLError, ConnectionError):
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"optuna-dashboard did not start:\n{server.communicate()[0]}") from None
+                    raise AssertionError(f"the dashboard did not start:\n{server.communicate()[0]}") from None
                 time.sleep(0.3)
         yield port, meta
     finally:

@@ -2,7 +2,6 @@
 npz set, `export --format onnx` of a stored trial, and `check`, with one line for a file it cannot use."""
 import json
 
-import numpy as np
 import onnx
 import optuna
 import pytest
@@ -20,7 +19,7 @@ from nas.space.spec import ArchSpec, Candidate, TrainRecipe
 from nas.space.blocks import Conv, GlobalAvgPool, Linear, Pool
 from nas.engine.train import TrainResult, train
 from tests.conftest import REFERENCES, torchvision_info
-from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, foreign_model, quadrant_images
+from tests.conftest import QUADRANT_CLASSES as CLASSES, QUADRANT_SHAPE as SHAPE, foreign_model, quadrants_npz
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CANDIDATE = Candidate(ArchSpec((Conv(16, bn=True, bias=False, act="relu"), Pool(),
@@ -31,10 +30,7 @@ CANDIDATE = Candidate(ArchSpec((Conv(16, bn=True, bias=False, act="relu"), Pool(
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy") / "quadrants.npz"
-    (x_train, y_train), (x_test, y_test) = quadrant_images(1200, 0), quadrant_images(1200, 1)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
+    return quadrants_npz(tmp_path_factory.mktemp("toy") / "quadrants.npz", 1200, 1200)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,19 @@ def test_a_studys_storage_ids_and_the_rdb_storage_under_optunas_cache(tmp_path):
     assert internals.trial_id(study.trials[0]) == internals.trial_id(trial)
 
 
+def test_optunas_cache_over_an_rdb_storage_sees_other_writers_and_passes_heartbeats_on(tmp_path):
+    """What the proxy's server serves: Optuna's cache, whose reads still see every worker's trials."""
+    storage = rdb(tmp_path / "cache.db", heartbeat_interval=1, grace_period=2)
+    cache = internals.cached(storage)
+    assert cache is not storage and internals.rdb_storage(cache) is storage and internals.heartbeats_on(cache)
+    study = optuna.create_study(storage=cache, study_name="cache")
+    assert study.get_trials() == []
+    elsewhere = optuna.load_study(study_name="cache", storage=rdb(tmp_path / "cache.db")).ask(X)
+    assert [t.number for t in study.get_trials()] == [elsewhere.number]
+    cache.record_heartbeat(internals.trial_id(elsewhere))
+    assert internals.trials_with_a_heartbeat(storage) == {internals.trial_id(elsewhere)}
+
+
 def test_heartbeats_are_on_only_for_an_rdb_storage_opened_with_an_interval(tmp_path):
     assert internals.heartbeats_on(rdb(tmp_path / "on.db", heartbeat_interval=1, grace_period=2))
     assert not internals.heartbeats_on(rdb(tmp_path / "off.db"))

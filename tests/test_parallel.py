@@ -25,16 +25,6 @@ SHOWN = ("params", "flops", "val_acc", "train_seconds", "spec", "candidate_id", 
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> str:
-    url = os.environ.get("NAS_TEST_POSTGRES_URL")
-    if url:
-        return url
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI needs PostgreSQL: set NAS_TEST_POSTGRES_URL (.ci/run starts a throwaway server)")
-    pytest.skip("no PostgreSQL server (set NAS_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST:PORT/DB)")
-
-
-@pytest.fixture(scope="module")
 def postgres_ctl(postgres_url) -> list[str]:
     """The command that controls the test server: `pg_ctl -D DATA ...` (and `runuser -u postgres --` as root)."""
     ctl = os.environ.get("NAS_TEST_POSTGRES_CTL")
@@ -83,6 +73,32 @@ def check_trained_trials(trials):
             assert t.value == t.user_attrs["val_acc"] and t.intermediate_values
 
 
+def kill_in_training(url, name, worker) -> tuple[int, str]:
+    """SIGKILLs the `worker` process while it trains a trial, once another trial has finished: that trial's number,
+    and what the worker printed."""
+    victim = None
+    try:
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.05)
+            try:
+                trials = trials_of(url, name)
+            except KeyError:  # the study is not created yet
+                continue
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            # a trial past the budget filter (it has its training seed) and training, once another one has finished
+            running = [t for t in trials if t.state == TrialState.RUNNING and "seed" in t.user_attrs]
+            if done and running:
+                os.kill(worker.pid, signal.SIGKILL)
+                victim = running[0].number
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        out = worker.communicate(timeout=30)[0]
+    assert victim is not None, f"never saw a trial in training after a finished one:\n{out}"
+    return victim, out
+
+
 def test_two_workers_share_one_postgres_study(postgres_url, study_name, mnist_root, tmp_path):
     """Two processes (as on two machines) run the same command: the total is met, nothing lost or duplicated."""
     target = 3
@@ -117,26 +133,7 @@ def test_a_worker_killed_mid_trial_is_resumed_without_losing_or_sticking(postgre
     cmd = command(postgres_url, study_name, tmp_path, target, images=3000)  # trials of about 2 s: time to see one
     env = environment(mnist_root)
     worker = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = None
-    try:
-        deadline = time.monotonic() + 120
-        while victim is None and time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(0.05)
-            try:
-                trials = trials_of(postgres_url, study_name)
-            except KeyError:  # the study is not created yet
-                continue
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            # a trial past the budget filter (it has its training seed) and training, once another one has finished
-            running = [t for t in trials if t.state == TrialState.RUNNING and "seed" in t.user_attrs]
-            if done and running:
-                os.kill(worker.pid, signal.SIGKILL)
-                victim = running[0].number
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-        out = worker.communicate(timeout=30)[0]
-    assert victim is not None, f"never saw a trial in training after a finished one:\n{out}"
+    victim, out = kill_in_training(postgres_url, study_name, worker)
     assert worker.returncode == -signal.SIGKILL, out
 
     before = {t.number: t for t in trials_of(postgres_url, study_name)}
@@ -188,26 +185,29 @@ def wait_for_trained(url, name, worker, count, deadline=120) -> dict:
     raise AssertionError(f"the search never reached {count} trained trial(s) (exit code {worker.poll()}):\n{out}")
 
 
+def outage(ctl, worker, seconds=OUTAGE_SECONDS) -> None:
+    """Stops the PostgreSQL server `ctl` controls for `seconds`, during which `worker` must go on, then starts it
+    again (whatever happened)."""
+    subprocess.run(ctl + ["stop", "-m", "fast"], check=True, capture_output=True, timeout=60)
+    try:
+        time.sleep(seconds)
+        assert worker.poll() is None, "the search ended while the server was down:\n" + worker.communicate()[0][-3000:]
+    finally:
+        subprocess.run(ctl + ["start"], check=True, capture_output=True, timeout=60)
+
+
 def test_a_postgres_outage_mid_search_is_waited_out(postgres_url, postgres_ctl, study_name, mnist_root, tmp_path):
     """The server stopped for 15 s mid-search, later restarted at once: the worker waits, goes on, and finishes."""
     target = 5
     worker = subprocess.Popen(command(postgres_url, study_name, tmp_path, target), cwd=tmp_path,
                               env=environment(mnist_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    down = False
     try:
         snapshots = [wait_for_trained(postgres_url, study_name, worker, 1)]
-        subprocess.run(postgres_ctl + ["stop", "-m", "fast"], check=True, capture_output=True, timeout=60)
-        down = True
-        time.sleep(OUTAGE_SECONDS)
-        assert worker.poll() is None, "the search ended while the server was down:\n" + worker.communicate()[0][-3000:]
-        subprocess.run(postgres_ctl + ["start"], check=True, capture_output=True, timeout=60)
-        down = False
+        outage(postgres_ctl, worker)
         snapshots.append(wait_for_trained(postgres_url, study_name, worker, len(snapshots[0]) + 1))
         subprocess.run(postgres_ctl + ["restart", "-m", "fast"], check=True, capture_output=True, timeout=60)
         out = worker.communicate(timeout=180)[0]
     finally:
-        if down:
-            subprocess.run(postgres_ctl + ["start"], capture_output=True, timeout=60)
         if worker.poll() is None:
             worker.kill()
             worker.communicate(timeout=30)

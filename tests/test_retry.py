@@ -88,3 +88,20 @@ def test_only_a_lost_connection_is_retried():
     assert retry.transient(invalidated)
     assert not retry.transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not retry.transient(KeyError("no such study"))
+
+
+def test_an_outage_retries_the_errors_its_caller_names_and_only_those():
+    """The gRPC proxy's client retries its own lost connections, not a database's."""
+    outage = Outage("grpc://proxy:13000", sleep=lambda s: None, is_transient=lambda e: isinstance(e, ConnectionError))
+    attempt = failing([ConnectionError("proxy restarting")] * 3)
+    assert outage.call(attempt) == "ok" and attempt.calls == [False, True, True, True]
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        outage.call(failing([refused()]))
+
+
+def test_a_retried_write_recognises_its_own_lost_answer_by_the_stored_state_and_values():
+    done = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.5)
+    assert retry.stored_as(done, optuna.trial.TrialState.COMPLETE, [0.5])
+    assert retry.stored_as(done, optuna.trial.TrialState.COMPLETE, None)
+    assert not retry.stored_as(done, optuna.trial.TrialState.COMPLETE, [0.25])
+    assert not retry.stored_as(done, optuna.trial.TrialState.FAIL, None)

@@ -82,12 +82,18 @@ def _study_with_weights(tmp_path, info):
 
 def test_accuracies_score_the_trials_with_weights_by_number(npz, info, config, tmp_path):
     study, store = _study_with_weights(tmp_path, info)
-    scores, splits = scoring.accuracies(study.trials, store, config)
-    assert scores == {0: float(np.mean(npz[1] == ALWAYS))}
+    scores, splits, unreachable = scoring.accuracies(study.trials, store, config)
+    assert scores == {0: float(np.mean(npz[1] == ALWAYS))} and unreachable == []
     assert torch.equal(splits.y_test, torch.from_numpy(npz[1]).long())
-    assert scoring.accuracies(study.trials[1:], store, config) == ({}, None)  # no trial with weights
+    assert scoring.accuracies(study.trials[1:], store, config) == ({}, None, [])  # no trial with weights
+
+
+def test_trials_whose_weights_are_out_of_reach_are_named_not_scored(npz, info, config, tmp_path):
+    study, store = _study_with_weights(tmp_path, info)
+    elsewhere = export.artifact_store(tmp_path / "another-machine")
+    assert scoring.accuracies(study.trials, elsewhere, config) == ({}, None, [study.trials[0]])
 
 
 def test_accuracies_are_none_for_weights_of_data_that_cannot_be_read_again(info, config, tmp_path):
     study, store = _study_with_weights(tmp_path, dataclasses.replace(info, source=scoring.NO_DATA))
-    assert scoring.accuracies(study.trials, store, config) == ({}, None)
+    assert scoring.accuracies(study.trials, store, config) == ({}, None, [])

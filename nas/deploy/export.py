@@ -33,6 +33,15 @@ class WeightsError(UserError, ValueError):
     """A weights file that cannot be loaded into its network."""
 
 
+class WeightsUnreachable(WeightsError):
+    """A trial's stored weights cannot be read from this machine (kept on another host's disk, or a store that does
+    not answer)."""
+
+
+# how weights become reachable from every machine, for the messages that say they are not
+SHARED_STORE_HINT = "keep weights where every machine reaches them: --artifact-store db or s3://BUCKET/PREFIX"
+
+
 class Normalised(Network):
     """A trained network that takes images scaled to [0, 1], (N, C, H, W): it normalises each channel as its training
     data was, then runs its layers. Its layers and state_dict keys are the network's (mean and std are not in the
@@ -170,9 +179,18 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     return (model if data is None else Normalised(model, data)).eval()
 
 
-def artifact_store(directory: str | Path) -> optuna.artifacts.FileSystemArtifactStore:
+class FolderStore(optuna.artifacts.FileSystemArtifactStore):
+    """Optuna's folder store, with `location`, the folder's absolute path: what its trials record as weights_store."""
+
+    def __init__(self, directory: str | Path):
+        super().__init__(str(directory))
+        self.location = str(Path(directory).absolute())
+
+
+def artifact_store(directory: str | Path) -> FolderStore:
+    """The folder store of `directory`, created if missing (nas.engine.artifact_store opens the other kinds)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    return optuna.artifacts.FileSystemArtifactStore(str(directory))
+    return FolderStore(directory)
 
 
 def upload_weights(trial: optuna.Trial, model: torch.nn.Module, candidate: Candidate, store, scratch: Path,
@@ -208,8 +226,8 @@ def export_trial(trial: optuna.trial.FrozenTrial, store, out: str | Path) -> Pat
         except OSError:
             raise  # writing `out` failed (a full disk), or the artifact is unreadable: the error names the file
         except Exception as e:  # noqa: BLE001
-            raise WeightsError(f"trial {trial.number}: weights artifact {artifact_id} not found in the artifact "
-                               f"store ({first_line(e)}); pass --artifact-dir if it lives elsewhere") from None
+            raise WeightsUnreachable(f"{unreachable_weights(trial)} ({first_line(e)}); export it on the machine "
+                                     f"that holds them, or pass --artifact-store where they are") from None
     candidate = Candidate.from_json(trial.user_attrs["spec"])
     try:
         recorded = read_spec(out)[1]
@@ -217,6 +235,16 @@ def export_trial(trial: optuna.trial.FrozenTrial, store, out: str | Path) -> Pat
         raise WeightsError(str(e)) from None
     write_text(out.with_suffix(".json"), spec_json(candidate, recorded))
     return out
+
+
+def unreachable_weights(trial: optuna.trial.FrozenTrial) -> str:
+    """Which trial's weights this machine cannot read, and where they are: "trial 3's weights (artifact ID, on host
+    H in STORE) are not reachable from this machine"."""
+    attrs = trial.user_attrs
+    where = f"on host {attrs['weights_host']} in {attrs.get('weights_store')}" if "weights_host" in attrs else \
+        "stored before trials recorded where"
+    return f"trial {trial.number}'s weights (artifact {attrs.get('weights_artifact')}, {where}) are not reachable " \
+           f"from this machine"
 
 
 def _os_error(e: Exception) -> Exception:

@@ -161,6 +161,8 @@ def record_result(trial, result, model, candidate: Candidate, store, scratch: Pa
     trial.set_user_attr("val_acc", result.val_acc)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
     trial.set_user_attr("eval_seconds", round(result.eval_seconds, 2))
+    trial.set_user_attr("weights_store", store.location)  # where any machine finds them (nas.engine.artifact_store)
+    trial.set_user_attr("weights_host", pace.this_host())  # the machine that stored them, for a folder
     trial.set_user_attr("weights_artifact", export.upload_weights(trial, model, candidate, store, scratch, data))
 
 

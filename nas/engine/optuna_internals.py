@@ -96,6 +96,13 @@ def rdb_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseSto
     return getattr(storage, "_backend", storage)
 
 
+def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """Optuna's in-process cache over an RDB storage, as a study wraps it (`get_storage`, "only for internal usage"):
+    what Optuna's docs say its gRPC proxy server should serve, since a read of a study's trials through a bare RDB
+    storage reads every trial from the database again."""
+    return optuna.storages.get_storage(storage)
+
+
 def heartbeats_on(storage: optuna.storages.BaseStorage) -> bool:
     """True if the storage records heartbeats (an RDB storage opened with a heartbeat interval)."""
     return is_heartbeat_enabled(storage)

@@ -55,15 +55,23 @@ def reason(error: BaseException) -> str:
     return first_line(shown)
 
 
+def stored_as(trial, state, values) -> bool:
+    """True if the FrozenTrial `trial` is stored in `state` with `values` (any, if None): a retried write that finds
+    it so was stored by the attempt whose answer was lost."""
+    return trial.state == state and (values is None or trial.values == list(values))
+
+
 class Outage:
     """Retries a storage's calls while it is unreachable. One outage is shared by the threads using the storage
     (a worker and its heartbeat): one line when it starts, one when it ends, one deadline. After giving up, later
     calls get a single attempt each, so a worker that is stopping does not wait again at every call."""
 
     def __init__(self, where: str, seconds: float | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 is_transient: Callable[[BaseException], bool] = transient):
         self.where, self.seconds = where, RETRY_SECONDS if seconds is None else seconds
         self._sleep, self._clock = sleep, clock
+        self._transient = is_transient  # the errors worth retrying: a database's by default, a proxy's for gRPC
         self._lock = threading.Lock()
         self._inside = threading.local()  # a retried call that makes other calls retries as a whole
         self.started: float | None = None  # when the current outage was first met
@@ -87,7 +95,7 @@ class Outage:
             try:
                 result = attempt(again)
             except Exception as e:  # noqa: BLE001 - only the transient ones are retried; the rest go on up
-                if not transient(e):
+                if not self._transient(e):
                     raise
                 wait = self._failed(e, delay)
                 if wait is None:

@@ -1,5 +1,5 @@
-"""Optuna's RDB storage: opening it (SQLite or PostgreSQL), riding out a database server's outage, heartbeats, and
-re-queueing the trials of dead workers."""
+"""Optuna's RDB storage: opening it (SQLite or PostgreSQL, or the gRPC proxy in front of one), riding out a database
+server's outage, heartbeats, and re-queueing the trials of dead workers."""
 from __future__ import annotations
 
 import datetime
@@ -15,14 +15,15 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from nas.errors import StorageError, first_line
-from nas.engine import optuna_internals as internals
-from nas.engine.retry import Outage, StorageUnreachable
+from nas.engine import liveness, optuna_internals as internals
+from nas.engine.retry import Outage, StorageUnreachable, stored_as
 
 HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60  # a trial whose worker stopped beating this long ago is failed and re-queued
 HEARTBEAT_ENV, GRACE_ENV = "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS"  # override both (tests use 1 and 3)
 OPEN_ATTEMPTS = 5  # opening the storage, when concurrent workers race to create its tables
 MAX_RETRY = 2  # a killed worker's trial is re-queued (same params) at most this many times
+PROXY_SCHEME = "grpc://"  # the storage proxy's address: grpc://HOST:PORT
 # a server's connections: a host that does not answer fails in 10 s, and a connection to a vanished server is found
 # dead in about 30 s, rather than after the system's TCP timeouts (minutes)
 SERVER_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
@@ -67,10 +68,16 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def open_storage(url: str, wait: bool = False) -> optuna.storages.BaseStorage:
+def open_storage(url: str, wait: bool = False, connections: int | None = None) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried, not stuck RUNNING. Once
     opened, a server's (PostgreSQL's) outages are waited out (RetryingStorage). One that cannot be reached now fails
-    at once, unless `wait`: a worker's own open, when the command has already opened the storage once."""
+    at once, unless `wait`: a worker's own open, when the command has already opened the storage once.
+    grpc://HOST:PORT is the proxy `serve-storage` runs (nas.engine.proxy_client). `connections`: the most database
+    connections the storage holds at once (the proxy's server)."""
+    if url.startswith(PROXY_SCHEME):
+        from nas.engine import proxy_client  # grpcio is an optional extra
+
+        return proxy_client.open_proxy(url, wait)
     url = sqlalchemy_url(url)
     interval, grace = heartbeat_settings()
     if url.startswith("sqlite"):
@@ -80,6 +87,8 @@ def open_storage(url: str, wait: bool = False) -> optuna.storages.BaseStorage:
         engine_kwargs = {"pool_pre_ping": True}
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = dict(SERVER_CONNECT_ARGS)
+    if connections is not None:
+        engine_kwargs.update(pool_size=connections, max_overflow=0)
 
     def attempts(again: bool = False) -> optuna.storages.BaseStorage:
         for attempt in range(OPEN_ATTEMPTS):
@@ -171,8 +180,7 @@ class RetryingStorage(internals.HookedRDBStorage):
                 done = optuna.storages.RDBStorage.set_trial_state_values(self, trial_id, state, values)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if again and state.is_finished():
-                    stored = optuna.storages.RDBStorage.get_trial(self, trial_id)
-                    if stored.state == state and (values is None or stored.values == list(values)):
+                    if stored_as(optuna.storages.RDBStorage.get_trial(self, trial_id), state, values):
                         return True  # the failed attempt was stored; only its answer was lost
                 raise
             if again and state == TrialState.RUNNING and not done:
@@ -221,8 +229,12 @@ def fail_stale_trials(study: optuna.Study) -> None:
     """Fails (and re-queues as WAITING, same params) RUNNING trials whose worker stopped beating a grace period ago.
 
     Optuna does this before each new trial; a run also does it at its start and end, so a trial of a killed
-    worker is cleaned up even when the study's total is already reached.
+    worker is cleaned up even when the study's total is already reached. Through the gRPC proxy, its server does it
+    (nas.engine.liveness).
     """
+    if liveness.relayed(internals.study_storage(study)):
+        liveness.request_sweep(study)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

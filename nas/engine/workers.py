@@ -16,9 +16,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.deploy import export
+from nas.engine import artifact_store
 from nas import logs
-from nas.engine import study as study_mod
+from nas.engine import liveness, study as study_mod
 from nas.config import SearchConfig
 from nas.data import Splits, load_data, split_fingerprint, to_device
 from nas.engine.device import resolve_device
@@ -148,13 +148,14 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
                                                              config.mode),
                               pruner=study_mod.make_pruner())
     study_mod.check_data(study, split_fingerprint(splits))
-    objective = Objective(config, space, splits, device, export.artifact_store(config.artifacts(name)),
+    objective = Objective(config, space, splits, device, artifact_store.writer(config, name),
                           config.out_dir(name) / ".scratch")
     stopper = Stopper(config.trials, objective)
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    run = liveness.beating(study, within_total(objective, config.trials), heartbeat_settings()[0])  # beats via a proxy
     try:
         while _await_running(study, config.trials, deadline):
-            study.optimize(within_total(objective, config.trials), callbacks=[stopper, settle_heap],
+            study.optimize(run, callbacks=[stopper, settle_heap],
                            catch=(Exception,), gc_after_trial=False,
                            timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             if stopper.space_cannot_fit or stopper.repeated_errors():

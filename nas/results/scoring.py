@@ -40,19 +40,24 @@ def weights_accuracy(weights: Path, splits: Splits) -> float:
 
 
 def accuracies(trials, store, config: SearchConfig, known: Splits | None = None
-               ) -> tuple[dict[int, float], Splits | None]:
-    """Each trial's test accuracy by number, and the data read for it; ({}, None) if that data cannot be read
-    again. Trials without stored weights are left out. `known`
-    splits, already in memory, are used if they hold the data the weights record."""
+               ) -> tuple[dict[int, float], Splits | None, list]:
+    """Each trial's test accuracy by number, the data read for it (None if that data cannot be read again, and then
+    no accuracy), and the trials whose weights this machine cannot reach (kept on another's disk), which get none.
+    Trials without stored weights are left out. `known` splits, already in memory, are used if they hold the data
+    the weights record."""
     trials = [t for t in trials if t.user_attrs.get("weights_artifact")]
-    if not trials:
-        return {}, None
     with tempfile.TemporaryDirectory(prefix="nas-test-") as tmp:
-        files = {t.number: export.export_trial(t, store, Path(tmp) / f"trial-{t.number}.safetensors")
-                 for t in trials}
+        files, unreachable = {}, []
+        for t in trials:
+            try:
+                files[t.number] = export.export_trial(t, store, Path(tmp) / f"trial-{t.number}.safetensors")
+            except export.WeightsUnreachable:
+                unreachable.append(t)
+        if not files:
+            return {}, None, unreachable
         info = export.read_spec(next(iter(files.values())))[1]
         splits = known if known is not None and info is not None and same_data(known.info, info) else \
             study_data(info, config)
         if splits is None:
-            return {}, None
-        return {number: weights_accuracy(path, splits) for number, path in files.items()}, splits
+            return {}, None, unreachable
+        return {number: weights_accuracy(path, splits) for number, path in files.items()}, splits, unreachable

@@ -10,9 +10,9 @@ import pandas as pd
 from nas.results import baselines, report, scoring
 from nas import data, logs
 from nas.deploy import export
-from nas.engine import study as study_mod
+from nas.engine import artifact_store, study as study_mod
 from nas.config import Mode, SearchConfig
-from nas.engine.storage import fail_stale_trials, open_storage, sqlalchemy_url
+from nas.engine.storage import PROXY_SCHEME, fail_stale_trials, open_storage, sqlalchemy_url
 
 NO_TEST = "the data the trials trained on cannot be read again (tensors handed to the search by a program)"
 RESULT_FILES = "trials.csv, frontier.csv, frontier.html, best.safetensors, best.json, best.onnx"
@@ -36,7 +36,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float, splits: da
     name = study.study_name
     out_dir = config.out_dir(name)
     fail_stale_trials(study)
-    paths, test, df = write_results(study, config, out_dir, splits)
+    paths, test, df, unreachable = write_results(study, config, out_dir, splits)
     failed = df[df["state"] == "FAIL"]
     interrupted = int(failed["fail_reason"].isna().sum())  # a signal or a killed worker: not counted
     rejected = df["rejected"].value_counts()
@@ -51,7 +51,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float, splits: da
         for _, row in frontier.iterrows():
             logs.line(f"  trial {int(row['number']):>4}  {size_text(mode.size_of(row)):>7}  {row['val_acc']:.2%}  "
                       f"{percent(test.get(row['number']))}")
-        if not test:
+        if not test and not unreachable:
             logs.line(f"  (no test accuracy: {NO_TEST})")
         if mode.pareto:
             logs.line(f"pick one: the most accurate member under your {mode.size} limit (the last row of frontier.csv "
@@ -59,7 +59,7 @@ def finish(config: SearchConfig, study: optuna.Study, seconds: float, splits: da
     best = study_mod.best_trial(study)
     if best is not None:
         logs.line(f"best: trial {best.number}, {best.user_attrs['params']:,} params, val {best.values[0]:.2%}, "
-                  f"test {percent(test.get(best.number))} -> {paths.get('best')}")
+                  f"test {percent(test.get(best.number))} -> {paths.get('best', 'not written (see above)')}")
     else:
         failed = df[df["fail_reason"].notna()]["fail_reason"].value_counts()
         logs.line("no trial completed." + ("" if failed.empty else " Failures: " + "; ".join(
@@ -75,18 +75,22 @@ def write_all(study: optuna.Study, config: SearchConfig, out_dir: Path) -> dict[
 
 
 def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path, splits: data.Splits | None = None
-                  ) -> tuple[dict[str, Path], dict[int, float], pd.DataFrame]:
+                  ) -> tuple[dict[str, Path], dict[int, float], pd.DataFrame, list]:
     """write_all's files; the test accuracy (by trial number) of the frontier and the best, computed here from
-    their stored weights: the only trials ever scored on the test set; and the trials frame they came from."""
+    their stored weights: the only trials ever scored on the test set; the trials frame they came from; and the
+    shown trials whose weights this machine cannot reach (the reports go without them, and one line says so)."""
     identity = study.user_attrs
     max_params = identity.get("max_params", config.max_params)
-    store = export.artifact_store(config.artifacts(study.study_name))
+    store = artifact_store.reader(config, study)
     best = study_mod.best_trial(study)
     df = report.trials_frame(study)
-    test, splits = scoring.accuracies(shown_trials(study, df, best), store, config, splits)
+    test, splits, unreachable = scoring.accuracies(shown_trials(study, df, best), store, config, splits)
     paths = report.write_reports(df, study.study_name, out_dir, max_params, baselines_of(study, config), config.epochs,
                                  test, Mode.of_study(identity).size_attr)
-    if best is not None and best.user_attrs.get("weights_artifact"):
+    if unreachable:  # weights on another machine's disk: every other report is written, and this one line
+        logs.LOGGER.warning(unreachable_line(unreachable, best))
+    lost = {t.number for t in unreachable}
+    if best is not None and best.user_attrs.get("weights_artifact") and best.number not in lost:
         paths["best"] = export.export_trial(best, store, out_dir / "best.safetensors")
         if splits is not None:  # best.onnx is checked on the test images: none for data that cannot be read again
             from nas.deploy import onnx_deploy as deploy  # onnx and onnxruntime take a second or two to import
@@ -97,7 +101,18 @@ def write_results(study: optuna.Study, config: SearchConfig, out_dir: Path, spli
 
                 tflite = tflite_deploy.write_best_tflite(paths["best"], out_dir / "best.tflite", splits)
                 paths.update({"tflite": tflite} if tflite else {})
-    return paths, test, df
+    return paths, test, df, unreachable
+
+
+def unreachable_line(trials: list[optuna.trial.FrozenTrial], best) -> str:
+    """The one line for shown trials whose weights this machine cannot read: the best first, where they are, what
+    was not written."""
+    the_best = [t for t in trials if best is not None and t.number == best.number]
+    first = the_best[0] if the_best else trials[0]
+    others = f" (nor are {len(trials) - 1} other shown trial(s)')" if len(trials) > 1 else ""
+    missing = "best.safetensors and best.onnx are not written" if the_best else "its test accuracy is not shown"
+    return (f"{export.unreachable_weights(first)}{others}: {missing}; run report or export on "
+            f"{first.user_attrs.get('weights_host', 'the machine that holds them')}, or {export.SHARED_STORE_HINT}")
 
 
 def baselines_of(study: optuna.Study, config: SearchConfig) -> pd.DataFrame | None:
@@ -142,6 +157,12 @@ def percent(acc: float | None) -> str:
 
 
 def dashboard_command(config: SearchConfig, study_name: str) -> str:
-    """The exact command that opens this storage, weights included, in optuna-dashboard (run from the same folder)."""
+    """The exact command that opens this storage, weights included, in optuna-dashboard (run from the same folder):
+    its own for weights in a folder, else search.py's dashboard command, which reads a bucket or a database."""
+    folder = artifact_store.folder_of(config, study_name)
+    if folder is None or config.storage_url.startswith(PROXY_SCHEME):  # optuna-dashboard cannot open grpc://
+        given = ["--artifact-store", config.artifact_store] if config.artifact_store else []
+        return shlex.join(["python", "search.py", "dashboard", "--study", study_name, "--storage", config.storage_url,
+                           *given])
     url = sqlalchemy_url(config.storage_url)  # the dashboard lacks psycopg2 too: name the psycopg 3 driver
-    return shlex.join(["optuna-dashboard", url, "--artifact-dir", str(config.artifacts(study_name))])
+    return shlex.join(["optuna-dashboard", url, "--artifact-dir", str(folder)])
