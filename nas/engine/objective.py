@@ -1,6 +1,7 @@
 """One trial: sample a candidate, filter it by budget, train it, score it and record what it did."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from nas.space.spec import Candidate
 from nas.engine.train import TooSlow, TrainingDiverged, train
 
 OUT_OF_MEMORY = "out of memory: "  # how an out-of-memory error's `fail_reason` starts
+WORKER_KEY = "worker"  # user attr: HOST:PID of the process that trains the trial
 FINAL_STEP = 100  # intermediate values are percent of the run; the final validation accuracy is reported at 100
 
 
@@ -66,6 +68,7 @@ class Objective:
         # and the same seed, so the retry is the run the killed worker would have made
         seed = trial.user_attrs.get("seed", self.config.seed + trial.number)
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr(WORKER_KEY, f"{pace.this_host()}:{os.getpid()}")
         started = time.perf_counter()
 
         def on_progress(percent: int, acc: float) -> None:
