@@ -1,13 +1,16 @@
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import sqlalchemy.exc
 import torch
 
 from nas import data as data_mod
 from nas.data import sources
+from nas.engine.storage import sqlalchemy_url
 from nas.space.references import all_references
 from nas.space.space_file import DEFAULT_SPACE, SPACES_DIR
 
@@ -148,3 +151,13 @@ def write_space(tmp_path: Path, edit=lambda text: text) -> Path:
     path = tmp_path / "space.toml"
     path.write_text(edit(DEFAULT_SPACE.read_text()))
     return path
+
+
+def throwaway_study(url: str, prefix: str):
+    """For a fixture to `yield from`: a new study name on the database `url`, whose study is deleted afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=sqlalchemy_url(url))
+    except KeyError:  # the test made no study
+        pass

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -17,7 +16,7 @@ from nas.deploy import export
 from nas.engine import study as study_mod
 from nas.engine.objective import WORKER_KEY
 from nas.engine.storage import sqlalchemy_url
-from tests.conftest import ROOT
+from tests.conftest import ROOT, throwaway_study
 from tests.test_parallel import check_trained_trials
 from tests.test_storage_proxy import BEATS, Proxy
 
@@ -39,12 +38,7 @@ def cluster(request, postgres_url):
 
 @pytest.fixture
 def study_name(postgres_url):
-    name = f"test-chaos-{uuid.uuid4().hex[:10]}"
-    yield name
-    try:
-        optuna.delete_study(study_name=name, storage=sqlalchemy_url(postgres_url))
-    except KeyError:
-        pass
+    yield from throwaway_study(postgres_url, "test-chaos")
 
 
 def machine(storage: str, store: str, name: str, folder: Path, mnist_root: Path) -> subprocess.Popen:

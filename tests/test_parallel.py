@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from nas.engine import storage as storage_mod, study as study_mod
-from tests.conftest import ROOT
+from tests.conftest import ROOT, throwaway_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,12 +36,7 @@ def postgres_ctl(postgres_url) -> list[str]:
 
 @pytest.fixture
 def study_name(postgres_url):
-    name = f"test-parallel-{uuid.uuid4().hex[:10]}"
-    yield name
-    try:
-        optuna.delete_study(study_name=name, storage=storage_mod.sqlalchemy_url(postgres_url))
-    except KeyError:
-        pass
+    yield from throwaway_study(postgres_url, "test-parallel")
 
 
 def command(url, name, tmp_path, trials, images=500):

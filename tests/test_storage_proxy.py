@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import optuna
 import pytest
@@ -24,7 +23,7 @@ from nas.engine.storage import open_storage, sqlalchemy_url
 from nas.engine.retry import StorageUnreachable
 from nas.errors import StorageError
 from nas.results import summary
-from tests.conftest import ROOT, service_address
+from tests.conftest import ROOT, service_address, throwaway_study
 from tests.test_parallel import (check_trained_trials, command, environment, kill_in_training, outage, trials_of,
                                  wait_for_trained)
 
@@ -55,12 +54,7 @@ def database(request, tmp_path):
 
 @pytest.fixture
 def study_name(database):
-    name = f"test-proxy-{uuid.uuid4().hex[:10]}"
-    yield name
-    try:
-        optuna.delete_study(study_name=name, storage=sqlalchemy_url(database))
-    except KeyError:
-        pass
+    yield from throwaway_study(database, "test-proxy")
 
 
 class Proxy:
