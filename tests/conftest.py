@@ -1,4 +1,6 @@
+import fcntl
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 import sqlalchemy.exc
 import torch
 
-from nas import data as data_mod
+from nas import data as data_mod, logs
 from nas.data import sources
 from nas.engine.storage import sqlalchemy_url
 from nas.space.references import all_references
@@ -89,6 +91,29 @@ def toy() -> data_mod.Splits:
 def _few_threads():
     # unit tests are tiny; one thread avoids oversubscribing CI's two cores when a subprocess also runs
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _lines_printed():
+    # each test starts with the printed lines as a fresh process has them, whatever an in-process search left
+    logs.forward_to(None)
+    logs.configure(quiet=False)
+
+
+POSTGRES_TURNS = Path(tempfile.gettempdir()) / "tinynas-tests-postgres.lock"
+
+
+@pytest.fixture(autouse=True)
+def _postgres_turns(request):
+    """Tests on the shared PostgreSQL server run side by side (xdist), except one that stops the server
+    (marked stops_postgres): it waits for the others, and they wait for it."""
+    marks = {mark.name for mark in request.node.iter_markers()}
+    if not marks & {"postgres", "stops_postgres"}:
+        yield
+        return
+    with open(POSTGRES_TURNS, "a") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX if "stops_postgres" in marks else fcntl.LOCK_SH)
+        yield
 
 
 # -- shared by several test files ---------------------------------------------------------------------------------

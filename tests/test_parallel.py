@@ -190,6 +190,7 @@ def outage(ctl, worker, seconds=OUTAGE_SECONDS) -> None:
         subprocess.run(ctl + ["start"], check=True, capture_output=True, timeout=60)
 
 
+@pytest.mark.stops_postgres
 def test_a_postgres_outage_mid_search_is_waited_out(postgres_url, postgres_ctl, study_name, mnist_root, tmp_path):
     """The server stopped for 15 s mid-search, later restarted at once: the worker waits, goes on, and finishes."""
     target = 5

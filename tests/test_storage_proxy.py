@@ -306,6 +306,7 @@ def test_a_restart_of_the_proxy_mid_search_is_waited_out(proxy, study_name, mnis
 
 @pytest.mark.integration
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.stops_postgres
 def test_a_database_outage_behind_the_proxy_is_waited_out_by_the_proxy(proxy, study_name, mnist_root, tmp_path):
     """PostgreSQL stopped for 15 s mid-search: the proxy's storage waits it out (its lines say so) while the worker's
     calls wait on the proxy; the search finishes."""
