@@ -1,4 +1,5 @@
 import fcntl
+import functools
 import os
 import tempfile
 import uuid
@@ -8,6 +9,7 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy.exc
+import sqlalchemy.pool
 import torch
 
 from nas import data as data_mod, logs
@@ -186,3 +188,10 @@ def throwaway_study(url: str, prefix: str):
         optuna.delete_study(study_name=name, storage=sqlalchemy_url(url))
     except KeyError:  # the test made no study
         pass
+
+
+@functools.cache
+def database(url: str) -> optuna.storages.RDBStorage:
+    """One Optuna storage per database URL in a test process, opening a connection per call: tests poll studies
+    many times a second, and a pool per read would exhaust the test server's 100 connections."""
+    return optuna.storages.RDBStorage(sqlalchemy_url(url), engine_kwargs={"poolclass": sqlalchemy.pool.NullPool})

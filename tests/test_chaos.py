@@ -15,9 +15,8 @@ from optuna.trial import TrialState
 from nas.deploy import export
 from nas.engine import study as study_mod
 from nas.engine.objective import WORKER_KEY
-from nas.engine.storage import sqlalchemy_url
-from tests.conftest import ROOT, throwaway_study
-from tests.test_parallel import check_trained_trials
+from tests.conftest import ROOT, database, throwaway_study
+from tests.test_parallel import check_trained_trials, trials_of
 from tests.test_storage_proxy import BEATS, Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -64,7 +63,7 @@ def kill_a_worker_in_training(postgres_url: str, name: str, command: subprocess.
     while time.monotonic() < deadline and command.poll() is None:
         time.sleep(0.05)
         try:
-            trials = optuna.load_study(study_name=name, storage=sqlalchemy_url(postgres_url)).get_trials()
+            trials = trials_of(postgres_url, name)
             pids = workers_of(command)
         except (KeyError, FileNotFoundError):  # no study yet, or a process ended as it was read
             continue
@@ -105,8 +104,7 @@ def test_two_machines_sharing_only_the_database_survive_a_killed_worker(cluster,
     assert "killed by SIGKILL" in out_a, out_a
     assert b.returncode == 0, out_b
 
-    trials = {t.number: t for t in optuna.load_study(study_name=study_name,
-                                                      storage=sqlalchemy_url(postgres_url)).get_trials()}
+    trials = {t.number: t for t in trials_of(postgres_url, study_name)}
     assert not [n for n, t in trials.items() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert sum(study_mod.is_trained(t) for t in trials.values()) == TOTAL
     killed = trials[victim]
@@ -119,7 +117,7 @@ def test_two_machines_sharing_only_the_database_survive_a_killed_worker(cluster,
     for m in ("a", "b"):  # a rerun of either machine's command finds the total reached and exits 0
         rerun = run(storage, store, study_name, folders[m], mnist_root)
         assert rerun.returncode == 0, rerun.stdout
-    best = study_mod.best_trial(optuna.load_study(study_name=study_name, storage=sqlalchemy_url(postgres_url)))
+    best = study_mod.best_trial(optuna.load_study(study_name=study_name, storage=database(postgres_url)))
     for m, folder in folders.items():  # either machine exports the best network, wherever its trial ran
         out = tmp_path / m / "best.safetensors"
         export_cmd = [sys.executable, SEARCH, "export", "--study", study_name, "--storage", storage,

@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.engine import storage as storage_mod, study as study_mod
-from tests.conftest import ROOT, throwaway_study
+from nas.engine import study as study_mod
+from tests.conftest import ROOT, database, throwaway_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,7 +52,7 @@ def environment(mnist_root):
 
 
 def trials_of(url, name):
-    return optuna.load_study(study_name=name, storage=storage_mod.sqlalchemy_url(url)).get_trials()
+    return optuna.load_study(study_name=name, storage=database(url)).get_trials()
 
 
 def check_trained_trials(trials):
