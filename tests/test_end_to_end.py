@@ -153,6 +153,12 @@ cycle_momentum = true
 label_smoothing = 0.0
 grad_clip = 0.0
 ema = 0.0
+whiten = "off"
+dirac = false
+bn_momentum = 0.1
+bn_bias_lr = 1.0
+bn_freeze_scale = false
+muon_lr = 0.0
 """
 
 

@@ -9,11 +9,14 @@ from nas import data
 from nas.engine.ceilings import Ceilings
 from nas.config import SearchConfig
 from nas.space.space import SearchSpace
+from nas.space.spec import LATER_KEYS, TrainRecipe
 
 
 def space_fingerprint(space: SearchSpace) -> str:
-    """A hash of what the space declares."""
-    text = json.dumps({"arch": space.arch, "recipe": space.recipe, "max_mflops": space.max_mflops}, sort_keys=True,
+    """A hash of what the space declares; a later recipe key declared at its default, which changes nothing, is left
+    out, so studies stored before it existed still resume."""
+    recipe = {k: v for k, v in space.recipe.items() if k not in LATER_KEYS or v != getattr(TrainRecipe, k)}
+    text = json.dumps({"arch": space.arch, "recipe": recipe, "max_mflops": space.max_mflops}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

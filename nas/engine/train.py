@@ -17,6 +17,7 @@ from torch import nn
 from nas.space.build import inference_copy
 from nas.data import DataInfo, Splits, normalise
 from nas.space.spec import TrainRecipe
+from nas.engine.levers import ConvMuon, muon_filters, param_groups, prepare
 
 EVAL_BATCH = 128  # the fastest measured on a 2-core CPU: larger batches fall out of cache (bench/RESULTS.md)
 # fractions of the run at which a pruner gets a reading: only early ones, where stopping saves most of the cost
@@ -53,7 +54,7 @@ class TrainResult:
 
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = param_groups(model, recipe)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
                                weight_decay=recipe.weight_decay, foreach=True)
@@ -63,7 +64,8 @@ def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimiz
 
 def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
     if recipe.schedule == "onecycle" and total_steps > 1:
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps,
+        peaks = [group["lr"] for group in optimizer.param_groups]  # each group's own peak (BatchNorm biases' x factor)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps,
                                                    pct_start=recipe.warmup, anneal_strategy="cos",
                                                    cycle_momentum=recipe.cycle_momentum)
     return None
@@ -94,8 +96,11 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
     steps_per_epoch = n // batch  # drop the ragged last batch: a tiny batch upsets BatchNorm
     gather_steps = max(1, GATHER_IMAGES // batch)
     total = steps_per_epoch * epochs
+    prepare(model, recipe, data)
     optimizer = make_optimizer(model, recipe)
     schedule = make_schedule(optimizer, recipe, total)
+    filters = muon_filters(model, recipe)
+    muon = ConvMuon(filters, recipe, lambda opt: make_schedule(opt, recipe, total)) if filters else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     ema = _Ema(model, recipe.ema) if recipe.ema else None
     checkpoints = {max(1, round(total * f)): round(f * 100) for f in PROGRESS_POINTS} if on_progress and len(data.x_val) else {}
@@ -119,6 +124,8 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
             if recipe.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip, foreach=True)
             optimizer.step()
+            if muon is not None:
+                muon.step()
             if schedule is not None:
                 schedule.step()
             if ema is not None:

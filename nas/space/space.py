@@ -131,6 +131,12 @@ class SearchSpace:
             label_smoothing=r("label_smoothing"),
             grad_clip=r("grad_clip"),
             ema=r("ema"),
+            whiten=r("whiten"),
+            dirac=r("dirac"),
+            bn_momentum=r("bn_momentum"),
+            bn_bias_lr=r("bn_bias_lr"),
+            bn_freeze_scale=r("bn_freeze_scale"),
+            muon_lr=r("muon_lr"),
         )
 
     def smallest(self, measure: Callable[[ArchSpec], float], input_shape: tuple[int, int, int] = MNIST_SHAPE,

@@ -9,6 +9,7 @@ from nas.errors import UserError
 from nas.space.layout import STAGE_BLOCKS
 from nas.space.space import AUTO, AUTO_RULES, CONVS_PER_STAGE, Range, SearchSpace
 from nas.space.blocks import ACTIVATIONS
+from nas.space.spec import WHITENINGS
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "mnist.toml"
@@ -48,6 +49,12 @@ RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
     "label_smoothing": (float, None),
     "grad_clip": (float, None),
     "ema": (float, None),
+    "whiten": (str, WHITENINGS),
+    "dirac": (bool, None),
+    "bn_momentum": (float, None),
+    "bn_bias_lr": (float, None),
+    "bn_freeze_scale": (bool, None),
+    "muon_lr": (float, None),
 }
 SECTIONS = {"arch": ARCH_KEYS, "recipe": RECIPE_KEYS}
 # bounds that no declaration may leave, whatever the file says
@@ -55,7 +62,8 @@ _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": CONVS_PER_
            "dropout": (0, 0.9), "head_dropout": (0, 0.9), "head_hidden": (1, 4096), "width_growth": (0.5, 4),
            "budget_fill": (0.01, 1), "min_width": (1, 4096), "max_width": (1, 4096), "momentum": (0, 0.999),
            "warmup": (0.01, 0.99), "batch_size": (1, 65536), "sgd_lr": (1e-6, 10), "adam_lr": (1e-6, 10),
-           "weight_decay": (0, 1), "label_smoothing": (0, 0.5), "grad_clip": (0, 1e6), "ema": (0, 0.9999)}
+           "weight_decay": (0, 1), "label_smoothing": (0, 0.5), "grad_clip": (0, 1e6), "ema": (0, 0.9999),
+           "bn_momentum": (0.001, 1), "bn_bias_lr": (0.01, 1000), "muon_lr": (0, 10)}
 
 
 class SpaceError(UserError, ValueError):

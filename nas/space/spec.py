@@ -19,6 +19,10 @@ from nas.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle")
+WHITENINGS = ("off", "trained", "frozen")
+# recipe keys added after studies were stored (issue 42): at their default they change nothing, and they are left out
+# of the JSON, so the ids and specs of candidates made before them stay the same
+LATER_KEYS = ("whiten", "dirac", "bn_momentum", "bn_bias_lr", "bn_freeze_scale", "muon_lr")
 
 
 class SpecError(UserError, ValueError):  # still a ValueError, as before UserError existed
@@ -66,21 +70,36 @@ class TrainRecipe:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max grad norm; 0 disables clipping
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 disables it
+    # short-run levers (issue 42); these values leave the network and its training as they were
+    whiten: str = "off"  # the first conv set to whiten the training images' patches, then "trained" or "frozen"
+    dirac: bool = False  # identity init of the first in-channels filters of each full conv after the first
+    bn_momentum: float = 0.1  # BatchNorm running-statistics momentum, PyTorch's convention (its default 0.1)
+    bn_bias_lr: float = 1.0  # BatchNorm biases learn at lr x this, with weight decay / this (the same decay per step)
+    bn_freeze_scale: bool = False  # BatchNorm scales stay at 1 (they still count as parameters)
+    muon_lr: float = 0.0  # > 0: the conv filters after the first learn by Muon at this peak lr; 0 = off
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in LATER_KEYS or v != getattr(TrainRecipe, k)}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "recipe") -> "TrainRecipe":
         recipe = _dataclass_from_dict(cls, d, where)
         _check_choice(recipe.optimizer, OPTIMIZERS, f"{where}.optimizer")
         _check_choice(recipe.schedule, SCHEDULES, f"{where}.schedule")
+        _check_choice(recipe.whiten, WHITENINGS, f"{where}.whiten")
         if not 0 < recipe.lr < math.inf or recipe.batch_size < 1:
             raise SpecError(f"{where}: lr and batch_size must be positive")
         if not 0 < recipe.warmup < 1:
             raise SpecError(f"{where}.warmup: must lie strictly between 0 and 1, got {recipe.warmup}")
         if not 0 <= recipe.ema < 1:
             raise SpecError(f"{where}.ema: must lie in [0, 1), got {recipe.ema}")
+        if not 0 < recipe.bn_momentum <= 1:
+            raise SpecError(f"{where}.bn_momentum: must lie in (0, 1], got {recipe.bn_momentum}")
+        if not 0 < recipe.bn_bias_lr < math.inf:
+            raise SpecError(f"{where}.bn_bias_lr: must be positive, got {recipe.bn_bias_lr}")
+        if not 0 <= recipe.muon_lr < math.inf:
+            raise SpecError(f"{where}.muon_lr: must be 0 (off) or positive, got {recipe.muon_lr}")
         return recipe
 
 
