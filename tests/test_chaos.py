@@ -72,8 +72,12 @@ def kill_a_worker_in_training(postgres_url: str, name: str, command: subprocess.
         for t in trials:
             pid = int(t.user_attrs.get(WORKER_KEY, ":0").rsplit(":", 1)[1])
             if t.state == TrialState.RUNNING and pid in pids:
-                os.kill(pid, signal.SIGKILL)
-                return t.number
+                os.kill(pid, signal.SIGSTOP)  # frozen, then killed only if that trial is still its own and running
+                now = {u.number: u for u in trials_of(postgres_url, name)}[t.number]
+                if now.state == TrialState.RUNNING and now.user_attrs.get(WORKER_KEY) == t.user_attrs[WORKER_KEY]:
+                    os.kill(pid, signal.SIGKILL)
+                    return t.number
+                os.kill(pid, signal.SIGCONT)
     raise AssertionError(f"never saw a worker of the command in training (exit code {command.poll()})")
 
 
