@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.engine import optuna_internals as internals
 from nas.engine import study as study_mod
 from tests.conftest import ROOT, database, throwaway_study
 
@@ -107,7 +108,7 @@ def test_two_workers_share_one_postgres_study(postgres_url, study_name, mnist_ro
     trials = trials_of(postgres_url, study_name)
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials))), "trial numbers are duplicated or missing"
-    assert len({t._trial_id for t in trials}) == len(trials)
+    assert len({internals.trial_id(t) for t in trials}) == len(trials)
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     trained = [t for t in trials if study_mod.is_trained(t)]
     # a worker stops when the trained and running trials reach the total; of two trials started at the same moment

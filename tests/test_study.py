@@ -5,6 +5,7 @@ from optuna.trial import TrialState
 
 from nas.config import Mode
 from nas.errors import StorageError
+from nas.engine import optuna_internals as internals
 from nas.engine.study import SIZE_BANDS, SIZE_SHARE, FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,7 +112,8 @@ def test_a_study_is_created_labelled_then_resumed_only_with_the_same_identity(tm
     identity = {"val_size": 10_000, "max_params": 25_000}
     made = create_or_resume(storage, "s", identity, make_sampler("random", 0))
     assert made.user_attrs == identity
-    assert create_or_resume(storage, "s", identity, make_sampler("random", 0))._study_id == made._study_id
+    resumed = create_or_resume(storage, "s", identity, make_sampler("random", 0))
+    assert internals.study_id(resumed) == internals.study_id(made)
     with pytest.raises(StorageError, match="max_params=25000, not 9000"):
         create_or_resume(storage, "s", {**identity, "max_params": 9000}, make_sampler("random", 0))
 

@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import logs
+from nas.engine import optuna_internals as internals
 from nas.engine import objective as objective_mod, storage as storage_mod, study as study_mod, workers
 from nas.config import SearchConfig
 from nas.data import split_fingerprint
@@ -158,7 +159,7 @@ def test_a_worker_waits_out_a_killed_workers_trial_and_trains_to_the_total(tmp_p
     with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize(), as the killed worker used
         warnings.simplefilter("ignore", UserWarning)
         killed = study.ask()
-    study._storage.record_heartbeat(killed._trial_id)  # it beat once, then its worker was killed
+    internals.study_storage(study).record_heartbeat(internals.trial_id(killed))  # it beat once, then its worker was killed
     monkeypatch.setattr(workers, "load_data", lambda config, device: toy)
     assert workers.run_worker(config) is False
     states = [t.state for t in study.trials]
