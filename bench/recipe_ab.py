@@ -36,7 +36,8 @@ from nas.space.spec import Candidate, TrainRecipe  # noqa: E402
 from common import run_benchmark  # noqa: E402
 
 # a lever's value when named alone; airbench's where it has one (BN momentum 0.4 = its 1 - 0.6, bias lr x64)
-ON = {"whiten": "frozen", "dirac": True, "bn_momentum": 0.4, "bn_bias_lr": 64.0, "bn_freeze_scale": True, "muon_lr": 0.05}
+ON = {"whiten": "frozen", "dirac": True, "bn_momentum": 0.4, "bn_bias_lr": 64.0, "bn_freeze_scale": True, "muon_lr": 0.05,
+      "lookahead": 5}
 
 
 def variant(text: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence, Union
@@ -124,9 +124,11 @@ def describe(spec: str | os.PathLike | Candidate) -> str:
 
 @dataclass
 class Evaluation:
-    """Test accuracy of one network re-trained once per seed on the whole training set (no hold-out)."""
+    """Test accuracy of one network re-trained once per seed on the whole training set (no hold-out); with `tta`,
+    also the test accuracy with test-time shifts, per seed (5x the inference cost; not the network's own figure)."""
 
     accuracies: list[float]
+    tta_accuracies: list[float] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -140,20 +142,21 @@ class Evaluation:
 def evaluate(spec: str | os.PathLike | Candidate | None = None, *, study: str | None = None, trial: int | None = None,
              data: Data | None = None, seeds: int = 3, epochs: int | None = None, storage: str | None = None,
              results_dir: str = _DEFAULT.results_dir, data_dir: str | None = None, train_subset: int | None = None,
-             image_size: int | None = None, device: str = _DEFAULT.device, quiet: bool = _DEFAULT.quiet
-             ) -> Evaluation:
+             image_size: int | None = None, device: str = _DEFAULT.device, quiet: bool = _DEFAULT.quiet,
+             tta: bool = False) -> Evaluation:
     """Re-trains a network once per seed on the whole training set and scores it on the test set: `spec` (as for
     `describe`), or the best trial of `study` (or its trial number `trial`) in `storage`. `data` defaults to what the
-    weights or the study record, else MNIST; the study's dataset, epochs and subset are its own."""
+    weights or the study record, else MNIST; the study's dataset, epochs and subset are its own. `tta` also scores
+    the test set with test-time shifts, kept apart in `Evaluation.tta_accuracies`."""
     given = {"dataset": None, "data_dir": data_dir}
     if data is not None:
         given = _data_settings(data, data_dir, results_dir)
-    args = SimpleNamespace(spec=spec, study=study, trial=trial, seeds=seeds, epochs=epochs,
+    args = SimpleNamespace(spec=spec, study=study, trial=trial, seeds=seeds, epochs=epochs, tta=tta,
                            train_subset=train_subset, image_size=image_size, **given)
     config = SearchConfig(results_dir=results_dir, storage=storage, device=device, quiet=quiet,
                           **{k: v for k, v in {**given, "epochs": epochs, "train_subset": train_subset,
                                                "image_size": image_size}.items() if v is not None})
-    return Evaluation(commands.evaluate_network(config, args, say=_say(config)))
+    return Evaluation(*commands.evaluate_network(config, args, say=_say(config)))
 
 
 def _say(config: SearchConfig) -> Callable[[str], None]:

@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seeds", type=_positive_int("--seeds"), default=3)
     v.add_argument("--epochs", type=_positive_int("--epochs"),
                    help="epochs per run (default 1; with --study, the study's)")
+    v.add_argument("--tta", action="store_true",
+                   help="also score the test set with test-time shifts (the image and its four 1-pixel shifts), "
+                        "reported apart: it costs 5x the inference on the device")
 
     b = sub.add_parser("baselines", parents=[common], help="train the reference models with their own recipes")
     b.add_argument("--only", help="comma-separated reference names (default: all)")

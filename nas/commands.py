@@ -28,7 +28,7 @@ from nas.engine.objective import record_candidate, record_result
 from nas.space.spec import Candidate, SpecError
 from nas.engine.storage import open_storage, redact
 from nas.results.summary import write_all
-from nas.engine.train import train
+from nas.engine.train import TTA_SHIFTS, train
 
 
 FORMAT_OF_SUFFIX = {".onnx": "onnx", ".tflite": "tflite"}  # export's format when --format is not given
@@ -176,9 +176,10 @@ def cmd_evaluate(config: SearchConfig, args) -> int:
     return 0
 
 
-def evaluate_network(config: SearchConfig, args, say=functools.partial(print, flush=True)) -> list[float]:
+def evaluate_network(config: SearchConfig, args, say=functools.partial(print, flush=True)
+                     ) -> tuple[list[float], list[float]]:
     """Re-trains `args.spec`, or a study's trial, on the full training set (no hold-out) once per seed; returns and
-    reports the test accuracies."""
+    reports the test accuracies, then (with `args.tta`) those with test-time shifts, apart; else an empty list."""
     if args.spec is not None:
         (candidate, info), label = spec_from(args.spec), str(getattr(args.spec, "name", "") or args.spec)
         if info is not None and args.dataset is None:  # the data it was trained on, unless --dataset says otherwise
@@ -195,15 +196,24 @@ def evaluate_network(config: SearchConfig, args, say=functools.partial(print, fl
     check_fits(splits, candidate.arch.input_shape, candidate.arch.num_classes, f"{label} takes")
     say(f"evaluating {label}: {count_params(candidate.arch):,} params, {len(splits.x_train):,} {config.dataset} "
         f"training images, {config.epochs} epoch(s), {args.seeds} seed(s)")
-    accs = []
+    accs, shifted = [], []
     for seed in range(args.seeds):
         model = prepare_model(candidate, seed, device)
-        result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=seed, test=True)
+        result = train(model, candidate.recipe, splits, epochs=config.epochs, seed=seed, test=True, tta=args.tta)
         accs.append(result.test_acc)
-        say(f"  seed {seed}: test {result.test_acc:.2%}  ({result.train_seconds:.1f} s)")
-    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    say(f"test accuracy: {statistics.mean(accs):.2%} ± {std:.2%} over {len(accs)} seed(s)")
-    return accs
+        with_tta = f", with TTA {result.test_tta:.2%}" if args.tta else ""
+        say(f"  seed {seed}: test {result.test_acc:.2%}{with_tta}  ({result.train_seconds:.1f} s)")
+        if args.tta:
+            shifted.append(result.test_tta)
+    say(f"test accuracy: {_mean_std(accs)} over {len(accs)} seed(s)")
+    if args.tta:
+        say(f"with test-time shifts (TTA, {len(TTA_SHIFTS)}x the inference cost on the device; not the model's "
+            f"figure): {_mean_std(shifted)}")
+    return accs, shifted
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2%} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2%}"
 
 
 def cmd_baselines(config: SearchConfig, args) -> int:

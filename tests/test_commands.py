@@ -337,6 +337,22 @@ def test_evaluate_retrains_per_seed_on_the_whole_training_set_and_gives_mean_and
     assert lines[3] == f"test accuracy: {statistics.mean(accs):.2%} ± {statistics.stdev(accs):.2%} over 2 seed(s)"
 
 
+def test_evaluate_tta_reports_the_shifted_test_figure_apart_from_the_plain_one(toy_data, trainings, capsys):
+    assert run("evaluate", "--spec", "R1", "--seeds", 2, "--device", "cpu", "--tta") == 0
+    plain = [result.test_acc for *_, result in trainings]
+    shifted = [result.test_tta for *_, result in trainings]
+    assert None not in shifted
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("(")[0] for line in lines[1:3]] == [
+        f"  seed {i}: test {a:.2%}, with TTA {t:.2%}  " for i, (a, t) in enumerate(zip(plain, shifted))]
+    assert lines[3] == f"test accuracy: {statistics.mean(plain):.2%} ± {statistics.stdev(plain):.2%} over 2 seed(s)"
+    assert lines[4].startswith("with test-time shifts (TTA, 5x the inference cost on the device; not the model's "
+                               f"figure): {statistics.mean(shifted):.2%} ± {statistics.stdev(shifted):.2%}")
+    trainings.clear()
+    assert run("evaluate", "--spec", "R1", "--seeds", 1, "--device", "cpu") == 0  # without --tta: no shifted figure
+    assert trainings[0][3].test_tta is None and "TTA" not in capsys.readouterr().out
+
+
 def test_evaluate_a_study_trial_retrains_its_recorded_candidate(stored, toy_data, monkeypatch, capsys):
     """Study "s" records no settings (not made by a search): the flags give them."""
     built = []

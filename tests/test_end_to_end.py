@@ -159,6 +159,8 @@ bn_momentum = 0.1
 bn_bias_lr = 1.0
 bn_freeze_scale = false
 muon_lr = 0.0
+lookahead = 0
+lr_batch = 0
 """
 
 

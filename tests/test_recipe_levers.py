@@ -1,5 +1,5 @@
 """The short-run training levers of issue 42 (recipe keys whiten, dirac, bn_momentum, bn_bias_lr, bn_freeze_scale,
-muon_lr): each builds and trains on a small subset, does what it says, and at its default value changes nothing."""
+muon_lr, lookahead, lr_batch): each builds and trains on a small subset, does what it says, and at its default value changes nothing."""
 import dataclasses
 
 import pytest
@@ -10,7 +10,7 @@ from nas.space.blocks import Conv, Flatten, GlobalAvgPool, Linear, Pool
 from nas.space.budget import count_params
 from nas.space.build import build
 from nas.space.spec import ArchSpec, SpecError, TrainRecipe
-from nas.engine.levers import ConvMuon, muon_filters, prepare
+from nas.engine.levers import ConvMuon, Lookahead, muon_filters, prepare
 from nas.engine.train import make_optimizer, make_schedule, train
 from tests.conftest import REFERENCES, synthetic_splits
 
@@ -20,7 +20,8 @@ NET = ArchSpec(blocks=(Conv(8, bn=True, act="relu"), Pool(), Conv(8, depthwise=T
                        Linear(10)))
 BASE = TrainRecipe(optimizer="sgd", nesterov=True, lr=0.1, batch_size=16, schedule="onecycle", weight_decay=1e-4)
 LEVERS = {"whiten trained": {"whiten": "trained"}, "whiten frozen": {"whiten": "frozen"}, "dirac": {"dirac": True}, "bn_momentum": {"bn_momentum": 0.4}, "bn_bias_lr": {"bn_bias_lr": 64.0},
-          "bn_freeze_scale": {"bn_freeze_scale": True}, "muon_lr": {"muon_lr": 0.05}}
+          "bn_freeze_scale": {"bn_freeze_scale": True}, "muon_lr": {"muon_lr": 0.05},
+          "lookahead": {"lookahead": 5}, "lr_batch": {"lr_batch": 8}}
 
 
 def _bns(model):
@@ -142,6 +143,37 @@ def test_frozen_bn_scales_stay_at_one_and_still_count():
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) < count_params(NET)
 
 
+def test_lr_batch_scales_every_groups_lr_linearly_to_the_batch_used():
+    recipe = dataclasses.replace(BASE, lr=0.1, batch_size=32, lr_batch=16, bn_bias_lr=4.0, schedule="constant")
+    groups = make_optimizer(build(NET, seed=0), recipe).param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([0.2, 0.8])
+    same = dataclasses.replace(recipe, batch_size=16)  # stated for the batch it runs: the lr as given
+    assert [g["lr"] for g in make_optimizer(build(NET, seed=0), same).param_groups] == pytest.approx([0.1, 0.4])
+
+
+def test_lookahead_pulls_the_weights_to_their_slow_copy_more_as_the_run_goes_on_and_ends_on_it():
+    model = build(NET, seed=0)
+    lookahead = Lookahead(model, every=2, total=4)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    floats = [k for k, v in start.items() if v.dtype.is_floating_point]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    moved = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead.step(1)  # not a pull step: nothing happens
+    assert all(torch.equal(model.state_dict()[k], moved[k]) for k in floats)
+    lookahead.step(2)
+    decay = 0.95 ** 2 * (2 / 4) ** 3
+    for k in floats:
+        torch.testing.assert_close(model.state_dict()[k], start[k] + (moved[k] - start[k]) * (1 - decay))
+    slow = {k: model.state_dict()[k].clone() for k in floats}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    lookahead.step(4)  # the last step: the network takes the slow copy as it is
+    assert all(torch.equal(model.state_dict()[k], slow[k]) for k in floats)
+
+
 def test_muon_trains_the_conv_filters_after_the_first_and_nothing_else(monkeypatch):
     model = build(NET, seed=0)
     recipe = dataclasses.replace(BASE, muon_lr=0.05)
@@ -180,7 +212,8 @@ def test_muon_steps_each_filter_bank_as_a_matrix_whatever_its_memory_layout():
 
 @pytest.mark.parametrize("key, value", [("bn_momentum", 0.0), ("bn_momentum", 1.5), ("bn_bias_lr", 0.0),
                                         ("dirac", 1), ("bn_freeze_scale", "no"), ("whiten", "on"),
-                                        ("muon_lr", -0.1)])
+                                        ("muon_lr", -0.1), ("lookahead", -1), ("lookahead", 0.5),
+                                        ("lr_batch", -16)])
 def test_a_spec_with_a_bad_lever_value_is_refused(key, value):
     with pytest.raises(SpecError, match=f"recipe.{key}"):
         TrainRecipe.from_dict({key: value})
@@ -190,7 +223,7 @@ def test_specs_written_before_the_levers_read_with_them_off():
     for candidate in REFERENCES.values():
         recipe = candidate.recipe
         assert (recipe.whiten, recipe.dirac, recipe.bn_momentum, recipe.bn_bias_lr, recipe.bn_freeze_scale,
-                recipe.muon_lr) == ("off", False, 0.1, 1.0, False, 0.0)
+                recipe.muon_lr, recipe.lookahead, recipe.lr_batch) == ("off", False, 0.1, 1.0, False, 0.0, 0, 0)
 
 
 @pytest.mark.parametrize("on", [False, True])
@@ -202,7 +235,7 @@ def test_a_space_file_draws_the_levers_as_declared(tmp_path, on):
     from tests.conftest import write_space
 
     values = {"whiten": ('"off"', '"frozen"'), "dirac": ("false", "true"), "bn_momentum": ("0.1", "0.4"), "bn_bias_lr": ("1.0", "64.0"),
-              "bn_freeze_scale": ("false", "true"), "muon_lr": ("0.0", "0.05")}
+              "bn_freeze_scale": ("false", "true"), "muon_lr": ("0.0", "0.05"), "lookahead": ("0", "5"), "lr_batch": ("0", "1024")}
 
     def edit(text):
         for key, (off, value) in values.items():
@@ -212,8 +245,10 @@ def test_a_space_file_draws_the_levers_as_declared(tmp_path, on):
     params = {"budget_fill": 0.5, "stem_convs": 1, "pools": 2, "block": "conv", "head": "gap", "width_growth": 1.2,
               "sgd_lr": 0.1, "warmup": 0.2, "weight_decay": 1e-4, "label_smoothing": 0.1, "ema": 0.0}
     recipe = load_space(write_space(tmp_path, edit)).sample(FixedTrial(params), 10_000).recipe
-    drawn = (recipe.whiten, recipe.dirac, recipe.bn_momentum, recipe.bn_bias_lr, recipe.bn_freeze_scale, recipe.muon_lr)
-    assert drawn == (("frozen", True, 0.4, 64.0, True, 0.05) if on else ("off", False, 0.1, 1.0, False, 0.0))
+    drawn = (recipe.whiten, recipe.dirac, recipe.bn_momentum, recipe.bn_bias_lr, recipe.bn_freeze_scale, recipe.muon_lr,
+             recipe.lookahead, recipe.lr_batch)
+    assert drawn == (("frozen", True, 0.4, 64.0, True, 0.05, 5, 1024) if on
+                     else ("off", False, 0.1, 1.0, False, 0.0, 0, 0))
 
 
 def test_the_levers_at_their_defaults_leave_ids_and_space_fingerprints_as_before(tmp_path):

@@ -11,7 +11,7 @@ from nas.engine.device import prepare_model
 from nas.data import to_device
 from nas.space.spec import ArchSpec, TrainRecipe
 from nas.space.blocks import Conv, Dropout, Flatten, GlobalAvgPool, Linear, Pool
-from nas.engine.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, train
+from nas.engine.train import PROGRESS_POINTS, TrainingDiverged, evaluate, make_optimizer, make_schedule, shifted, train
 from tests.conftest import REFERENCES, Untouchable
 
 # a flatten head: the toy task's class is *where* a band is, which global pooling would throw away
@@ -110,6 +110,23 @@ def test_evaluate_counts_correct_predictions():
     x[:, 0, 0, 0] = torch.tensor([1, 2, 3, 4, 5])
     y = torch.tensor([1, 2, 3, 0, 0])
     assert evaluate(Fixed(), x, y, batch=2) == pytest.approx(3 / 5)
+
+
+def test_test_time_shifts_average_the_logits_over_the_image_and_its_four_one_pixel_shifts():
+    class Centre(torch.nn.Module):  # predicts the class written in the centre pixel
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x[:, 0, 14, 14].long(), 10).float()
+
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 14, 14] = 3
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        x[0, 0, 14 + dy, 14 + dx] = 5  # each shifted view sees a 5 in the centre
+    y = torch.tensor([5])
+    assert evaluate(Centre(), x, y) == 0 and evaluate(Centre(), x, y, shifts=True) == 1
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    views = shifted(image)
+    assert len(views) == 5 and torch.equal(views[0], image)
+    assert torch.equal(views[1][..., :, :3], image[..., :, 1:]) and torch.equal(views[1][..., :, 3], image[..., :, 3])
 
 
 def test_no_holdout_gives_nan_validation(toy):

@@ -1,6 +1,6 @@
 """The recipe's short-run levers (issue 42) applied to a network before and while it trains: identity init, patch
-whitening of the first conv, BatchNorm settings, BatchNorm biases' own rate, Muon for the conv filters. At their
-default values they change nothing. What each does: docs/search-space.md's recipe table."""
+whitening of the first conv, BatchNorm settings, BatchNorm biases' own rate, Muon for the conv filters, Lookahead,
+an lr stated per batch of a fixed size. At their default values they change nothing. What each does: docs/search-space.md's recipe table."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -83,6 +83,31 @@ class ConvMuon:
             self.schedule.step()
 
 
+def step_lr(recipe: TrainRecipe) -> float:
+    """The peak lr of a step: the recipe's, or with `lr_batch` its lr scaled linearly from that batch to the one used
+    (the loss is a batch mean, so a step's size per example stays the same whatever the batch size)."""
+    return recipe.lr * recipe.batch_size / recipe.lr_batch if recipe.lr_batch else recipe.lr
+
+
+class Lookahead:
+    """airbench94's Lookahead: every `every` steps the slow copy of the weights and BatchNorm statistics moves toward
+    the network's by 1 - decay and the network takes the slow copy; decay = 0.95**every x (step / total)**3, so the
+    pull starts at nothing and grows over the run; at the last step the network takes the slow copy as it is."""
+
+    def __init__(self, model: nn.Module, every: int, total: int):
+        self.every, self.total = every, total
+        self.fast = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
+        self.slow = [t.detach().clone() for t in self.fast]
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        if step == self.total:
+            torch._foreach_copy_(self.fast, self.slow)
+        elif step % self.every == 0:
+            torch._foreach_lerp_(self.slow, self.fast, 1 - 0.95 ** self.every * (step / self.total) ** 3)
+            torch._foreach_copy_(self.fast, self.slow)
+
+
 def param_groups(model: nn.Module, recipe: TrainRecipe) -> list[dict]:
     """The trainable parameters that Muon does not train, BatchNorm biases in a group of their own when they learn at
     another rate."""
@@ -92,6 +117,6 @@ def param_groups(model: nn.Module, recipe: TrainRecipe) -> list[dict]:
         return [{"params": trainable}]
     biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.bias is not None}
     groups = [{"params": [p for p in trainable if id(p) not in biases]},
-              {"params": [p for p in trainable if id(p) in biases], "lr": recipe.lr * recipe.bn_bias_lr,
+              {"params": [p for p in trainable if id(p) in biases], "lr": step_lr(recipe) * recipe.bn_bias_lr,
                "weight_decay": recipe.weight_decay / recipe.bn_bias_lr}]
     return [g for g in groups if g["params"]]  # a network without BatchNorm has no second group

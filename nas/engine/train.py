@@ -17,7 +17,7 @@ from torch import nn
 from nas.space.build import inference_copy
 from nas.data import DataInfo, Splits, normalise
 from nas.space.spec import TrainRecipe
-from nas.engine.levers import ConvMuon, muon_filters, param_groups, prepare
+from nas.engine.levers import ConvMuon, Lookahead, muon_filters, param_groups, prepare, step_lr
 
 EVAL_BATCH = 128  # the fastest measured on a 2-core CPU: larger batches fall out of cache (bench/RESULTS.md)
 # fractions of the run at which a pruner gets a reading: only early ones, where stopping saves most of the cost
@@ -25,6 +25,7 @@ PROGRESS_POINTS = (0.2, 0.4)
 # shuffled training images are copied out this many at a time and batches are views into the copy: one gather of
 # many images costs less than one per batch of scattered reads (bench/RESULTS.md)
 GATHER_IMAGES = 2048
+TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))  # (down, right) pixels: the image and its 1-pixel shifts
 PROGRESS_VAL_SIZE = 1000  # a slice of the hold-out: cheap enough to read twice an epoch
 
 # on_progress(percent_done, val_slice_accuracy); it may raise (e.g. optuna.TrialPruned) to stop training
@@ -51,15 +52,16 @@ class TrainResult:
     eval_seconds: float
     steps: int
     final_loss: float
+    test_tta: float | None = None  # the test set read with test-time shifts (`evaluate --tta`), only when asked for
 
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
     params = param_groups(model, recipe)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
+        return torch.optim.SGD(params, lr=step_lr(recipe), momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
                                weight_decay=recipe.weight_decay, foreach=True)
     cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
+    return cls(params, lr=step_lr(recipe), weight_decay=recipe.weight_decay, foreach=True)
 
 
 def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
@@ -72,9 +74,11 @@ def make_schedule(optimizer, recipe: TrainRecipe, total_steps: int):
 
 
 def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, seed: int = 0,
-          on_progress: ProgressFn | None = None, on_pace: PaceFn | None = None, test: bool = True) -> TrainResult:
+          on_progress: ProgressFn | None = None, on_pace: PaceFn | None = None, test: bool = True,
+          tta: bool = False) -> TrainResult:
     """Trains for `epochs` epochs, then scores on the full validation set, and on the test set if `test` (a search's
-    trials pass False: the test set decides nothing, nas.results.scoring scores only the trials a report shows).
+    trials pass False: the test set decides nothing, nas.results.scoring scores only the trials a report shows);
+    `tta` also scores the test set with test-time shifts (TrainResult.test_tta, reported apart).
 
     `seed` fixes the batch order and every random draw in the network (dropout), whatever the caller drew before;
     the caller's own random state is left as it was.
@@ -84,11 +88,11 @@ def train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int = 1, 
     device = data.x_train.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _train(model, recipe, data, epochs, seed, on_progress, on_pace, test)
+        return _train(model, recipe, data, epochs, seed, on_progress, on_pace, test, tta)
 
 
 def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, seed: int,
-           on_progress: ProgressFn | None, on_pace: PaceFn | None, test: bool) -> TrainResult:
+           on_progress: ProgressFn | None, on_pace: PaceFn | None, test: bool, tta: bool) -> TrainResult:
     device = data.x_train.device
     model.to(device)
     n = len(data.x_train)
@@ -101,6 +105,7 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
     schedule = make_schedule(optimizer, recipe, total)
     filters = muon_filters(model, recipe)
     muon = ConvMuon(filters, recipe, lambda opt: make_schedule(opt, recipe, total)) if filters else None
+    lookahead = Lookahead(model, recipe.lookahead, total) if recipe.lookahead else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     ema = _Ema(model, recipe.ema) if recipe.ema else None
     checkpoints = {max(1, round(total * f)): round(f * 100) for f in PROGRESS_POINTS} if on_progress and len(data.x_val) else {}
@@ -128,9 +133,11 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
                 muon.step()
             if schedule is not None:
                 schedule.step()
+            step += 1
+            if lookahead is not None:
+                lookahead.step(step)
             if ema is not None:
                 ema.update(model)
-            step += 1
             if step % 50 == 0 or step in checkpoints:
                 _check_finite(loss, step)
             if on_pace and step == min(TIME_CHECK_STEPS, total):
@@ -151,24 +158,34 @@ def _train(model: nn.Module, recipe: TrainRecipe, data: Splits, epochs: int, see
         model.load_state_dict(final.state_dict())
     val_acc = evaluate(model, data.x_val, data.y_val, info=data.info) if len(data.x_val) else float("nan")
     test_acc = evaluate(model, data.x_test, data.y_test, info=data.info) if test else None
+    test_tta = evaluate(model, data.x_test, data.y_test, info=data.info, shifts=True) if test and tta else None
     eval_time += time.perf_counter() - t
-    return TrainResult(val_acc, test_acc, train_seconds, eval_time, step, float(loss.detach()))
+    return TrainResult(val_acc, test_acc, train_seconds, eval_time, step, float(loss.detach()), test_tta)
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
-             info: DataInfo | None = None) -> float:
+             info: DataInfo | None = None, shifts: bool = False) -> float:
     """Accuracy in [0, 1], in eval mode (BatchNorm on its running statistics, folded into the convs), on a copy:
     `model` itself is left as it was. uint8 images are normalised a batch at a time with `info`'s mean and std;
-    float images are fed as they are."""
+    float images are fed as they are. `shifts`: test-time augmentation, the logits averaged over each image and its
+    four 1-pixel shifts (TTA_SHIFTS; edges repeated), five times the inference cost."""
     if x.dtype == torch.uint8 and info is None:
         raise TypeError("evaluate: uint8 images need the DataInfo that normalises them (info=splits.info)")
     model = inference_copy(model)
     correct = 0
     for i in range(0, len(x), batch):
         xb = normalise(x[i:i + batch], info) if x.dtype == torch.uint8 else x[i:i + batch]
-        correct += int((model(xb).argmax(1) == y[i:i + batch]).sum())
+        logits = sum(model(view) for view in shifted(xb)) if shifts else model(xb)
+        correct += int((logits.argmax(1) == y[i:i + batch]).sum())
     return correct / max(1, len(x))
+
+
+def shifted(x: torch.Tensor) -> list[torch.Tensor]:
+    """The batch and its copies moved by each of TTA_SHIFTS, the edge pixels repeated into the gap."""
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    h, w = x.shape[-2:]
+    return [padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in TTA_SHIFTS]
 
 
 def _check_finite(loss: torch.Tensor, step: int) -> None:

@@ -137,6 +137,8 @@ class SearchSpace:
             bn_bias_lr=r("bn_bias_lr"),
             bn_freeze_scale=r("bn_freeze_scale"),
             muon_lr=r("muon_lr"),
+            lookahead=r("lookahead"),
+            lr_batch=r("lr_batch"),
         )
 
     def smallest(self, measure: Callable[[ArchSpec], float], input_shape: tuple[int, int, int] = MNIST_SHAPE,

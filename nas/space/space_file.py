@@ -55,6 +55,8 @@ RECIPE_KEYS: dict[str, tuple[type, tuple | None]] = {
     "bn_bias_lr": (float, None),
     "bn_freeze_scale": (bool, None),
     "muon_lr": (float, None),
+    "lookahead": (int, None),
+    "lr_batch": (int, None),
 }
 SECTIONS = {"arch": ARCH_KEYS, "recipe": RECIPE_KEYS}
 # bounds that no declaration may leave, whatever the file says
@@ -63,7 +65,8 @@ _LIMITS = {"stem_convs": (1, 4), "stages": (0, 8), "convs_per_stage": CONVS_PER_
            "budget_fill": (0.01, 1), "min_width": (1, 4096), "max_width": (1, 4096), "momentum": (0, 0.999),
            "warmup": (0.01, 0.99), "batch_size": (1, 65536), "sgd_lr": (1e-6, 10), "adam_lr": (1e-6, 10),
            "weight_decay": (0, 1), "label_smoothing": (0, 0.5), "grad_clip": (0, 1e6), "ema": (0, 0.9999),
-           "bn_momentum": (0.001, 1), "bn_bias_lr": (0.01, 1000), "muon_lr": (0, 10)}
+           "bn_momentum": (0.001, 1), "bn_bias_lr": (0.01, 1000), "muon_lr": (0, 10),
+           "lookahead": (0, 1000), "lr_batch": (0, 65536)}
 
 
 class SpaceError(UserError, ValueError):

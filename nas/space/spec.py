@@ -22,7 +22,7 @@ SCHEDULES = ("constant", "onecycle")
 WHITENINGS = ("off", "trained", "frozen")
 # recipe keys added after studies were stored (issue 42): at their default they change nothing, and they are left out
 # of the JSON, so the ids and specs of candidates made before them stay the same
-LATER_KEYS = ("whiten", "dirac", "bn_momentum", "bn_bias_lr", "bn_freeze_scale", "muon_lr")
+LATER_KEYS = ("whiten", "dirac", "bn_momentum", "bn_bias_lr", "bn_freeze_scale", "muon_lr", "lookahead", "lr_batch")
 
 
 class SpecError(UserError, ValueError):  # still a ValueError, as before UserError existed
@@ -77,6 +77,8 @@ class TrainRecipe:
     bn_bias_lr: float = 1.0  # BatchNorm biases learn at lr x this, with weight decay / this (the same decay per step)
     bn_freeze_scale: bool = False  # BatchNorm scales stay at 1 (they still count as parameters)
     muon_lr: float = 0.0  # > 0: the conv filters after the first learn by Muon at this peak lr; 0 = off
+    lookahead: int = 0  # > 0: every this many steps the weights are pulled to their slow average (airbench: 5)
+    lr_batch: int = 0  # > 0: lr is stated for batches of this many examples, scaled linearly to batch_size
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items()
@@ -100,6 +102,9 @@ class TrainRecipe:
             raise SpecError(f"{where}.bn_bias_lr: must be positive, got {recipe.bn_bias_lr}")
         if not 0 <= recipe.muon_lr < math.inf:
             raise SpecError(f"{where}.muon_lr: must be 0 (off) or positive, got {recipe.muon_lr}")
+        for key in ("lookahead", "lr_batch"):
+            if getattr(recipe, key) < 0:
+                raise SpecError(f"{where}.{key}: must be 0 (off) or positive, got {getattr(recipe, key)}")
         return recipe
 
 
