@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nas import data  # noqa: E402
 from nas.engine.device import prepare_model  # noqa: E402
-from nas.engine.train import train  # noqa: E402
+from nas.engine.train import TrainingDiverged, train  # noqa: E402
 from nas.errors import UserError  # noqa: E402
 from nas.space.references import all_references  # noqa: E402
 from nas.space.spec import Candidate, TrainRecipe  # noqa: E402
@@ -91,8 +92,13 @@ def run(nets: dict[str, Candidate], variants: dict[str, dict], splits: data.Spli
         arms = {"base": candidate, **{label: with_lever(candidate, s) for label, s in variants.items()}}
         for seed in range(seeds):
             for label, arm in arms.items():
-                result = train(prepare_model(arm, seed, torch.device("cpu")), arm.recipe, splits, epochs, seed=seed,
-                               test=False)
+                try:
+                    result = train(prepare_model(arm, seed, torch.device("cpu")), arm.recipe, splits, epochs,
+                                   seed=seed, test=False)
+                except TrainingDiverged as e:  # a lever that diverges is a finding, not a reason to stop
+                    results.setdefault((net, label), []).append(math.nan)
+                    print(f"  {net} seed {seed} {label}: diverged ({e})", flush=True)
+                    continue
                 results.setdefault((net, label), []).append(result.val_acc)
                 print(f"  {net} seed {seed} {label}: val {result.val_acc:.2%} ({result.train_seconds:.1f} s)",
                       flush=True)
@@ -100,9 +106,14 @@ def run(nets: dict[str, Candidate], variants: dict[str, dict], splits: data.Spli
 
 
 def difference(diffs: list[float]) -> str:
-    """Mean paired difference in points ± its standard error (n/a for a single pair)."""
-    se = f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else "n/a"
-    return f"{statistics.mean(diffs):+.2f} ± {se} points (n={len(diffs)})"
+    """Mean paired difference in points ± its standard error (n/a for a single pair), over the pairs whose runs
+    both finished; diverged runs are counted apart."""
+    finished = [d for d in diffs if not math.isnan(d)]
+    diverged = f", {len(diffs) - len(finished)} diverged" if len(finished) < len(diffs) else ""
+    if not finished:
+        return f"every run diverged (n={len(diffs)})"
+    se = f"{statistics.stdev(finished) / len(finished) ** 0.5:.2f}" if len(finished) > 1 else "n/a"
+    return f"{statistics.mean(finished):+.2f} ± {se} points (n={len(finished)}{diverged})"
 
 
 def summary(nets: dict[str, Candidate], variants: dict[str, dict], results: dict) -> list[str]:
@@ -114,7 +125,7 @@ def summary(nets: dict[str, Candidate], variants: dict[str, dict], results: dict
             base, arm = results[(net, "base")], results[(net, label)]
             diffs = [(a - b) * 100 for a, b in zip(arm, base)]
             pooled += diffs
-            lines.append(f"{label:<{width}}  {net:<16} base {statistics.mean(base):.2%}  {difference(diffs)}")
+            lines.append(f"{label:<{width}}  {net:<16} base {statistics.fmean(base):.2%}  {difference(diffs)}")
         if len(nets) > 1:
             lines.append(f"{label:<{width}}  {'all networks':<16} {'':<11}  {difference(pooled)}")
     return lines
