@@ -76,7 +76,8 @@ class SearchResult:
 
 def search(data: Data = _DEFAULT.dataset, *, trials: int = _DEFAULT.trials, max_params: int = _DEFAULT.max_params,
            space: str | None = _DEFAULT.space, objective: str = _DEFAULT.objective,
-           size_metric: str | None = _DEFAULT.size_metric, max_mflops: float | None = _DEFAULT.max_mflops,
+           size_metric: str | None = _DEFAULT.size_metric, sizes: tuple[int, ...] | None = _DEFAULT.sizes,
+           max_mflops: float | None = _DEFAULT.max_mflops,
            max_peak_kb: float | None = _DEFAULT.max_peak_kb, int8_memory: bool = _DEFAULT.int8_memory,
            max_arena_kb: float | None = _DEFAULT.max_arena_kb, max_flash_kb: float | None = _DEFAULT.max_flash_kb,
            max_latency_ms: float | None = _DEFAULT.max_latency_ms, study: str | None = _DEFAULT.study,

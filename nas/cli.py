@@ -26,6 +26,12 @@ def _positive_int(flag: str, minimum: int = 1):
     return parse
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """--sizes 5000,10000,25000: whole numbers of params, each at least 1."""
+    parse = _positive_int("--sizes")
+    return tuple(sorted({parse(part.strip()) for part in text.split(",")}))
+
+
 def _positive_float(flag: str):
     def parse(text: str) -> float:
         try:
@@ -122,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "of validation accuracy against size, reporting its Pareto set")
     s.add_argument("--size-metric", choices=SIZE_METRICS,
                    help="--objective pareto: the size to minimise (default: params)")
+    s.add_argument("--sizes", type=_sizes, metavar="N,N,...",
+                   help="--objective pareto: sizes in params at which the set must hold well-searched members; the "
+                        "range is cut into bands ending at each and at --max-params, each drawn by an equal share of "
+                        "the trials (default: 1/5 and 2/5 of --max-params)")
     s.add_argument("--trial-time-limit", type=_positive_float("--trial-time-limit"), metavar="SECONDS",
                    help="a candidate whose training is projected, after its first steps, to take longer is stopped "
                         "and rejected as too slow, not counted (default: twice the median projection of the "
@@ -189,6 +199,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise CliError("--trial goes with --study")
     if getattr(args, "size_metric", None) and args.objective != "pareto":
         raise CliError("--size-metric goes with --objective pareto")
+    if getattr(args, "sizes", None) and args.objective != "pareto":
+        raise CliError("--sizes goes with --objective pareto")
     return args
 
 

@@ -13,6 +13,9 @@ SAMPLERS = ("tpe", "random")
 OBJECTIVES = ("accuracy", "pareto")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = ("safetensors", "onnx", "onnx-int8", "tflite", "tflite-int8")  # export's formats
+# pareto mode: its size bands end at these shares of the ceiling and at the ceiling (5k, 10k and 25k at 25k), each
+# band drawn by an equal share of the trials, so every named size is searched as well as the others
+DEFAULT_SIZE_SHARES = (0.2, 0.4)
 DASHBOARD_HOST, DASHBOARD_PORT = "127.0.0.1", 8080  # where the dashboard command serves (optuna-dashboard's own)
 PROXY_HOST = "localhost"  # where serve-storage listens: this machine only, unless --host says otherwise
 
@@ -51,11 +54,18 @@ class SearchConfig:
     quiet: bool = False
     objective: str = "accuracy"  # or "pareto": validation accuracy (max) and a size metric (min), one study
     size_metric: str | None = None  # pareto: one of SIZE_METRICS; None: params
+    sizes: tuple[int, ...] | None = None  # pareto: params each size band ends at; None: DEFAULT_SIZE_SHARES
 
     @property
     def mode(self) -> Mode:
         """Accuracy, or pareto against --size-metric (params unless it says otherwise)."""
         return Mode(self.objective, self.size_metric or "params")
+
+    @property
+    def size_shares(self) -> tuple[float, ...]:
+        """Pareto mode: where its size bands end, as shares of --max-params, ascending, the ceiling (1.0) last."""
+        sizes = self.sizes or [share * self.max_params for share in DEFAULT_SIZE_SHARES]
+        return tuple(sorted({size / self.max_params for size in sizes if size < self.max_params} | {1.0}))
 
     @property
     def microcontroller(self) -> bool:

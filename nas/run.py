@@ -21,7 +21,7 @@ from nas.fileio import writable_dir
 from nas.engine.interrupts import CTRL_C
 from nas.data import MIN_IMAGE_SIZE, read_data, split_fingerprint
 from nas.space.layout import MNIST_CLASSES, MNIST_SHAPE
-from nas.space.space import SearchSpace
+from nas.space.space import Range, SearchSpace
 from nas.space.space_file import load_space
 from nas.engine.storage import fail_stale_trials, open_storage, redact, requeue_interrupted
 
@@ -44,6 +44,7 @@ def _run(config: SearchConfig) -> dict:
     space = load_space(config.space)
     ceilings = Ceilings.of(config, space)
     check_ceilings(space, ceilings, *least_data(config))
+    check_sizes(space, config)
     device = resolve_device(config.device)  # an unavailable --device fails here, before any study is made
     config = dataclasses.replace(config, jobs=config.jobs or default_jobs(device))
     study = open_study(config, space)
@@ -88,6 +89,22 @@ def _run(config: SearchConfig) -> dict:
     return result
 
 
+def check_sizes(space: SearchSpace, config: SearchConfig) -> None:
+    """Pareto mode: each named size must lie in the range the space draws (its budget_fill x --max-params)."""
+    if config.sizes and not config.mode.pareto:
+        raise SearchError("--sizes goes with --objective pareto")
+    if config.sizes and max(config.sizes) > config.max_params:
+        raise SearchError(f"--sizes {max(config.sizes)}: above --max-params {config.max_params}")
+    if not config.mode.pareto:
+        return
+    fill = space.arch["budget_fill"]
+    low = fill.low if isinstance(fill, Range) else min(fill) if isinstance(fill, list) else fill
+    under = [share for share in config.size_shares if share <= low]
+    if under:
+        raise SearchError(f"--sizes {round(under[0] * config.max_params)}: at or under the smallest size the space "
+                          f"{space.path} draws, budget_fill {low:g} x --max-params = {low * config.max_params:,.0f}")
+
+
 def device_ceilings(ceilings: Ceilings) -> str:
     """The device ceilings for the opening line, e.g. "ceilings: --max-mflops 4, --max-peak-kb 64; "."""
     labels = [limit.label for limit in ceilings.limits()[1:]]
@@ -121,6 +138,6 @@ def open_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     """Checks the result folders, then creates the study or resumes it if it was made with the same settings."""
     writable_dir(config.results_dir, "--results-dir")
     artifact_store.writer(config, config.study_name(space))  # a store that cannot take weights fails now
-    sampler = study_mod.make_sampler(config.sampler, config.seed, config.mode)
+    sampler = study_mod.make_sampler(config.sampler, config.seed, config.mode, config.size_shares)
     return study_mod.create_or_resume(open_storage(config.storage_url), config.study_name(space),
                                       study_identity(config, space), sampler)

@@ -57,6 +57,9 @@ def assert_one_line_error(stderr: str, *mentions: str) -> None:
     (["--objective", "fastest"], "--objective"),
     (["--size-metric", "mflops"], "--size-metric"),  # only with --objective pareto
     (["--objective", "pareto", "--size-metric", "kb"], "--size-metric"),
+    (["--sizes", "5000"], "--sizes"),  # only with --objective pareto
+    (["--objective", "pareto", "--sizes", "5000,lots"], "--sizes"),
+    (["--objective", "pareto", "--sizes", "0,5000"], "--sizes"),
     (["--device", "tpu"], "--device"),
     (["--frobnicate"], "--frobnicate"),
     (["export", "--study", "s"], "--out"),
@@ -124,6 +127,8 @@ IN_PROCESS = [
     (["--space", "{d}/inverted.toml"], ["inverted.toml", "width_growth"]),
     (["--space", "{d}/no_fit.toml", "--results-dir", "{d}/r"], ["--max-params", "no_fit.toml"]),
     (["--max-params", "10", "--results-dir", "{d}/r"], ["--max-params", "smallest"]),
+    (["--objective", "pareto", "--sizes", "5000,30000", "--results-dir", "{d}/r"], ["--sizes 30000", "--max-params"]),
+    (["--objective", "pareto", "--sizes", "1000,10000", "--results-dir", "{d}/r"], ["--sizes 1000", "3,750"]),
     (["--results-dir", "{d}/a_file/results"], ["--results-dir", "a_file"]),
     (["--artifact-dir", "{d}/a_file/art", "--results-dir", "{d}/r"], ["--artifact-dir"]),
     (["--storage", "nonsense", "--results-dir", "{d}/r"], ["storage", "nonsense"]),

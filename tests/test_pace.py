@@ -56,6 +56,26 @@ def test_the_relative_limit_never_falls_under_its_floor():
     assert pace.time_limit(study, 99, None, HOST)[0] == pace.NEVER_BELOW
 
 
+def test_in_pareto_mode_a_candidate_is_judged_against_trials_of_similar_size():
+    """Many small fast trials must not make a large candidate look slow: the median is over its size's peers."""
+    small = [{pace.KEY: 10.0, "params": 4_000} for _ in range(8)]
+    large = [{pace.KEY: s, "params": p} for s, p in ((40.0, 20_000), (50.0, 24_000), (60.0, 14_000), (70.0, 22_000))]
+    study = _study(*small, *large)
+    assert pace.time_limit(study, 99, None, HOST)[0] == pace.NEVER_BELOW  # the whole study: 2 x 10 s, under the floor
+    limit, why = pace.time_limit(study, 99, None, HOST, params=23_000)
+    assert limit == pace.SLOWER_THAN_MEDIAN * 55.0  # only the four within 2x of 23k
+    assert why == "2x the median 55 s of 4 earlier trials of similar size on this machine"
+    assert pace.time_limit(study, 99, None, HOST, params=4_500)[0] == pace.NEVER_BELOW  # the small ones' own pace
+
+
+def test_with_too_few_trials_of_similar_size_the_nearest_in_size_judge():
+    trials = [{pace.KEY: s, "params": p} for s, p in ((10.0, 1_000), (20.0, 2_000), (30.0, 3_000), (40.0, 5_000),
+                                                       (90.0, 8_000))]
+    study = _study(*trials)
+    # none lies within 2x of 20k: the MIN_PEERS nearest (8k, 5k, 3k, 2k) set the median, 35 s
+    assert pace.time_limit(study, 99, None, HOST, params=20_000)[0] == pace.SLOWER_THAN_MEDIAN * 35.0
+
+
 def test_check_stops_only_a_run_over_its_limit():
     pace.check(100.0, None, "")
     pace.check(100.0, 100.0, "")

@@ -164,10 +164,10 @@ def test_a_pareto_search_end_to_end(mnist_root, tmp_path):
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_the_pareto_sampler_gives_each_size_band_its_share_of_trials(sampler):
-    """A study that rewards the smallest sizes still draws a third of its size shares in each log-equal band, and
-    the sampler keeps choosing the other parameters; a re-queued trial keeps its share."""
+    """A study that rewards the smallest sizes still draws a third of its size shares in each band, and the sampler
+    keeps choosing the other parameters; a re-queued trial keeps its share."""
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=study_mod.make_sampler(sampler, 0, Mode("pareto")))
+                                sampler=study_mod.make_sampler(sampler, 0, Mode("pareto"), (0.2, 0.4, 1.0)))
     study.enqueue_trial({"budget_fill": 0.9})  # as a re-queued trial: its band is not its number's
 
     def objective(trial):
@@ -180,11 +180,34 @@ def test_the_pareto_sampler_gives_each_size_band_its_share_of_trials(sampler):
         study.optimize(objective, n_trials=31)
     fills = [t.params["budget_fill"] for t in study.trials]
     assert fills[0] == 0.9
-    edges = [0.15 ** (1 - b / 3) for b in range(4)]
+    edges = [0.15, 0.2, 0.4, 1.0]
     for t in study.trials[1:]:
-        band = t.number % study_mod.SIZE_BANDS
+        band = t.number % 3
         assert edges[band] <= t.params["budget_fill"] <= edges[band + 1] + 1e-12, (t.number, t.params)
     assert len({t.params["width"] for t in study.trials}) > 5
+
+
+@pytest.mark.parametrize("sizes", [None, (10_000, 25_000), (8_000, 15_000, 20_000)])
+def test_each_named_size_has_at_least_its_share_of_the_networks_under_it(sizes):
+    """The default space at a 25k ceiling, 30 trials, seed 0: of the networks actually built, at least k/n of the
+    trials lie under the k-th of n sizes (5k, 10k, 25k by default), as each band's networks are fitted under its top.
+    Before the named sizes, three equal log bands from 0.15 of the ceiling put about one trial in six under 5k."""
+    from nas.space.budget import count_params
+    from nas.space.space_file import load_space
+
+    config = SearchConfig(objective="pareto", max_params=25_000, sizes=sizes)
+    space = load_space()
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=study_mod.make_sampler("tpe", 0, config.mode, config.size_shares))
+    params = []
+    for _ in range(30):
+        trial = study.ask()
+        params.append(count_params(space.sample(trial, config.max_params, auto_by_size=True).arch))
+        study.tell(trial, (0.9, params[-1]))
+    tops = [share * config.max_params for share in config.size_shares]
+    under = [sum(p < top for p in params) for top in tops]
+    shares = [sum(n % len(tops) <= k for n in range(30)) for k in range(len(tops))]  # trials in bands 0..k
+    assert all(u >= s for u, s in zip(under, shares)) and under[-1] == 30, (under, shares)
 
 
 def test_the_default_mode_draws_its_size_share_unbanded():

@@ -6,7 +6,7 @@ from optuna.trial import TrialState
 from nas.config import Mode
 from nas.errors import StorageError
 from nas.engine import optuna_internals as internals
-from nas.engine.study import SIZE_BANDS, SIZE_SHARE, FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count
+from nas.engine.study import SIZE_SHARE, FAILED_BY_CANDIDATE, FAILED_BY_ERROR, PRUNE_UNTIL, REJECTED, best_trial, create_or_resume, error_reason, is_trained, load_study, make_pruner, make_sampler, trained_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -97,13 +97,13 @@ def test_the_size_share_is_drawn_in_its_band_and_follows_the_seed(name):
     low, high = 0.05, 1.0
 
     def shares(seed, n=6):
-        study = optuna.create_study(sampler=make_sampler(name, seed, Mode("pareto")))
+        study = optuna.create_study(sampler=make_sampler(name, seed, Mode("pareto"), (0.2, 0.4, 1.0)))
         return [study.ask().suggest_float(SIZE_SHARE, low, high) for _ in range(n)]
 
     assert shares(1) == shares(1) and shares(1) != shares(2)
-    edges = [low * (high / low) ** (k / SIZE_BANDS) for k in range(SIZE_BANDS + 1)]
+    edges = [low, 0.2, 0.4, 1.0]
     for number, share in enumerate(shares(1)):
-        band = number % SIZE_BANDS
+        band = number % 3
         assert edges[band] <= share <= edges[band + 1]
 
 

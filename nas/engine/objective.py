@@ -81,7 +81,8 @@ class Objective:
                 raise optuna.TrialPruned(f"val {acc:.4f} at {percent}%")
 
         host = pace.this_host()
-        limit, why = pace.time_limit(trial.study, trial.number, self.config.trial_time_limit, host)
+        limit, why = pace.time_limit(trial.study, trial.number, self.config.trial_time_limit, host,
+                                     params if self.config.mode.pareto else None)
 
         def on_pace(projected: float) -> None:
             with CTRL_C.paused():

@@ -79,17 +79,21 @@ class SeededTPESampler(_SeededPerTrial):
 
 
 SIZE_SHARE = "budget_fill"  # the share of the ceiling a candidate's widths are fitted to (nas.space.space)
-SIZE_BANDS = 3
 
 
 class _SizeBands:
-    """The pareto mode: trial n draws its size share log-uniform within band n mod SIZE_BANDS (log-equal bands of the
-    declared range), so each size range gets its share of the trials however the sampler's model drifts; the
-    sampler chooses everything else. The draw within the band comes from a generator of its own, seeded per trial."""
+    """The pareto mode: trial n draws its size share log-uniform within band n mod len(edges), so each band gets an
+    equal share of the trials however the sampler's model drifts; the sampler chooses everything else. Band k runs
+    from edge k-1 (the declared range's low end for the first) to edge k (SearchConfig.size_shares). The draw within
+    the band comes from a generator of its own, seeded per trial."""
+
+    def __init__(self, *args, edges: tuple[float, ...] = (1.0,), **kwargs):
+        self.edges = edges
+        super().__init__(*args, **kwargs)
 
     def before_trial(self, study, trial: FrozenTrial) -> None:
         seed = self.trial_seed(trial.number)
-        self._band_rng = numpy.random.default_rng(None if seed is None else (seed, SIZE_BANDS))
+        self._band_rng = numpy.random.default_rng(None if seed is None else (seed, 1))  # a stream of its own
         super().before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial: FrozenTrial) -> dict:
@@ -100,9 +104,10 @@ class _SizeBands:
     def sample_independent(self, study, trial: FrozenTrial, name: str, distribution):
         if name != SIZE_SHARE or not isinstance(distribution, optuna.distributions.FloatDistribution):
             return super().sample_independent(study, trial, name, distribution)
-        low, high = math.log(distribution.low), math.log(distribution.high)
-        band = (trial.number % SIZE_BANDS + self._band_rng.uniform()) / SIZE_BANDS
-        return min(max(math.exp(low + band * (high - low)), distribution.low), distribution.high)
+        band = trial.number % len(self.edges)
+        low = max(distribution.low, self.edges[band - 1] if band else 0.0)
+        high = max(low, min(distribution.high, self.edges[band]))
+        return math.exp(math.log(low) + self._band_rng.uniform() * (math.log(high) - math.log(low)))
 
 
 class BandedRandomSampler(_SizeBands, SeededRandomSampler):
@@ -113,13 +118,16 @@ class BandedTPESampler(_SizeBands, SeededTPESampler):
     pass
 
 
-def make_sampler(name: str, seed: int | None, mode: Mode = Mode()) -> optuna.samplers.BaseSampler:
-    """The named sampler, seeded; in pareto mode, one that spreads the trials over size bands (_SizeBands)."""
+def make_sampler(name: str, seed: int | None, mode: Mode = Mode(), size_shares: tuple[float, ...] = (1.0,)
+                 ) -> optuna.samplers.BaseSampler:
+    """The named sampler, seeded; in pareto mode, one that spreads the trials over the size bands ending at
+    `size_shares` of the ceiling (_SizeBands)."""
+    bands = {"edges": size_shares} if mode.pareto else {}
     if name == "random":
-        return (BandedRandomSampler if mode.pareto else SeededRandomSampler)(seed=seed)
+        return (BandedRandomSampler if mode.pareto else SeededRandomSampler)(seed=seed, **bands)
     # multivariate + group suit the conditional space; constant_liar keeps parallel workers apart
     return (BandedTPESampler if mode.pareto else SeededTPESampler)(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=10, **bands)
 
 
 PRUNE_UNTIL = 40  # percent of the epoch: the last reading at which a trial may be pruned

@@ -145,7 +145,7 @@ def run_worker(config: SearchConfig, worker: int = 0, threads: int | None = None
     name = config.study_name(space)
     study = optuna.load_study(study_name=name, storage=open_storage(config.storage_url, wait=True),
                               sampler=study_mod.make_sampler(config.sampler, config.seed + worker * 1000,
-                                                             config.mode),
+                                                             config.mode, config.size_shares),
                               pruner=study_mod.make_pruner())
     study_mod.check_data(study, split_fingerprint(splits))
     objective = Objective(config, space, splits, device, artifact_store.writer(config, name),
