@@ -226,47 +226,55 @@ def test_specs_written_before_the_levers_read_with_them_off():
                 recipe.muon_lr, recipe.lookahead, recipe.lr_batch) == ("off", False, 0.1, 1.0, False, 0.0, 0, 0)
 
 
-@pytest.mark.parametrize("on", [False, True])
-def test_a_space_file_draws_the_levers_as_declared(tmp_path, on):
-    """The default space declares them off; a space that declares them on draws them on."""
-    from optuna.trial import FixedTrial
+OFF = {"whiten": '"off"', "dirac": "false", "bn_momentum": "0.1", "bn_bias_lr": "1.0", "bn_freeze_scale": "false",
+       "muon_lr": "0.0", "lookahead": "0", "lr_batch": "0"}
+ON_VALUES = {"whiten": '"frozen"', "dirac": "true", "bn_momentum": "0.4", "bn_bias_lr": "64.0",
+             "bn_freeze_scale": "true", "muon_lr": "0.05", "lookahead": "5", "lr_batch": "1024"}
+
+
+def _space_declaring(tmp_path, declared: dict):
+    """The default space with each lever declared as `declared` says."""
+    import re
 
     from nas.space.space_file import load_space
     from tests.conftest import write_space
 
-    values = {"whiten": ('"off"', '"frozen"'), "dirac": ("false", "true"), "bn_momentum": ("0.1", "0.4"), "bn_bias_lr": ("1.0", "64.0"),
-              "bn_freeze_scale": ("false", "true"), "muon_lr": ("0.0", "0.05"), "lookahead": ("0", "5"), "lr_batch": ("0", "1024")}
-
     def edit(text):
-        for key, (off, value) in values.items():
-            text = text.replace(f"{key} = {off} ", f"{key} = {value} ") if on else text
+        for key, value in declared.items():
+            text = re.sub(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.M)
         return text
+
+    return load_space(write_space(tmp_path, edit))
+
+
+@pytest.mark.parametrize("declared", [OFF, ON_VALUES], ids=["off", "on"])
+def test_a_space_file_draws_the_levers_as_declared(tmp_path, declared):
+    from optuna.trial import FixedTrial
 
     params = {"budget_fill": 0.5, "stem_convs": 1, "pools": 2, "block": "conv", "head": "gap", "width_growth": 1.2,
               "sgd_lr": 0.1, "warmup": 0.2, "weight_decay": 1e-4, "label_smoothing": 0.1, "ema": 0.0}
-    recipe = load_space(write_space(tmp_path, edit)).sample(FixedTrial(params), 10_000).recipe
+    recipe = _space_declaring(tmp_path, declared).sample(FixedTrial(params), 10_000).recipe
     drawn = (recipe.whiten, recipe.dirac, recipe.bn_momentum, recipe.bn_bias_lr, recipe.bn_freeze_scale, recipe.muon_lr,
              recipe.lookahead, recipe.lr_batch)
-    assert drawn == (("frozen", True, 0.4, 64.0, True, 0.05, 5, 1024) if on
+    assert drawn == (("frozen", True, 0.4, 64.0, True, 0.05, 5, 1024) if declared is ON_VALUES
                      else ("off", False, 0.1, 1.0, False, 0.0, 0, 0))
 
 
 def test_the_levers_at_their_defaults_leave_ids_and_space_fingerprints_as_before(tmp_path):
-    """Stored studies resume and their candidates keep their ids: an off lever is left out of the recipe's JSON and
-    of the space's fingerprint; an on lever is in both, and round-trips."""
+    """Candidates and spaces that leave the levers off keep the ids and fingerprints they had before the levers: an
+    off lever is left out of the recipe's JSON and of the space's fingerprint; an on lever is in both, and
+    round-trips."""
     import dataclasses as dc
 
     from nas.engine.identity import space_fingerprint
-    from nas.space.space_file import load_space
     from nas.space.spec import LATER_KEYS, Candidate
-    from tests.conftest import write_space
 
     candidate = REFERENCES["R4"]
     assert not set(LATER_KEYS) & set(candidate.recipe.to_dict())
     on = dc.replace(candidate, recipe=dc.replace(candidate.recipe, bn_momentum=0.4))
     assert on.id != candidate.id and Candidate.from_json(on.to_json()) == on
-    space = load_space()
+    space = _space_declaring(tmp_path, OFF)
     before = dc.replace(space, recipe={k: v for k, v in space.recipe.items() if k not in LATER_KEYS})
     assert space_fingerprint(space) == space_fingerprint(before)
-    changed = load_space(write_space(tmp_path, lambda t: t.replace("dirac = false", "dirac = true")))
+    changed = _space_declaring(tmp_path, {**OFF, "dirac": "true"})
     assert space_fingerprint(changed) != space_fingerprint(space)

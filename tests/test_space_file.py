@@ -22,7 +22,7 @@ from tests.conftest import write_space
     (lambda t: t.replace("bn_bias_lr = 1.0", "bn_bias_lr = { low = 0.0, high = 64.0 }"),
      r"\[recipe\]\.bn_bias_lr.low.*outside"),
     (lambda t: t.replace("bn_freeze_scale = false", 'bn_freeze_scale = "yes"'), r"bn_freeze_scale: expected bool"),
-    (lambda t: t.replace("muon_lr = 0.0", "muon_lr = -0.1"), r"\[recipe\]\.muon_lr.*outside"),
+    (lambda t: t.replace("muon_lr = 0.2", "muon_lr = -0.1"), r"\[recipe\]\.muon_lr.*outside"),
 ])
 def test_malformed_space_names_the_key(tmp_path, edit, match):
     with pytest.raises(SpaceError, match=match) as err:

@@ -46,7 +46,10 @@ def whiten(conv: nn.Conv2d, data: Splits) -> None:
     x = data.inputs(data.x_train[:WHITEN_IMAGES]).float()
     k, s = conv.kernel_size, conv.stride
     patches = nn.functional.unfold(x, k, stride=s).transpose(1, 2).reshape(-1, x.shape[1] * k[0] * k[1])
-    values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+    covariance = patches.T @ patches / len(patches)
+    if not torch.isfinite(covariance).all():
+        return  # images holding NaN or inf: left random, the run's loss then fails it as diverged
+    values, vectors = torch.linalg.eigh(covariance)
     scaled = (vectors / torch.sqrt(values.clamp(min=0) + WHITEN_EPS)).T.flip(0)  # rows, largest eigenvalue first
     filters = torch.stack((scaled, -scaled), 1).reshape(-1, *conv.weight.shape[1:])[:conv.out_channels]
     conv.weight[:len(filters)] = filters.to(conv.weight.dtype)
