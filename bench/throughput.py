@@ -126,8 +126,8 @@ def filter_speed(n: int) -> None:
 
 
 class ComputeClock:
-    """Seconds spent in training steps (forward pass and loss, backward pass, optimizer step), timed inside real
-    trials: from each training forward pass of a trial's network to the end of the optimizer step that follows it.
+    """Seconds spent in training steps (forward pass and loss, backward pass, optimizer steps), timed inside real
+    trials: from each training forward pass of a trial's network to the end of the last optimizer step after it.
 
     Everything else in a trial's wall time is overhead: sampling, the filter, model build, batch slicing, the
     LR schedule and EMA, evaluations, Optuna and its storage, the weights artifact.
@@ -157,9 +157,12 @@ class ComputeClock:
             self._step_started = time.perf_counter()
 
     def _stepped(self, optimizer, args, kwargs):
+        # a step may run two optimizers (Muon for the conv filters, then the other for the rest): each one's time
+        # counts, from the end of the one before it
         if self._step_started is not None:
-            self.seconds += time.perf_counter() - self._step_started
-            self._step_started = None
+            now = time.perf_counter()
+            self.seconds += now - self._step_started
+            self._step_started = now
 
 
 def overhead_share(data_dir: Path, trials: int) -> None:
