@@ -1,6 +1,7 @@
 """The recipe's short-run levers (issue 42) applied to a network before and while it trains: identity init, patch
 whitening of the first conv, BatchNorm settings, BatchNorm biases' own rate, Muon for the conv filters, Lookahead,
-an lr stated per batch of a fixed size. At their default values they change nothing. What each does: docs/search-space.md's recipe table."""
+an lr stated per batch of a fixed size. At their default values they change nothing. What each does:
+docs/search-space.md's recipe table."""
 from __future__ import annotations
 
 from collections.abc import Callable

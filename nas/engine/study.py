@@ -107,7 +107,8 @@ class _SizeBands:
         band = trial.number % len(self.edges)
         low = max(distribution.low, self.edges[band - 1] if band else 0.0)
         high = max(low, min(distribution.high, self.edges[band]))
-        return math.exp(math.log(low) + self._band_rng.uniform() * (math.log(high) - math.log(low)))
+        share = math.exp(math.log(low) + self._band_rng.uniform() * (math.log(high) - math.log(low)))
+        return min(max(share, low), high)  # exp(log(x)) may round past an edge
 
 
 class BandedRandomSampler(_SizeBands, SeededRandomSampler):
