@@ -79,27 +79,24 @@ def test_whitening_decorrelates_the_training_patches_and_still_counts(how):
     assert sum(p.numel() for p in model.parameters()) == count_params(NET)
 
 
+def _whitened_filters(data) -> torch.Tensor:
+    """The first conv's filters of NET after frozen whitening from `data`."""
+    model = build(NET, seed=0)
+    prepare(model, dataclasses.replace(BASE, whiten="frozen"), data)
+    return _first_conv(model).weight
+
+
 def test_whitening_reads_only_the_training_images():
     splits = synthetic_splits(n_train=64, n_val=16, n_test=16)
     blank = dataclasses.replace(splits, x_val=torch.zeros_like(splits.x_val), x_test=torch.zeros_like(splits.x_test))
-    weights = []
-    for data in (splits, blank):
-        model = build(NET, seed=0)
-        prepare(model, dataclasses.replace(BASE, whiten="frozen"), data)
-        weights.append(_first_conv(model).weight)
-    assert torch.equal(*weights)
+    assert torch.equal(_whitened_filters(splits), _whitened_filters(blank))
 
 
 def test_whitening_reads_the_first_training_images_only(monkeypatch):
     monkeypatch.setattr("nas.engine.levers.WHITEN_IMAGES", 32)
     splits = synthetic_splits(n_train=64, n_val=16, n_test=16)
     later = dataclasses.replace(splits, x_train=torch.cat((splits.x_train[:32], torch.zeros_like(splits.x_train[32:]))))
-    weights = []
-    for data in (splits, later):
-        model = build(NET, seed=0)
-        prepare(model, dataclasses.replace(BASE, whiten="frozen"), data)
-        weights.append(_first_conv(model).weight)
-    assert torch.equal(*weights)
+    assert torch.equal(_whitened_filters(splits), _whitened_filters(later))
 
 
 def test_whitening_a_grouped_first_conv_is_refused():
