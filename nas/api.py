@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import torch
 
-from nas import commands, data as data_mod
+from nas import commands, data as data_mod, describe as network_card
 from nas.deploy import export
 from nas.data import memory_data
 from nas.results import summary
@@ -120,7 +120,7 @@ def describe(spec: str | os.PathLike | Candidate) -> str:
     """A network's layers with their output shapes, parameters, MFLOPs and activation bytes, then its totals, peak
     memory and predicted microcontroller figures. `spec` is a weights file, a spec JSON file, a reference name (R1,
     R2, R4) or a Candidate."""
-    return "\n".join(commands.describe_lines(spec))
+    return "\n".join(network_card.describe_lines(spec))
 
 
 @dataclass
