@@ -10,7 +10,8 @@ one default `search.py --trials N --max-params B` study per budget B, each with 
 Then `search.py evaluate --study S --trial N --seeds K` (full training set, one epoch, mean test accuracy) on the
 Pareto study's most accurate member (by validation) under each budget, and on each dedicated study's best. It prints,
 per budget, the medians over the repeats of both sides' evaluated means and their difference (Pareto minus
-dedicated), then the median wall time of the Pareto search against the median total of the dedicated ones.
+dedicated), and how many of the Pareto study's trained trials lay under it (fewest of the repeats), then the
+median wall time of the Pareto search against the median total of the dedicated ones.
 `--sides pareto` (or `dedicated`) runs one side only, to add draws to earlier ones of the other side when that
 side's search behaviour has not changed. Selection only ever uses validation accuracy.
 
@@ -96,10 +97,13 @@ def pareto_side(run: Runner, seed: int, args) -> list[dict]:
     _, wall = run("--objective", "pareto", "--trials", args.trials, "--max-params", ceiling, "--study", study,
                   "--seed", seed, "--quiet")
     frontier = pd.read_csv(args.results_dir / study / "frontier.csv")
+    trials = pd.read_csv(args.results_dir / study / "trials.csv")
+    trained = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["rejected"].isna()]
     for budget in args.budgets:
         member = most_accurate_under(frontier, "params", budget)
         acc = None if member is None else run.evaluate(study, int(member["number"]), args.seeds)
         rows.append(dict(side="pareto", budget=budget, seed=seed, wall_s=wall, acc=acc,
+                         trained_under=int((trained["params"] < budget).sum()),
                          trial=None if member is None else int(member["number"]),
                          params=None if member is None else int(member["params"])))
     return rows
@@ -128,7 +132,8 @@ def summarise(df: pd.DataFrame) -> None:
             print(f"budget {budget:,}: the Pareto set has no member under it; dedicated {dedicated.median():.2%}")
             continue
         print(f"budget {budget:,}: Pareto member {pareto.median():.2%}, dedicated {dedicated.median():.2%}, "
-              f"difference {(pareto.median() - dedicated.median()) * 100:+.2f} points (medians of {len(dedicated)})")
+              f"difference {(pareto.median() - dedicated.median()) * 100:+.2f} points (medians of {len(dedicated)}); "
+              f"trained under it in the Pareto study: at least {int(rows['trained_under'].min())}")
     per_seed = df.groupby(["side", "seed"])["wall_s"]
     pareto = statistics.median(per_seed.first()["pareto"])  # one search, on each of its budget's rows
     dedicated = statistics.median(per_seed.sum()["dedicated"])  # one search per budget
