@@ -119,6 +119,16 @@ def test_pareto_pruning_compares_a_reading_with_similar_sized_trials_only():
     assert not study_mod.pareto_should_prune(study, 3, 20, 0.4, 1500, "params")  # only earlier trials count
 
 
+def test_pareto_pruning_compares_with_completed_trials_only():
+    """As the default mode's MedianPruner: the readings of pruned trials, lower, do not pull the median down."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    _with_readings(study, [(1000, 0.9)] * 5)
+    for _ in range(6):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
+            "params": 1000, study_mod.readings_key(20): 0.5}))
+    assert study_mod.pareto_should_prune(study, 99, 20, 0.8, 1000, "params")
+
+
 def test_pareto_pruned_trials_are_recorded_as_in_the_default_mode(tmp_path, toy, monkeypatch):
     monkeypatch.setattr(study_mod, "pareto_should_prune", lambda study, number, percent, *a: number == 1)
     study = _pareto_study(tmp_path, toy, 2, max_params=5000)

@@ -163,12 +163,13 @@ def readings_key(percent: int) -> str:
 
 def pareto_should_prune(study: optuna.Study, number: int, percent: int, acc: float, size: float, size_attr: str
                         ) -> bool:
-    """The pareto mode's pruning: stopped if below the median reading, at the same point, of earlier trials within
-    SIMILAR_SIZE of its size (in user attr `size_attr`), up to PRUNE_UNTIL percent."""
+    """The pareto mode's pruning: stopped if below the median reading, at the same point, of earlier completed
+    trials within SIMILAR_SIZE of its size (in user attr `size_attr`), up to PRUNE_UNTIL percent. Completed only, as
+    the default mode's MedianPruner: pruned trials' readings would pull the median down."""
     if percent > PRUNE_UNTIL:
         return False
     key = readings_key(percent)
-    peers = [t.user_attrs[key] for t in study.get_trials(deepcopy=False)
+    peers = [t.user_attrs[key] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
              if t.number < number and key in t.user_attrs and t.user_attrs.get(size_attr)
              and 1 / SIMILAR_SIZE <= t.user_attrs[size_attr] / size <= SIMILAR_SIZE] if size > 0 else []
     return len(peers) >= MIN_PEERS and acc < statistics.median(peers)
