@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import torch
 
-from nas import commands, data as data_mod, describe as network_card
+from nas import commands, data as data_mod, network_card
 from nas.deploy import export
 from nas.data import memory_data
 from nas.results import summary

@@ -25,7 +25,7 @@ from nas.engine.objective import record_candidate, record_result
 from nas.space.spec import Candidate
 from nas.engine.storage import open_storage, redact
 from nas.results.summary import write_all
-from nas.describe import describe, spec_from
+from nas.network_card import describe, spec_from
 from nas.engine.train import TTA_SHIFTS, train
 
 

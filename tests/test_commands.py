@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from safetensors.torch import load_file
 
 from nas.results import baselines
-from nas import cli, commands, data as data_mod, describe
+from nas import cli, commands, data as data_mod, network_card
 from nas.deploy import export
 from nas.space import references, tflite_graph, tflm_budget
 from nas.space.budget import count_flops, count_params, peak_activation_bytes
@@ -110,7 +110,7 @@ def test_describe_prints_a_row_per_block_adding_up_to_the_exact_total(path, caps
 
 
 def test_describe_shows_each_block_its_output_shape_and_its_own_parameters(capsys):
-    describe.describe(str(references.REFERENCE_DIR / "r2_residual_gap.json"))
+    network_card.describe(str(references.REFERENCE_DIR / "r2_residual_gap.json"))
     lines, rows = _table(capsys.readouterr().out)
     residual = next(line for line in lines if line.startswith("blocks[3]"))
     assert residual.split()[1:-2] == ["residual(2", "body,", "1", "shortcut)", "(24,", "14,", "14)", "4,560"]
@@ -146,38 +146,38 @@ def test_describe_prints_the_data_the_input_shape_the_normalisation_and_the_clas
 def test_describe_of_a_nameless_weights_file_is_titled_by_the_file(tmp_path, capsys):
     candidate = Candidate(REFERENCES["R2"].arch, REFERENCES["R2"].recipe)
     export.save(build(candidate.arch), candidate, tmp_path / "mine.safetensors")
-    describe.describe(str(tmp_path / "mine.safetensors"))
+    network_card.describe(str(tmp_path / "mine.safetensors"))
     assert capsys.readouterr().out.splitlines()[0] == f"mine.safetensors  (id {candidate.id})"
 
 
 # -- spec_from --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ref, name", [("R1", "R1"), ("r4", "R4"), ("R2 Residual+GAP", "R2")])
 def test_spec_from_a_reference_name(ref, name):
-    assert describe.spec_from(ref)[0] == REFERENCES[name]
+    assert network_card.spec_from(ref)[0] == REFERENCES[name]
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES, ids=[p.stem for p in REFERENCE_FILES])
 def test_spec_from_a_json_file(path):
-    assert describe.spec_from(str(path))[0] == Candidate.from_json(path.read_text())
+    assert network_card.spec_from(str(path))[0] == Candidate.from_json(path.read_text())
 
 
 def test_spec_from_a_weights_file_reads_the_spec_inside_it(tmp_path):
     path = tmp_path / "w.safetensors"
     export.save(build(REFERENCES["R4"].arch), REFERENCES["R4"], path)
     path.with_suffix(".json").unlink()
-    assert describe.spec_from(str(path))[0] == REFERENCES["R4"]
+    assert network_card.spec_from(str(path))[0] == REFERENCES["R4"]
 
 
 def test_spec_from_a_file_named_like_a_reference_reads_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "R1").write_text(REFERENCES["R2"].to_json())
-    assert describe.spec_from("R1")[0] == REFERENCES["R2"]
+    assert network_card.spec_from("R1")[0] == REFERENCES["R2"]
 
 
 @pytest.mark.parametrize("ref", ["R9", "nope.json", "search_spaces"])
 def test_spec_from_anything_else_names_it_and_the_references(ref):
     with pytest.raises(SpecError) as e:
-        describe.spec_from(ref)
+        network_card.spec_from(ref)
     assert str(e.value) == f"{ref}: no such file, and not a reference name (R1, R2, R4)"
 
 

@@ -12,7 +12,7 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from nas import cli, describe
+from nas import cli, network_card
 from nas.deploy import export
 from nas.space.build import Network, build
 from nas.data import DataInfo
@@ -70,7 +70,7 @@ def test_garbage_and_pickles_are_refused_without_unpickling(tmp_path, kind):
     with pytest.raises(export.WeightsError, match="m.safetensors"):
         export.load(path)
     with pytest.raises(export.WeightsError, match="m.safetensors"):
-        describe.spec_from(str(path))  # what `describe` and `evaluate --spec` read
+        network_card.spec_from(str(path))  # what `describe` and `evaluate --spec` read
     assert not marker.exists()
 
 

@@ -10,7 +10,7 @@ PACKAGE = ROOT / "nas"
 
 # each room of the house and its floor: a module imports only from its own floor or below
 FLOORS = {"config": 0, "errors": 0, "fileio": 0, "logs": 0, "space": 1, "data": 2, "deploy": 3, "engine": 4,
-          "results": 5, "run": 6, "commands": 6, "api": 7, "cli": 8, "__init__": 9}
+          "results": 5, "run": 6, "commands": 6, "network_card": 6, "api": 7, "cli": 8, "__init__": 9}
 
 
 def _module_name(path) -> str:

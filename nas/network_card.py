@@ -1,5 +1,5 @@
-"""`describe`: a network's layers, costs, recipe and data, from a weights file, a spec file or a reference name;
-and the reader of those (`spec_from`), which `evaluate` shares."""
+"""`describe` (the command): a network's layers, costs, recipe and data, from a weights file, a spec file or a
+reference name; and the reader of those (`spec_from`), which `evaluate` shares."""
 from __future__ import annotations
 
 import json
